@@ -1,0 +1,88 @@
+"""Which modules count as activations.
+
+Capture, surgery and their tests all need the same answer to "is this module an activation?", so it
+lives here once.  timm's norm-act layers keep their activation as an ordinary child module (``.act``),
+so it is found by the same test.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+)
+
+
+def _timm_activation_types() -> tuple[type[nn.Module], ...]:
+    try:
+        from timm.layers import activations as timm_act
+    except ImportError:  # pragma: no cover - timm is a hard dependency, but stay usable without it
+        return ()
+    names = ("Swish", "Mish", "HardSwish", "HardSigmoid", "HardMish", "GELU", "GELUTanh", "QuickGELU",
+             "Sigmoid", "Tanh", "PReLU")
+    return tuple(getattr(timm_act, n) for n in names if isinstance(getattr(timm_act, n, None), type))
+
+
+ACTIVATION_TYPES = ACTIVATION_TYPES + _timm_activation_types()
+
+
+#: Activations that squeeze-excite blocks use as channel gates; their outputs are weights, not
+#: representations, so capture leaves them out of the default ``act`` selection.
+GATE_TYPES: tuple[type[nn.Module], ...] = tuple(
+    t for t in ACTIVATION_TYPES if t.__name__ in ("Sigmoid", "Hardsigmoid", "HardSigmoid", "Tanh")
+)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for element-wise activation modules (ReLU family, SiLU, GELU, timm's activations)."""
+    return isinstance(module, ACTIVATION_TYPES)
+
+
+def is_gate(module: nn.Module) -> bool:
+    """True for sigmoid-like activations, which usually gate channels rather than represent."""
+    return isinstance(module, GATE_TYPES)
+
+
+def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of every activation module in ``model``, in registration order."""
+    return [(name, m) for name, m in model.named_modules() if name and is_activation(m)]
+
+
+def count_activation_calls(model: nn.Module, *inputs) -> int:
+    """Run one forward pass and count how many times activation modules were called.
+
+    Used to prove that a norm swap kept every activation (timm's ``BatchNormAct2d`` hides one).
+    """
+    import torch
+
+    calls = 0
+
+    def hook(_module, _inp, _out):
+        nonlocal calls
+        calls += 1
+
+    handles = [m.register_forward_hook(hook) for _, m in activation_modules(model)]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls

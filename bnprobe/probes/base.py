@@ -1,0 +1,327 @@
+"""The probe protocol and the probe registry.
+
+A probe is to bnprobe what an attribution method is to captum: a class configured in ``__init__``
+with one verb, :meth:`Probe.measure`, that turns one layer's representations into named numbers.
+The study loop and the report never special-case a probe; they only read three declarations:
+
+* ``needs`` -- what the probe reads: ``"stream"`` (statistics accumulated batch by batch during
+  capture, never the whole layer in memory), ``"vectors"`` (one ``(samples, features)`` array per
+  layer), or ``"model"`` (the trained model and the probed inputs, e.g. for attributions);
+* ``scope`` -- ``"layer"`` (measured once per captured layer) or ``"model"`` (once per run; its
+  numbers are filed under the layer name ``"model"``);
+* ``name``, ``description`` and ``key_metric`` -- what ``bnprobe probes`` lists and the terminal
+  report shows first.
+
+Probes are found through :func:`register_probe` (built-ins) and the ``bnprobe.probes`` entry-point
+group (plugins: ordinary installed packages, imported only when the registry is first asked).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from bnprobe.errors import BnprobeError, UnknownNameError
+
+ENTRY_POINT_GROUP = "bnprobe.probes"
+MODEL_SCOPE_LAYER = "model"
+
+Need = Literal["stream", "vectors", "model"]
+Scope = Literal["layer", "model"]
+
+
+class Accumulator(Protocol):
+    """Running state of a streaming probe for one layer of one run."""
+
+    def update(self, activations: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fold in one batch: ``activations`` is ``(batch, channels, *spatial)`` as the layer gave it."""
+
+    def result(self) -> dict[str, float]:
+        """The probe's numbers for everything seen so far."""
+
+
+@dataclass
+class LayerData:
+    """What capture hands a probe about one captured layer of one run."""
+
+    name: str
+    shape: tuple[int, ...]
+    """Per-sample activation shape, e.g. ``(channels, height, width)``."""
+    labels: np.ndarray
+    """Class label of each probed sample, ``(samples,)``."""
+    accumulators: dict[str, Accumulator] = field(default_factory=dict)
+    """Streaming probes' state, keyed by :attr:`Probe.key`."""
+    load_vectors: Callable[[], np.ndarray] | None = None
+
+    def vectors(self) -> np.ndarray:
+        """The per-sample representation vectors, ``(samples, features)`` float32."""
+        if self.load_vectors is None:
+            raise BnprobeError(f"layer {self.name}: no vectors were captured (capture with vectors=True)")
+        return np.asarray(self.load_vectors(), dtype=np.float32)
+
+
+@dataclass
+class ProbeContext:
+    """Everything about the run a probe may need beyond one layer's data."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    """The probed samples, on the CPU, as the model takes them."""
+    labels: torch.Tensor
+    device: torch.device
+    variant: str = "bn"
+    seed: int = 0
+    layer_modules: dict[str, nn.Module] = field(default_factory=dict)
+    """Module whose output is each captured layer (``name`` -> module)."""
+    reference: Callable[[str], LayerData | None] = lambda _name: None
+    """The same layer in the reference (``bn``) run of the same seed, when there is one."""
+
+
+class Probe(ABC):
+    """Base class of every probe: configure in ``__init__``, measure with :meth:`measure`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs: ClassVar[Need] = "vectors"
+    scope: ClassVar[Scope] = "layer"
+    key_metric: ClassVar[str] = ""
+    """The metric the terminal report shows for this probe (the JSON holds them all)."""
+
+    def __init__(self, **params: Any) -> None:
+        if params:
+            raise BnprobeError(f"probe {self.name}: unknown parameter(s) {', '.join(params)}; "
+                               f"it takes: {', '.join(self.param_names()) or 'none'}")
+
+    @abstractmethod
+    def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
+        """Numbers for one layer (``scope="layer"``) or for the run (``scope="model"``)."""
+
+    def accumulator(self, layer: str, shape: tuple[int, ...]) -> Accumulator:
+        """A fresh running state for ``layer``; only streaming probes implement this."""
+        raise NotImplementedError(f"probe {self.name} does not stream")
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the keyword parameters ``__init__`` takes."""
+        sig = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p for p, v in sig.parameters.items() if p != "self" and v.kind in kinds]
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """``{parameter: default}`` as ``bnprobe probes`` shows them."""
+        sig = inspect.signature(cls.__init__)
+        return {p: (None if v.default is inspect.Parameter.empty else v.default)
+                for p, v in sig.parameters.items() if p in cls.param_names()}
+
+    def get_params(self) -> dict[str, Any]:
+        """The configured parameter values (scikit-learn's ``get_params``)."""
+        return {p: getattr(self, p) for p in self.param_names() if hasattr(self, p)}
+
+    @property
+    def key(self) -> str:
+        """Name plus the parameters that differ from their defaults: ``hdbscan(dims=30)``."""
+        defaults = self.param_defaults()
+        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
+        if not changed:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={v!r}' for k, v in sorted(changed.items()))})"
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+class StreamingProbe(Probe):
+    """A probe computed from running statistics gathered during capture."""
+
+    needs: ClassVar[Need] = "stream"
+
+    @abstractmethod
+    def accumulator(self, layer: str, shape: tuple[int, ...]) -> Accumulator:
+        """A fresh running state for ``layer``."""
+
+    def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
+        """Read the numbers out of the accumulator capture filled for this probe."""
+        try:
+            state = layer.accumulators[self.key]
+        except KeyError:
+            raise BnprobeError(f"probe {self.key}: layer {layer.name} was captured without this probe's "
+                               "statistics; capture with this probe in `probes`") from None
+        return state.result()
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """One registry entry: the class and where it came from."""
+
+    name: str
+    cls: type[Probe] | None
+    source: str
+    """``"built-in"`` or the distribution that provides the entry point."""
+    error: str | None = None
+    """Why a plugin could not be loaded (then ``cls`` is None)."""
+
+    @property
+    def broken(self) -> bool:
+        return self.cls is None
+
+
+_REGISTRY: dict[str, ProbeInfo] = {}
+_PLUGINS_LOADED = False
+
+
+def register_probe(name: str, *, source: str = "built-in") -> Callable[[type[Probe]], type[Probe]]:
+    """Class decorator: make a :class:`Probe` subclass available as ``name``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+        raise ValueError(f"probe name {name!r} must be an identifier (letters, digits, _ or -)")
+
+    def decorate(cls: type[Probe]) -> type[Probe]:
+        if not (isinstance(cls, type) and issubclass(cls, Probe)):
+            raise TypeError(f"@register_probe({name!r}) needs a Probe subclass, got {cls!r}")
+        cls.name = name
+        _REGISTRY[name] = ProbeInfo(name=name, cls=cls, source=source)
+        return cls
+
+    return decorate
+
+
+_BUILTIN_MODULES = ("bnprobe.probes.sparsity", "bnprobe.probes.clustering")
+
+
+def _load_builtins() -> None:
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    _load_builtins()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep.dist, "name", None) or ep.value.split(":")[0]
+        if ep.name in _REGISTRY and _REGISTRY[ep.name].source == "built-in":
+            continue
+        try:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Probe)):
+                raise TypeError(f"{ep.value} is not a bnprobe Probe subclass")
+        except Exception as exc:  # a broken plugin must not break bnprobe
+            _REGISTRY[ep.name] = ProbeInfo(ep.name, None, dist, f"{type(exc).__name__}: {exc}")
+            continue
+        cls.name = ep.name
+        _REGISTRY[ep.name] = ProbeInfo(ep.name, cls, dist)
+
+
+def list_probes(include_broken: bool = False) -> list[ProbeInfo]:
+    """Every registered probe (built-ins and plugins), sorted by name."""
+    _load_plugins()
+    return [info for _, info in sorted(_REGISTRY.items()) if include_broken or not info.broken]
+
+
+def probe_names() -> list[str]:
+    """Names of the probes that can be built."""
+    return [info.name for info in list_probes()]
+
+
+def get_probe(name: str, **params: Any) -> Probe:
+    """Build the probe registered as ``name`` with ``params`` (validated by the probe)."""
+    _load_plugins()
+    info = _REGISTRY.get(name)
+    if info is None:
+        raise UnknownNameError(f"unknown probe {name!r}; available: {', '.join(probe_names())}")
+    if info.broken:
+        raise BnprobeError(f"probe {name!r} from {info.source} failed to load ({info.error}); "
+                           "reinstall or fix that package")
+    return info.cls(**params)
+
+
+_SPEC = re.compile(r"^\s*([A-Za-z_][\w\-]*)\s*(?:\((.*)\))?\s*$", re.S)
+
+
+def parse_probe_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"hdbscan(min_cluster_size=20, dims=30)"`` -> ``("hdbscan", {...})``.
+
+    Values are Python literals; the bare words ``none``, ``true`` and ``false`` are accepted too, and
+    any other bare word is taken as a string.
+    """
+    match = _SPEC.match(spec)
+    if not match:
+        raise BnprobeError(f"cannot read probe spec {spec!r}; write NAME or NAME(param=value, ...)")
+    name, args = match.group(1), (match.group(2) or "").strip()
+    params: dict[str, Any] = {}
+    if args:
+        for part in _split_args(args):
+            key, sep, raw = part.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise BnprobeError(f"probe spec {spec!r}: {part.strip()!r} is not param=value")
+            params[key.strip()] = _literal(raw.strip())
+    return name, params
+
+
+def _split_args(args: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in args:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p for p in parts if p.strip()]
+
+
+def _literal(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def split_probe_list(text: str) -> list[str]:
+    """Split ``"sparsity,hdbscan(dims=30,min_cluster_size=5)"`` at the top-level commas."""
+    return [p.strip() for p in _split_args(text)]
+
+
+def build_probes(specs: list[str] | list[Probe] | str) -> list[Probe]:
+    """Turn spec strings (or ready probes) into probe objects; a string may hold a comma list."""
+    if isinstance(specs, str):
+        specs = split_probe_list(specs)
+    probes: list[Probe] = []
+    for spec in specs:
+        if isinstance(spec, Probe):
+            probes.append(spec)
+            continue
+        name, params = parse_probe_spec(spec)
+        probes.append(get_probe(name, **params))
+    keys = [p.key for p in probes]
+    dupes = {k for k in keys if keys.count(k) > 1}
+    if dupes:
+        raise BnprobeError(f"probe {sorted(dupes)[0]} is listed twice; give each probe once")
+    return probes
