@@ -250,6 +250,10 @@ def get_probe(name: str, **params: Any) -> Probe:
     if info.broken:
         raise BnprobeError(f"probe {name!r} from {info.source} failed to load ({info.error}); "
                            "reinstall or fix that package")
+    unknown = [k for k in params if k not in info.cls.param_names()]
+    if unknown:
+        raise BnprobeError(f"probe {name}: unknown parameter(s) {', '.join(unknown)}; "
+                           f"it takes: {', '.join(info.cls.param_names()) or 'none'}")
     return info.cls(**params)
 
 

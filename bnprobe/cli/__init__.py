@@ -1,0 +1,34 @@
+"""The ``bnprobe`` command line: a thin shell that parses, calls the Python API and renders.
+
+Bad input raises :class:`bnprobe.errors.BnprobeError` somewhere in the API; here it becomes one line
+on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from bnprobe.errors import BnprobeError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BnprobeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bnprobe")
+def cli() -> None:
+    """What does BatchNorm do to a CNN's hidden representations?"""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+from bnprobe.cli import probes, report, run  # noqa: E402,F401  (registers the subcommands)

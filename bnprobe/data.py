@@ -1,0 +1,135 @@
+"""Datasets as in-memory tensors.
+
+Every dataset bnprobe knows is small enough to live in memory (and on the training device) as one
+float tensor of images and one tensor of labels per split, so training needs no DataLoader workers
+and capture can index the probed samples directly.
+
+``digits`` is the embedded default: scikit-learn's ``load_digits`` (1,797 real 8x8 handwritten
+digits, 17 grey levels).  bnprobe splits it once, stratified, 80 % train / 20 % test with
+``random_state=0`` (1,437 / 360 images), scales pixels to [0, 1], resizes to 32x32 with bilinear
+interpolation, and normalises with the training set's mean and standard deviation.  The single grey
+channel is repeated when a model takes more channels (torchvision models take 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bnprobe.errors import BnprobeError, UnknownNameError
+
+
+@dataclass
+class Split:
+    """One split: images ``(N, C, H, W)`` float32 and integer labels ``(N,)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        """The split on ``device`` (no copy when it is already there)."""
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    """A train and a test split plus what a model needs to know about them."""
+
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.x.shape[-1])
+
+
+Loader = Callable[..., Dataset]
+_DATASETS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Decorator: make a loader ``fn(data_root=None, image_size=None) -> Dataset`` known as ``name``."""
+
+    def decorate(fn: Loader) -> Loader:
+        _DATASETS[name] = fn
+        return fn
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Names ``--dataset`` accepts (``folder:PATH`` aside)."""
+    return sorted(_DATASETS)
+
+
+def load_dataset(name: str, *, data_root: str | Path | None = None, image_size: int | None = None,
+                 channels: int | None = None) -> Dataset:
+    """Load ``name`` as normalised tensors, resized to ``image_size`` and repeated to ``channels``."""
+    loader = _DATASETS.get(name)
+    if loader is None:
+        raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+    dataset = loader(data_root=data_root, image_size=image_size)
+    return adapt_channels(dataset, channels) if channels else dataset
+
+
+def adapt_channels(dataset: Dataset, channels: int) -> Dataset:
+    """Repeat a grey dataset to ``channels`` (e.g. 3 for torchvision models)."""
+    if channels == dataset.channels:
+        return dataset
+    if dataset.channels != 1:
+        raise BnprobeError(f"dataset {dataset.name} has {dataset.channels} channels and the model takes "
+                           f"{channels}; pick a model built for {dataset.channels} channels")
+
+    def repeat(split: Split) -> Split:
+        return Split(split.x.repeat(1, channels, 1, 1), split.y)
+
+    return Dataset(dataset.name, repeat(dataset.train), repeat(dataset.test), dataset.num_classes,
+                   {**dataset.info, "channels_repeated_to": channels})
+
+
+def normalise(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Standardise both splits per channel with the training split's statistics."""
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    stats = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+    return (train_x - mean) / std, (test_x - mean) / std, stats
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, H, W)`` images to ``size`` x ``size``."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@register_dataset("digits")
+def load_digits(data_root: str | Path | None = None, image_size: int | None = None) -> Dataset:
+    """scikit-learn's 8x8 digits, split 80/20 stratified (seed 0), resized to 32x32 by default."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(range(len(labels)), test_size=0.2, stratify=bunch.target,
+                                           random_state=0)
+    size = image_size or 32
+    train_x, test_x = resize(images[train_idx], size), resize(images[test_idx], size)
+    train_x, test_x, stats = normalise(train_x, test_x)
+    return Dataset("digits", Split(train_x, labels[train_idx]), Split(test_x, labels[test_idx]), 10,
+                   {"source": "sklearn.datasets.load_digits", "split": "80/20 stratified, random_state=0",
+                    "image_size": size, **stats})

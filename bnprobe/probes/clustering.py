@@ -1,0 +1,331 @@
+"""Clustering probes: do a layer's representations fall into class-like groups?
+
+Two views of the same question:
+
+* ``hdbscan`` -- *explicit* clusters.  HDBSCAN on the per-sample vectors (after a PCA on the run's
+  device) finds dense groups without being told how many; the probe reports how many it found, how
+  much it left as noise and how well the groups match the class labels.
+* ``binary_patterns`` -- *implicit* clusters in the sense of Haasbroek & Davel: every channel splits
+  the samples into the ones it is active on and the rest, so a channel whose active set is one class
+  acts as a class detector, with no clustering algorithm involved.
+
+Both read the captured vectors (``needs="vectors"``) and measure each layer on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import hdbscan
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from bnprobe.errors import BnprobeError
+from bnprobe.params import check_choice, check_float, check_int
+from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, register_probe
+
+DEFAULT_DIMS = 50
+"""PCA dimensions of the default HDBSCAN run: enough to keep the class structure of a CNN layer, few
+enough for hdbscan's tree-based search (it switches to slow brute-force-like searches above 60)."""
+
+EXACT_MAX_SAMPLES = 20_000
+"""Exact mode holds an ``(n, n)`` float64 distance matrix, which hdbscan copies about three times
+(20,000 samples: 3.2 GB a copy)."""
+
+_FULL_SVD_MAX = 512
+"""PCA takes a full SVD when the smaller side of the data is at most this (well under a second on two
+CPU cores); above it, a seeded randomized SVD."""
+_PCA_OVERSAMPLE = 10
+_PCA_POWER_ITERATIONS = 4
+_PCA_SEED = 0
+
+_CANCELLATION = 1e-4
+"""In exact mode a squared distance below this fraction of ``|x|^2 + |y|^2`` (centred vectors) is
+recomputed from the differences: there the Gram formula ``|x|^2 + |y|^2 - 2 x.y`` has lost too many
+digits (near-duplicates, and the diagonal, which must be exactly 0)."""
+_BLOCK_ELEMENTS = 1 << 22
+"""Size of one block of distances (or of gathered differences) on the device, in elements."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+def _checked_labels(layer: LayerData, samples: int) -> np.ndarray:
+    """The layer's class labels, after checking they match the ``samples`` vectors."""
+    labels = np.asarray(layer.labels)
+    if samples == 0:
+        raise BnprobeError(f"layer {layer.name}: no samples were captured; probe at least one batch")
+    if labels.shape != (samples,):
+        raise BnprobeError(f"layer {layer.name}: {labels.shape[0] if labels.ndim else 0} labels for "
+                           f"{samples} vectors; capture labels and vectors from the same samples")
+    return labels
+
+
+def _majority_counts(labels: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """For each column of the boolean ``(samples, groups)`` ``membership``, its most common class's count."""
+    _, codes = np.unique(labels, return_inverse=True)
+    onehot = np.zeros((labels.shape[0], int(codes.max()) + 1))
+    onehot[np.arange(labels.shape[0]), codes] = 1.0
+    return (onehot.T @ membership.astype(np.float64)).max(axis=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# PCA and exact distances, in torch on the run's device
+
+def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np.ndarray, float]:
+    """Project ``(samples, features)`` onto its top ``dims`` principal components, on ``device``.
+
+    Returns the projection (float32) and the fraction of the variance it keeps.  Small data get a full
+    SVD; larger data a randomized SVD (Halko et al. 2011, with power iterations) whose Gaussian test
+    matrix is drawn on the CPU from a fixed seed, so the result is the same on every run and, up to
+    rounding, on every device.  Distances are all that HDBSCAN uses, so the components' signs do not
+    matter.  Callers skip the PCA when ``dims >= min(samples, features)``: then it would keep every
+    distance anyway.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
+    x = x - x.mean(dim=0)
+    total = float(x.double().square().sum())
+    smaller = min(x.shape)
+    rank = min(dims + _PCA_OVERSAMPLE, smaller)
+    if smaller <= _FULL_SVD_MAX or 2 * rank >= smaller:
+        _, singular, vh = torch.linalg.svd(x, full_matrices=False)
+    else:
+        generator = torch.Generator().manual_seed(_PCA_SEED)
+        sketch = x @ torch.randn(x.shape[1], rank, generator=generator).to(device)
+        for _ in range(_PCA_POWER_ITERATIONS):
+            basis = torch.linalg.qr(sketch).Q
+            sketch = x @ (x.T @ basis)
+        basis = torch.linalg.qr(sketch).Q
+        _, singular, vh = torch.linalg.svd(basis.T @ x, full_matrices=False)
+    projected = x @ vh[:dims].T
+    kept = float(singular[:dims].double().square().sum()) / total if total > 0 else 1.0
+    return projected.cpu().numpy(), min(kept, 1.0)
+
+
+def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray:
+    """The full ``(samples, samples)`` float64 Euclidean distance matrix, computed on ``device``.
+
+    Exact mode feeds this to ``hdbscan.HDBSCAN(metric="precomputed")``, whose labels must equal
+    hdbscan's own on the vectors; so the distances have to be as good as hdbscan's float64 ones.  They
+    come from the Gram formula in float64 (one matrix product per block of rows, fast on a GPU and with
+    CPU BLAS) on centred vectors, which keeps the cancellation small; pairs where it is still too large
+    (see ``_CANCELLATION``) are recomputed from their differences.  Only the upper triangle is computed
+    and then mirrored, so the matrix is exactly symmetric with an exactly zero diagonal.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(vectors)).to(device=device, dtype=torch.float64)
+    x = x - x.mean(dim=0)
+    norms = x.square().sum(dim=1)
+    samples, features = x.shape
+    out = np.empty((samples, samples), dtype=np.float64)
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(samples, 1))
+    pairs_per_chunk = max(1, _BLOCK_ELEMENTS // max(features, 1))
+    for start in range(0, samples, rows_per_block):
+        stop = min(start + rows_per_block, samples)
+        rows, cols = x[start:stop], x[start:]
+        scale = norms[start:stop, None] + norms[None, start:]
+        squared = scale - 2.0 * (rows @ cols.T)
+        close_r, close_c = torch.nonzero(squared <= _CANCELLATION * scale, as_tuple=True)
+        for lo in range(0, close_r.numel(), pairs_per_chunk):
+            r, c = close_r[lo:lo + pairs_per_chunk], close_c[lo:lo + pairs_per_chunk]
+            squared[r, c] = (rows[r] - cols[c]).square().sum(dim=1)
+        block = squared.clamp_(min=0.0).sqrt_()
+        square = block[:, :stop - start]
+        block[:, :stop - start] = torch.triu(square) + torch.triu(square, diagonal=1).T
+        block = block.cpu().numpy()
+        out[start:stop, start:] = block
+        out[start:, start:stop] = block.T
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# HDBSCAN
+
+@register_probe("hdbscan")
+class HdbscanProbe(Probe):
+    """HDBSCAN on a layer's per-sample vectors: how many dense groups, and do they match the classes?
+
+    Parameters
+    ----------
+    min_cluster_size:
+        Smallest group HDBSCAN calls a cluster (default 10).  bnprobe probes 1,800-5,000 samples of
+        10-100 classes, so a class holds 18-500 samples: 10 lets a small class form its own cluster
+        while single near-duplicates and pairs stay noise.
+    min_samples:
+        Neighbours that make a point a core point (how conservative the density estimate is); ``None``
+        uses ``min_cluster_size``, hdbscan's own default.
+    dims:
+        PCA dimensions before clustering, an integer, ``None`` (the raw vectors) or ``"auto"`` (the
+        default): ``DEFAULT_DIMS`` (50) normally, ``None`` with ``exact=True``, because exact mode
+        exists to reproduce HDBSCAN on the representation itself.  When ``dims`` is at least the number
+        of samples or of features, the vectors are clustered as they are (a PCA would keep every
+        distance).  The PCA runs in torch on the run's device and is deterministic.
+    exact:
+        ``False`` (default): hdbscan's own tree-based search (its ``"best"`` algorithm, with its
+        approximate minimum spanning tree).  ``True``: the full pairwise distance matrix is computed
+        in float64 on the run's device and clustered with ``metric="precomputed"``, which gives the
+        same labels as ``hdbscan.HDBSCAN()`` on the same vectors, many times faster on
+        high-dimensional layers (5,000 x 4,096: see ``bench/hdbscan_probe.py``); it needs memory for
+        an ``n x n`` matrix, so it takes at most ``EXACT_MAX_SAMPLES`` samples.
+
+    Metrics
+    -------
+    ``n_clusters``, ``noise_fraction`` (share of samples labelled noise); ``ari`` and ``nmi``
+    (scikit-learn, against the class labels, on *all* samples with noise as one more cluster, so
+    leaving samples as noise costs score); ``purity`` (over the non-noise samples: the share that
+    belongs to its cluster's most common class); ``persistence`` (mean of hdbscan's
+    ``cluster_persistence_``, how long the clusters live in the hierarchy, 0-1); ``dbcv`` (hdbscan's
+    ``relative_validity_``, the DBCV index computed on the minimum spanning tree, -1 to 1; always
+    affordable, since the tree is a by-product of the clustering); ``dims_used`` (dimensions
+    clustered) and ``explained_variance`` (variance the PCA kept, 1.0 without PCA).  ``purity``,
+    ``persistence`` and ``dbcv`` are NaN when there is no cluster.
+
+    Samples with a non-finite value (a diverged run) are labelled noise and left out of the
+    clustering; with fewer clusterable samples than ``min_cluster_size`` -- or vectors that are all
+    the same, a dead layer -- every sample is noise: ``n_clusters`` 0, ``noise_fraction`` 1.
+    """
+
+    description: ClassVar[str] = "HDBSCAN clusters of the representation vectors vs the class labels"
+    needs: ClassVar[Need] = "vectors"
+    key_metric: ClassVar[str] = "ari"
+
+    def __init__(self, *, min_cluster_size: int = 10, min_samples: int | None = None,
+                 dims: int | str | None = "auto", exact: bool = False, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        owner = f"probe {self.name}"
+        self.min_cluster_size = check_int(owner, "min_cluster_size", min_cluster_size, minimum=2)
+        self.min_samples = check_int(owner, "min_samples", min_samples, minimum=1, allow_none=True)
+        if isinstance(dims, str) and dims != "auto":
+            raise BnprobeError(f"{owner}: dims must be an integer, none or 'auto', got {dims!r}")
+        self.dims = dims if dims == "auto" else check_int(owner, "dims", dims, minimum=1, allow_none=True)
+        if not isinstance(exact, bool):
+            raise BnprobeError(f"{owner}: exact must be true or false, got {exact!r}")
+        self.exact = exact
+
+    @property
+    def pca_dims(self) -> int | None:
+        """The PCA dimensions ``dims`` stands for in this mode (``None``: no PCA)."""
+        if self.dims == "auto":
+            return None if self.exact else DEFAULT_DIMS
+        return self.dims
+
+    def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
+        """Cluster the layer's vectors and score the clusters against its labels."""
+        vectors = layer.vectors()
+        labels = _checked_labels(layer, vectors.shape[0])
+        finite = np.isfinite(vectors).all(axis=1)
+        points = vectors[finite]
+        if self.exact and points.shape[0] > EXACT_MAX_SAMPLES:
+            raise BnprobeError(f"probe {self.key}: layer {layer.name} has {points.shape[0]} samples, but "
+                               f"exact mode holds an n x n matrix and takes at most {EXACT_MAX_SAMPLES}; "
+                               "use exact=false or probe fewer samples")
+        dims, kept = points.shape[1], 1.0
+        if self.pca_dims is not None and self.pca_dims < min(points.shape):
+            points, kept = pca_reduce(points, self.pca_dims, context.device)
+            dims = self.pca_dims
+
+        predicted = np.full(labels.shape[0], -1, dtype=np.intp)
+        model = None
+        if points.shape[0] >= self.min_cluster_size:
+            model = self._fit(points, context.device)
+            predicted[finite] = model.labels_
+        clustered = predicted >= 0
+        n_clusters = int(predicted.max()) + 1
+        if n_clusters:
+            majority = _majority_counts(labels[clustered], predicted[clustered, None] == np.arange(n_clusters))
+            purity = float(majority.sum() / clustered.sum())
+            persistence = float(np.mean(model.cluster_persistence_))
+            dbcv = float(model.relative_validity_)
+        else:
+            purity = persistence = dbcv = math.nan
+        return {
+            "n_clusters": float(n_clusters),
+            "noise_fraction": float(1.0 - clustered.mean()),
+            "ari": float(adjusted_rand_score(labels, predicted)),
+            "nmi": float(normalized_mutual_info_score(labels, predicted)),
+            "purity": purity,
+            "persistence": persistence,
+            "dbcv": dbcv,
+            "dims_used": float(dims),
+            "explained_variance": kept,
+        }
+
+    def _fit(self, points: np.ndarray, device: torch.device) -> hdbscan.HDBSCAN:
+        """Run HDBSCAN on ``points`` the way this probe is configured (the tree is kept for ``dbcv``)."""
+        params: dict[str, Any] = {"min_cluster_size": self.min_cluster_size,
+                                  "min_samples": self.min_samples, "gen_min_span_tree": True}
+        if self.exact:
+            return hdbscan.HDBSCAN(metric="precomputed", **params).fit(euclidean_distances(points, device))
+        # core_dist_n_jobs=-1: hdbscan's parallel core distances (used above 16,384 samples) on every core.
+        return hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params).fit(points)
+
+
+# --------------------------------------------------------------------------------------------------
+# Binary activation patterns
+
+def channel_activity(vectors: np.ndarray, shape: tuple[int, ...], reduce: str, layer: str) -> np.ndarray:
+    """One activity value per sample and channel, ``(samples, channels)``.
+
+    ``vectors`` are either whole feature maps flattened (``C*H*W`` values, ``shape == (C, H, W)``),
+    reduced here over the positions with ``reduce`` (``"mean"`` or ``"max"``), or already one value
+    per channel (``C`` values: a linear layer, or capture's channel means), used as they are.  Channel
+    means cannot give a channel's maximum, so ``reduce="max"`` on them is an error.
+    """
+    samples, features = vectors.shape
+    channels = shape[0] if shape else features
+    positions = math.prod(shape[1:])
+    if features == channels * positions:
+        maps = vectors.reshape(samples, channels, positions)
+        return maps.max(axis=2) if reduce == "max" else maps.mean(axis=2)
+    if features == channels:
+        if reduce == "max":
+            raise BnprobeError(f"layer {layer}: reduce='max' needs whole feature maps, but the layer was "
+                               f"captured as {channels} channel means; use reduce='mean'")
+        return vectors
+    raise BnprobeError(f"layer {layer}: {features} features fit neither the {channels} channels nor the "
+                       f"{channels * positions} values of shape {shape}")
+
+
+@register_probe("binary_patterns")
+class BinaryPatternsProbe(Probe):
+    """Implicit clusters (Haasbroek & Davel): each channel's active set and how pure its class is.
+
+    A channel is *active* on a sample when its activity -- the mean (``reduce="mean"``, default) or
+    maximum (``"max"``) of its feature map, or the value itself for a linear layer or channel-mean
+    capture -- exceeds ``eps`` (default 0, "the ReLU fired"; for non-negative activations mean and max
+    then agree, and ``"mean"`` gives the same numbers whether capture kept whole maps or channel
+    means).  The channel's *active set* is the samples it is active on: an implicit cluster.
+
+    Metrics
+    -------
+    ``active_set_size``: mean over channels of the fraction of samples in the active set (how
+    selective the channels are; 1 means always on).  ``active_set_purity``: mean, over channels with a
+    non-empty active set, of the share of the active set that belongs to its most common class (1: the
+    channel fires for one class only; about 1/classes for balanced classes: it ignores the class);
+    NaN when every channel is dead.  ``dead_channels``: fraction of channels active on no sample.
+    """
+
+    description: ClassVar[str] = "per-channel active sets (implicit clusters) and their class purity"
+    needs: ClassVar[Need] = "vectors"
+    key_metric: ClassVar[str] = "active_set_purity"
+
+    def __init__(self, *, eps: float = 0.0, reduce: str = "mean", **unknown: Any) -> None:
+        super().__init__(**unknown)
+        owner = f"probe {self.name}"
+        self.eps = check_float(owner, "eps", eps)
+        self.reduce = check_choice(owner, "reduce", reduce, ("mean", "max"))
+
+    def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
+        """Split the samples by each channel's activity and score the splits against the labels."""
+        vectors = layer.vectors()
+        labels = _checked_labels(layer, vectors.shape[0])
+        active = channel_activity(vectors, layer.shape, self.reduce, layer.name) > self.eps
+        sizes = active.sum(axis=0)
+        live = sizes > 0
+        purity = (_majority_counts(labels, active[:, live]) / sizes[live]).mean() if live.any() else math.nan
+        return {
+            "active_set_size": float(active.mean()),
+            "active_set_purity": float(purity),
+            "dead_channels": float(1.0 - live.mean()),
+        }

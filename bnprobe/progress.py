@@ -1,0 +1,63 @@
+"""Rich progress for a running study (training epochs, probes) with ETA."""
+
+from __future__ import annotations
+
+from bnprobe.surgery import SwapReport
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bnprobe.results import RunResult
+from bnprobe.study import StudyListener
+
+
+class RichListener(StudyListener):
+    """Shows one bar for the whole study and one for the current stage; quiet prints nothing."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=self.console, transient=True,
+                                 disable=quiet)
+        self.study_task = None
+        self.stage_task = None
+
+    def __enter__(self) -> RichListener:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def study_started(self, total_runs: int) -> None:
+        self.study_task = self.progress.add_task("study", total=total_runs)
+
+    def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:
+        if not self.quiet:
+            what = "model as built" if variant == "bn" else f"{report.n_swapped} norm layers swapped"
+            self.progress.console.print(f"[bold]{variant}[/bold] seed {seed}: {what}", highlight=False)
+
+    def _stage(self, description: str, total: int) -> None:
+        if self.stage_task is not None:
+            self.progress.remove_task(self.stage_task)
+        self.stage_task = self.progress.add_task(description, total=total)
+
+    def training_started(self, variant: str, seed: int, epochs: int) -> None:
+        self._stage(f"train {variant} seed {seed}", epochs)
+
+    def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None:
+        self.progress.update(self.stage_task, completed=epoch,
+                             description=f"train {variant} seed {seed} loss {metrics['loss']:.3f}")
+
+    def probing_started(self, variant: str, seed: int, steps: int) -> None:
+        self._stage(f"probe {variant} seed {seed}", steps)
+
+    def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None:
+        self.progress.advance(self.stage_task)
+
+    def run_done(self, run: RunResult, seconds: float) -> None:
+        self.progress.advance(self.study_task)
+        if not self.quiet:
+            test = f"{run.test_accuracy:.3f}" if run.test_accuracy is not None else "—"
+            self.progress.console.print(f"  done in {seconds:.1f}s: train acc {run.train_accuracy:.3f}, "
+                                        f"test acc {test}", highlight=False)
