@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bnprobe.surgery import SwapReport
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bnprobe.results import RunResult
 from bnprobe.study import StudyListener
+from bnprobe.surgery import SwapReport
 
 
 class RichListener(StudyListener):
@@ -23,13 +23,14 @@ class RichListener(StudyListener):
         self.stage_task = None
 
     def __enter__(self) -> RichListener:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.study_task is not None:
+            self.progress.stop()
 
     def study_started(self, total_runs: int) -> None:
+        self.progress.start()  # only now: input errors found earlier print one clean line
         self.study_task = self.progress.add_task("study", total=total_runs)
 
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant
 from torch import nn
 
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
@@ -29,6 +28,7 @@ from bnprobe.models import create_model, input_channels
 from bnprobe.probes.base import Probe, ProbeContext, build_probes
 from bnprobe.probes.runner import run_probes
 from bnprobe.results import Results, RunResult
+from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant
 from bnprobe.train import TrainConfig, TrainResult, resolve_device, train_model
 
 REFERENCE_VARIANT = "bn"
@@ -142,12 +142,13 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     results = Results(model=config.model if isinstance(source, str) else type(source).__name__,
                       dataset=dataset.name, config={**config.to_dict(), "device": str(device),
                                                     "samples_probed": len(probe_split)})
+    first = build_seeded_model(source, 0, dataset)
+    if not has_batchnorm(first):
+        raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
+                               "pick a CNN with BatchNorm")
     listener.study_started(config.seeds * len(config.variants))
     for seed in range(config.seeds):
-        base = build_seeded_model(source, seed, dataset)
-        if not has_batchnorm(base):
-            raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
-                                   "pick a CNN with BatchNorm")
+        base = first if seed == 0 else build_seeded_model(source, seed, dataset)
         reference: CaptureResult | None = None
         for variant in config.variants:
             started = time.perf_counter()

@@ -199,7 +199,7 @@ def register_probe(name: str, *, source: str = "built-in") -> Callable[[type[Pro
     return decorate
 
 
-_BUILTIN_MODULES = ("bnprobe.probes.sparsity", "bnprobe.probes.clustering")
+_BUILTIN_MODULES = ("bnprobe.probes.sparsity", "bnprobe.probes.clustering", "bnprobe.probes.attribution")
 
 
 def _load_builtins() -> None:

@@ -1,0 +1,71 @@
+"""bnprobe: what BatchNorm does to a CNN's hidden representations.
+
+The Python API mirrors the pipeline, one function per stage::
+
+    model = bnprobe.create_model("resnet18", num_classes=10, in_chans=1)
+    variant, report = bnprobe.make_variant(model, "identity")
+    bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=3))
+    captured = bnprobe.capture(variant, data.train, samples=500, probes=probes)
+    outcome = bnprobe.run_probes(captured, probes, context)
+
+or all at once with :func:`run_study`.
+"""
+
+from bnprobe.capture import CaptureResult, capture
+from bnprobe.data import Dataset, Split, list_datasets, load_dataset
+from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
+from bnprobe.models import create_model, list_models, register_model
+from bnprobe.probes import (
+    LayerData,
+    Probe,
+    ProbeContext,
+    StreamingProbe,
+    build_probes,
+    get_probe,
+    list_probes,
+    register_probe,
+)
+from bnprobe.probes.runner import ProbeOutcome, run_probes
+from bnprobe.results import Results, RunResult
+from bnprobe.study import StudyConfig, run_study
+from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
+from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BnprobeError",
+    "CaptureResult",
+    "Dataset",
+    "LayerData",
+    "NoBatchNormError",
+    "Probe",
+    "ProbeContext",
+    "ProbeOutcome",
+    "Results",
+    "RunResult",
+    "Split",
+    "StreamingProbe",
+    "StudyConfig",
+    "SwapReport",
+    "TrainConfig",
+    "TrainResult",
+    "UnknownNameError",
+    "build_probes",
+    "capture",
+    "create_model",
+    "evaluate",
+    "get_probe",
+    "list_datasets",
+    "list_models",
+    "list_probes",
+    "list_targets",
+    "load_dataset",
+    "make_variant",
+    "register_model",
+    "register_probe",
+    "run_probes",
+    "run_study",
+    "swap_norms",
+    "train_model",
+]
