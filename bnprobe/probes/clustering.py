@@ -15,6 +15,7 @@ Both read the captured vectors (``needs="vectors"``) and measure each layer on i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import hdbscan
@@ -28,7 +29,8 @@ from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, register_p
 
 DEFAULT_DIMS = 50
 """PCA dimensions of the default HDBSCAN run: enough to keep the class structure of a CNN layer, few
-enough for hdbscan's tree-based search (it switches to slow brute-force-like searches above 60)."""
+enough for hdbscan's fast Boruvka tree search (above 60 dimensions it falls back to Prim's algorithm,
+which computes every pairwise distance: minutes for 5,000 samples of 4,096 features)."""
 
 EXACT_MAX_SAMPLES = 20_000
 """Exact mode holds an ``(n, n)`` float64 distance matrix, which hdbscan copies about three times
@@ -142,6 +144,22 @@ def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray
 # --------------------------------------------------------------------------------------------------
 # HDBSCAN
 
+@dataclass
+class Clustering:
+    """What one HDBSCAN run of :class:`HdbscanProbe` found."""
+
+    labels: np.ndarray
+    """Cluster of each sample, ``-1`` for noise (non-finite samples included)."""
+    persistence: np.ndarray
+    """hdbscan's ``cluster_persistence_``, one value per cluster."""
+    dbcv: float
+    """hdbscan's ``relative_validity_``; NaN without clusters."""
+    dims: int
+    """Dimensions clustered (after the PCA, if any)."""
+    explained_variance: float
+    """Fraction of the variance the PCA kept (1.0 without PCA)."""
+
+
 @register_probe("hdbscan")
 class HdbscanProbe(Probe):
     """HDBSCAN on a layer's per-sample vectors: how many dense groups, and do they match the classes?
@@ -149,9 +167,11 @@ class HdbscanProbe(Probe):
     Parameters
     ----------
     min_cluster_size:
-        Smallest group HDBSCAN calls a cluster (default 10).  bnprobe probes 1,800-5,000 samples of
-        10-100 classes, so a class holds 18-500 samples: 10 lets a small class form its own cluster
-        while single near-duplicates and pairs stay noise.
+        Smallest group HDBSCAN calls a cluster (default 10).  A study probes up to 5,000 samples
+        (1,797 with the built-in digits), typically of 10 classes, so a class holds 180-500: 10 is
+        far below a class, so a class -- or a class's well-separated sub-group -- can form a
+        cluster, while chance clumps of a few near-duplicates stay noise (hdbscan's own default, 5,
+        lets those through more often).
     min_samples:
         Neighbours that make a point a core point (how conservative the density estimate is); ``None``
         uses ``min_cluster_size``, hdbscan's own default.
@@ -162,12 +182,14 @@ class HdbscanProbe(Probe):
         of samples or of features, the vectors are clustered as they are (a PCA would keep every
         distance).  The PCA runs in torch on the run's device and is deterministic.
     exact:
-        ``False`` (default): hdbscan's own tree-based search (its ``"best"`` algorithm, with its
-        approximate minimum spanning tree).  ``True``: the full pairwise distance matrix is computed
-        in float64 on the run's device and clustered with ``metric="precomputed"``, which gives the
-        same labels as ``hdbscan.HDBSCAN()`` on the same vectors, many times faster on
-        high-dimensional layers (5,000 x 4,096: see ``bench/hdbscan_probe.py``); it needs memory for
-        an ``n x n`` matrix, so it takes at most ``EXACT_MAX_SAMPLES`` samples.
+        ``False`` (default): hdbscan's own tree-based search (its ``"best"`` algorithm: an
+        approximate Boruvka spanning tree up to 60 dimensions, exact Prim above).  ``True``: the full
+        pairwise distance matrix is computed in float64 on the run's device and clustered with
+        ``metric="precomputed"`` (an exact Prim tree), which gives the labels of
+        ``hdbscan.HDBSCAN()`` on the same vectors whenever that is exact too -- more than 60
+        dimensions, e.g. the raw vectors -- tens of times faster on CPU-sized cores and hundreds of
+        times on a GPU for 5,000 x 4,096 (``bench/hdbscan_probe.py``).  It needs memory for an
+        ``n x n`` matrix, so it takes at most ``EXACT_MAX_SAMPLES`` samples.
 
     Metrics
     -------
@@ -210,55 +232,54 @@ class HdbscanProbe(Probe):
             return None if self.exact else DEFAULT_DIMS
         return self.dims
 
+    def cluster(self, vectors: np.ndarray, device: torch.device) -> Clustering:
+        """Run this probe's HDBSCAN on ``(samples, features)`` vectors, PCA first, on ``device``."""
+        finite = np.isfinite(vectors).all(axis=1)
+        points = vectors[finite]
+        if self.exact and points.shape[0] > EXACT_MAX_SAMPLES:
+            raise BnprobeError(f"probe {self.key}: {points.shape[0]} samples, but exact mode holds an "
+                               f"n x n matrix and takes at most {EXACT_MAX_SAMPLES}; use exact=false or "
+                               "probe fewer samples")
+        dims, kept = points.shape[1], 1.0
+        if self.pca_dims is not None and self.pca_dims < min(points.shape):
+            points, kept = pca_reduce(points, self.pca_dims, device)
+            dims = self.pca_dims
+        labels = np.full(vectors.shape[0], -1, dtype=np.intp)
+        if points.shape[0] < self.min_cluster_size:
+            return Clustering(labels, np.zeros(0), math.nan, dims, kept)
+        params: dict[str, Any] = {"min_cluster_size": self.min_cluster_size,
+                                  "min_samples": self.min_samples, "gen_min_span_tree": True}
+        if self.exact:
+            model = hdbscan.HDBSCAN(metric="precomputed", **params).fit(euclidean_distances(points, device))
+        else:
+            # core_dist_n_jobs=-1: hdbscan's parallel core distances (above 16,384 samples) on every core.
+            model = hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params).fit(points)
+        labels[finite] = model.labels_
+        dbcv = float(model.relative_validity_) if model.labels_.max() >= 0 else math.nan
+        return Clustering(labels, np.asarray(model.cluster_persistence_, dtype=np.float64), dbcv, dims, kept)
+
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """Cluster the layer's vectors and score the clusters against its labels."""
         vectors = layer.vectors()
         labels = _checked_labels(layer, vectors.shape[0])
-        finite = np.isfinite(vectors).all(axis=1)
-        points = vectors[finite]
-        if self.exact and points.shape[0] > EXACT_MAX_SAMPLES:
-            raise BnprobeError(f"probe {self.key}: layer {layer.name} has {points.shape[0]} samples, but "
-                               f"exact mode holds an n x n matrix and takes at most {EXACT_MAX_SAMPLES}; "
-                               "use exact=false or probe fewer samples")
-        dims, kept = points.shape[1], 1.0
-        if self.pca_dims is not None and self.pca_dims < min(points.shape):
-            points, kept = pca_reduce(points, self.pca_dims, context.device)
-            dims = self.pca_dims
-
-        predicted = np.full(labels.shape[0], -1, dtype=np.intp)
-        model = None
-        if points.shape[0] >= self.min_cluster_size:
-            model = self._fit(points, context.device)
-            predicted[finite] = model.labels_
-        clustered = predicted >= 0
-        n_clusters = int(predicted.max()) + 1
+        found = self.cluster(vectors, context.device)
+        clustered = found.labels >= 0
+        n_clusters = int(found.labels.max()) + 1
+        purity = math.nan
         if n_clusters:
-            majority = _majority_counts(labels[clustered], predicted[clustered, None] == np.arange(n_clusters))
-            purity = float(majority.sum() / clustered.sum())
-            persistence = float(np.mean(model.cluster_persistence_))
-            dbcv = float(model.relative_validity_)
-        else:
-            purity = persistence = dbcv = math.nan
+            members = found.labels[clustered, None] == np.arange(n_clusters)
+            purity = float(_majority_counts(labels[clustered], members).sum() / clustered.sum())
         return {
             "n_clusters": float(n_clusters),
             "noise_fraction": float(1.0 - clustered.mean()),
-            "ari": float(adjusted_rand_score(labels, predicted)),
-            "nmi": float(normalized_mutual_info_score(labels, predicted)),
+            "ari": float(adjusted_rand_score(labels, found.labels)),
+            "nmi": float(normalized_mutual_info_score(labels, found.labels)),
             "purity": purity,
-            "persistence": persistence,
-            "dbcv": dbcv,
-            "dims_used": float(dims),
-            "explained_variance": kept,
+            "persistence": float(found.persistence.mean()) if n_clusters else math.nan,
+            "dbcv": found.dbcv,
+            "dims_used": float(found.dims),
+            "explained_variance": found.explained_variance,
         }
-
-    def _fit(self, points: np.ndarray, device: torch.device) -> hdbscan.HDBSCAN:
-        """Run HDBSCAN on ``points`` the way this probe is configured (the tree is kept for ``dbcv``)."""
-        params: dict[str, Any] = {"min_cluster_size": self.min_cluster_size,
-                                  "min_samples": self.min_samples, "gen_min_span_tree": True}
-        if self.exact:
-            return hdbscan.HDBSCAN(metric="precomputed", **params).fit(euclidean_distances(points, device))
-        # core_dist_n_jobs=-1: hdbscan's parallel core distances (used above 16,384 samples) on every core.
-        return hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params).fit(points)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,7 +324,7 @@ class BinaryPatternsProbe(Probe):
     selective the channels are; 1 means always on).  ``active_set_purity``: mean, over channels with a
     non-empty active set, of the share of the active set that belongs to its most common class (1: the
     channel fires for one class only; about 1/classes for balanced classes: it ignores the class);
-    NaN when every channel is dead.  ``dead_channels``: fraction of channels active on no sample.
+    NaN when every channel is dead.  ``dead_channel_fraction``: fraction of channels active on no sample.
     """
 
     description: ClassVar[str] = "per-channel active sets (implicit clusters) and their class purity"
@@ -327,5 +348,5 @@ class BinaryPatternsProbe(Probe):
         return {
             "active_set_size": float(active.mean()),
             "active_set_purity": float(purity),
-            "dead_channels": float(1.0 - live.mean()),
+            "dead_channel_fraction": float(1.0 - live.mean()),
         }
