@@ -35,6 +35,8 @@ from bnprobe.errors import BnprobeError, UnknownNameError
 
 ENTRY_POINT_GROUP = "bnprobe.probes"
 MODEL_SCOPE_LAYER = "model"
+REFERENCE_VARIANT = "bn"
+"""The variant other variants are compared with: the model as built, BatchNorm included."""
 
 Need = Literal["stream", "vectors", "model"]
 Scope = Literal["layer", "model"]

@@ -1,0 +1,155 @@
+import importlib.metadata
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import bnprobe_cka
+from bnprobe.cli import cli
+from bnprobe.data import Dataset, Split
+from bnprobe.errors import BnprobeError
+from bnprobe.probes import LayerData, ProbeContext, base, get_probe, list_probes
+from bnprobe.study import StudyConfig, run_study
+from bnprobe.train import TrainConfig
+from bnprobe_cka import CKAProbe, linear_cka
+
+
+def _reference_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """The textbook formula, straight from the paper, in numpy float64."""
+    x, y = x - x.mean(0), y - y.mean(0)
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def _random(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# The number
+
+def test_known_small_cases():
+    # one feature each: CKA is the squared correlation; centred [-1, 0, 1] and [0, -1, 1] -> (1/2)^2
+    assert linear_cka(np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [0.0], [2.0]])) == pytest.approx(0.25)
+    # centred and orthogonal: nothing shared
+    x, y = np.array([[1.0], [-1.0], [1.0], [-1.0]]), np.array([[1.0], [1.0], [-1.0], [-1.0]])
+    assert linear_cka(x, y) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(linear_cka(np.ones((4, 2)), y))
+
+
+@pytest.mark.parametrize("shape", [(40, 5), (6, 50)], ids=["feature-form", "gram-form"])
+def test_invariances(shape):
+    x = _random(*shape)
+    rotation = np.linalg.qr(_random(shape[1], shape[1], seed=1))[0]
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, x @ rotation) == pytest.approx(1.0)
+    assert linear_cka(x, 3.7 * x + 5.0) == pytest.approx(1.0)
+    y = _random(shape[0], 7, seed=2)
+    assert linear_cka(x, y) == pytest.approx(_reference_cka(x, y))
+    assert linear_cka(x, 0.01 * y @ _random(7, 7, seed=3)) != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(40, 5), (6, 50)], ids=["feature-form", "gram-form"])
+def test_blocks_and_torch_inputs_give_the_same_number(monkeypatch, shape):
+    x, y = _random(*shape), _random(shape[0], 3, seed=4)
+    expected = _reference_cka(x, y)
+    monkeypatch.setattr(bnprobe_cka, "BLOCK_ELEMENTS", 7)
+    assert linear_cka(x, y) == pytest.approx(expected)
+    assert linear_cka(torch.from_numpy(x).float(), torch.from_numpy(y), "cpu") == pytest.approx(expected, rel=1e-6)
+
+
+def test_samples_must_match():
+    with pytest.raises(BnprobeError, match=r"same samples; got shapes \(5, 2\) and \(4, 2\)"):
+        linear_cka(np.zeros((5, 2)), np.zeros((4, 2)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The probe
+
+def _layer(vectors: np.ndarray) -> LayerData:
+    return LayerData("block.act", (vectors.shape[1],), np.zeros(len(vectors)), load_vectors=lambda: vectors)
+
+
+def _context(variant: str, reference: LayerData | None) -> ProbeContext:
+    return ProbeContext(model=nn.Identity(), inputs=torch.zeros(0), labels=torch.zeros(0), device=torch.device("cpu"),
+                        variant=variant, reference=lambda name: reference if name == "block.act" else None)
+
+
+def test_probe_compares_with_the_bn_run_and_needs_one():
+    bn, other = _layer(_random(30, 4).astype(np.float32)), _layer(_random(30, 6, seed=5).astype(np.float32))
+    probe = get_probe("cka")
+    assert probe.measure(bn, _context("bn", None)) == {"cka": pytest.approx(1.0)}
+    assert probe.measure(other, _context("identity", bn)) == {"cka": pytest.approx(
+        _reference_cka(bn.vectors().astype(np.float64), other.vectors().astype(np.float64)))}
+    with pytest.raises(BnprobeError, match="no bn run to compare layer block.act of identity with; add the bn"):
+        probe.measure(other, _context("identity", None))
+
+
+# --------------------------------------------------------------------------------------------------
+# Discovery
+
+def test_the_entry_point_is_discovered():
+    info = {i.name: i for i in list_probes()}["cka"]
+    assert info.source == "bnprobe-cka" and info.cls is CKAProbe and not info.broken
+    assert CKAProbe.name == "cka" and CKAProbe.needs == "vectors" and CKAProbe.key_metric == "cka"
+
+
+def test_a_broken_plugin_is_listed_as_broken_and_skipped(monkeypatch):
+    list_probes()  # the real registry, loaded once
+    broken = importlib.metadata.EntryPoint(name="broken", value="bnprobe_no_such_module:Probe",
+                                           group=base.ENTRY_POINT_GROUP)
+    real = list(importlib.metadata.entry_points(group=base.ENTRY_POINT_GROUP))
+    monkeypatch.setattr(base, "entry_points", lambda group: [broken, *real])
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_PLUGINS_LOADED", False)
+
+    everything = {i.name: i for i in list_probes(include_broken=True)}
+    assert everything["broken"].broken
+    assert everything["broken"].error.startswith("ModuleNotFoundError")
+    assert "broken" not in [i.name for i in list_probes()]
+    assert not everything["cka"].broken
+    with pytest.raises(BnprobeError, match="probe 'broken' from bnprobe_no_such_module failed to load"):
+        get_probe("broken")
+
+
+def test_bnprobe_probes_lists_cka():
+    result = CliRunner().invoke(cli, ["probes"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "│ cka " in line)
+    assert "bnprobe-cka" in line and "vectors" in line
+
+
+# --------------------------------------------------------------------------------------------------
+# In a study
+
+class _TinyCNN(nn.Sequential):
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+
+
+def _tiny_study(variants: tuple[str, ...]):
+    g = torch.Generator().manual_seed(0)
+    data = Dataset("tiny", Split(torch.randn(48, 1, 8, 8, generator=g), torch.arange(48) % 3),
+                   Split(torch.randn(12, 1, 8, 8, generator=g), torch.arange(12) % 3), num_classes=3)
+    config = StudyConfig(model="tiny", variants=variants, samples=24, probes=["cka"], device="cpu",
+                         train=TrainConfig(epochs=1, batch_size=16))
+    return run_study(config, model=_TinyCNN(), dataset=data)
+
+
+def test_a_study_compares_each_variant_with_bn():
+    results = _tiny_study(("bn", "identity"))
+    bn, identity = results.runs
+    assert results.layers == ["2"]
+    assert not bn.failures and not identity.failures
+    assert bn.probes["cka"]["2"]["cka"] == pytest.approx(1.0)
+    assert 0.0 <= identity.probes["cka"]["2"]["cka"] < 1.0
+
+
+def test_a_study_without_bn_records_the_failure():
+    (run,) = _tiny_study(("identity",)).runs
+    assert run.probes["cka"] == {}
+    assert [(f["probe"], f["layer"]) for f in run.failures] == [("cka", "2")]
+    assert "add the bn variant" in run.failures[0]["error"]
