@@ -1,9 +1,21 @@
-"""Rich progress for a running study (training epochs, probes) with ETA."""
+"""Rich progress for a running study with ETA: the whole study, and its current stage.
+
+Stages: training (a step per epoch), capture (a step per batch of probed samples) and probes (a step
+per probe and layer).  Each stage bar shows done/total, elapsed time and the time left; the study
+bar's time left is estimated from the runs finished so far.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from bnprobe.results import RunResult
 from bnprobe.study import StudyListener
@@ -17,8 +29,8 @@ class RichListener(StudyListener):
         self.console = console or Console(stderr=True)
         self.quiet = quiet
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=self.console, transient=True,
-                                 disable=quiet)
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=self.console, transient=True, disable=quiet)
         self.study_task = None
         self.stage_task = None
 
@@ -49,6 +61,12 @@ class RichListener(StudyListener):
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None:
         self.progress.update(self.stage_task, completed=epoch,
                              description=f"train {variant} seed {seed} loss {metrics['loss']:.3f}")
+
+    def capture_started(self, variant: str, seed: int, samples: int) -> None:
+        self._stage(f"capture {variant} seed {seed}", samples)
+
+    def capture_batch(self, variant: str, seed: int, samples: int) -> None:
+        self.progress.advance(self.stage_task, samples)
 
     def probing_started(self, variant: str, seed: int, steps: int) -> None:
         self._stage(f"probe {variant} seed {seed}", steps)

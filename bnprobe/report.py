@@ -1,104 +1,215 @@
-"""Rendering :class:`Results` in the terminal with rich.
+"""What a study found, for people (the terminal, plots) and for programs (CSV, a JSON summary).
 
-One table per probe: rows are the layers in forward order, columns the variants, each cell the
-probe's key metric as mean +/- standard deviation over seeds (the sample standard deviation,
-``ddof=1``; a single seed shows the bare value).  Then one line per variant with its accuracy.
+Every number comes from the :class:`Results` through :func:`metric_stats`: per probe, layer,
+metric and variant, the mean ± sample standard deviation over seeds and the difference from the
+``bn`` reference, paired by seed, with its 95% Student t interval (see :mod:`bnprobe.stats`).
+
+In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
+forward order, a column per variant and a ``Δ`` column per non-reference variant, ``*`` where the
+interval excludes 0; under it a sparkline per variant shows the trend through depth.  Each run's own
+numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``.
+
+:func:`write_outputs` writes ``results.csv`` and ``plots/`` (a PNG and, beside it, a CSV of exactly
+the numbers drawn) into a study folder; :func:`summary_json` is the same summary as plain data.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, list_probes, parse_probe_spec
-from bnprobe.results import Results
+from bnprobe.results import RUN_PROBE, Results, write_atomic
+from bnprobe.stats import CONFIDENCE, PAIRED_METHOD, MetricStats, paired_difference, stats_csv, summarise
+from bnprobe.study import REFERENCE_VARIANT
+
+Metrics = Sequence[str] | Literal["all"] | None
+"""Which metrics to show: None for each probe's key metric, ``"all"``, or a list of names."""
+
+PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_clusters", "noise_fraction")}
+"""Probe name -> the metrics its default figure shows side by side; other probes show their key metric."""
+
+ACCURACY_METRICS = ("train_accuracy", "test_accuracy")
+SPARK = "▁▂▃▄▅▆▇█"
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Mean, standard deviation (None for one value) and count of one metric over seeds."""
+# --------------------------------------------------------------------------------------------------
+# Numbers
 
-    mean: float
-    std: float | None
-    n: int
-
-    def __str__(self) -> str:
-        if self.std is None:
-            return f"{self.mean:.3f}"
-        return f"{self.mean:.3f} ± {self.std:.3f}"
-
-
-def summarise(values: list[float]) -> Summary | None:
-    """Mean and sample standard deviation of the finite ``values``; None when there are none."""
-    finite = [v for v in values if v is not None]
-    if not finite:
-        return None
-    std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Summary(statistics.fmean(finite), std, len(finite))
-
-
-def metric_values(results: Results, probe: str, layer: str, metric: str, variant: str) -> list[float]:
-    """The value of ``metric`` for ``probe`` at ``layer`` in every seed's run of ``variant``."""
-    out = []
-    for run in results.runs:
-        if run.variant != variant:
-            continue
-        value = run.probes.get(probe, {}).get(layer, {}).get(metric)
-        if value is not None:
-            out.append(value)
-    return out
-
-
-def key_metric(results: Results, probe: str) -> str | None:
-    """The metric the terminal shows for ``probe``: its declared key metric, else the first one."""
-    name = parse_probe_spec(probe)[0]
-    declared = {info.name: info.cls.key_metric for info in list_probes()}.get(name)
-    seen = [m for run in results.runs for layer in run.probes.get(probe, {}).values() for m in layer]
-    if declared and declared in seen:
-        return declared
-    return seen[0] if seen else None
+def seed_values(results: Results, probe: str, layer: str, metric: str, variant: str) -> dict[int, float | None]:
+    """``{seed: value}`` of ``metric`` for ``probe`` at ``layer`` in every run of ``variant``."""
+    return {run.seed: run.numbers().get(probe, {}).get(layer, {}).get(metric)
+            for run in results.runs if run.variant == variant}
 
 
 def probe_layers(results: Results, probe: str) -> list[str]:
     """Layers that ``probe`` has numbers for, in forward order (``model`` scope first)."""
-    present = {layer for run in results.runs for layer in run.probes.get(probe, {})}
+    present = {layer for run in results.runs for layer in run.numbers().get(probe, {})}
     ordered = [MODEL_SCOPE_LAYER] if MODEL_SCOPE_LAYER in present else []
     ordered += [layer for layer in results.layers if layer in present]
     ordered += sorted(present - set(ordered))
     return ordered
 
 
-def probe_table(results: Results, probe: str, metric: str | None = None) -> Table | None:
-    """A rich table of ``metric`` (default: the key metric) per layer and variant."""
+def probe_metrics(results: Results, probe: str) -> list[str]:
+    """Every metric ``probe`` reported, its declared key metric first, then in the order first seen."""
+    seen = list(dict.fromkeys(m for run in results.runs for layer in run.numbers().get(probe, {}).values()
+                              for m in layer))
+    declared = {info.name: info.cls.key_metric for info in list_probes()}.get(parse_probe_spec(probe)[0])
+    if declared in seen:
+        return [declared, *(m for m in seen if m != declared)]
+    return seen
+
+
+def key_metric(results: Results, probe: str) -> str | None:
+    """The metric shown for ``probe`` by default: its declared key metric, else the first one reported."""
+    metrics = probe_metrics(results, probe)
+    return metrics[0] if metrics else None
+
+
+def select_metrics(results: Results, probe: str, metrics: Metrics) -> list[str]:
+    """The metrics of ``probe`` that ``metrics`` (see :data:`Metrics`) asks for, in the probe's order."""
+    available = probe_metrics(results, probe)
+    if metrics is None:
+        return available[:1]
+    if metrics == "all":
+        return available
+    return [m for m in available if m in metrics]
+
+
+def metric_stats(results: Results, probe: str, metric: str, reference: str = REFERENCE_VARIANT) -> list[MetricStats]:
+    """Summary and difference from ``reference`` of ``metric`` for every layer (forward order) and variant."""
+    has_reference = reference in results.variants
+    rows = []
+    for layer in probe_layers(results, probe):
+        ref = seed_values(results, probe, layer, metric, reference) if has_reference else {}
+        for variant in results.variants:
+            values = seed_values(results, probe, layer, metric, variant)
+            difference = paired_difference(values, ref) if variant != reference and has_reference else None
+            rows.append(MetricStats(probe, layer, metric, variant, summarise(values.values()), difference))
+    return rows
+
+
+def check_metrics(results: Results, metrics: Metrics) -> None:
+    """Fail with the names on offer when none of the requested ``metrics`` exists in any probe."""
+    if metrics is None or metrics == "all":
+        return
+    probes = [RUN_PROBE, *results.probe_keys]
+    if not any(select_metrics(results, probe, metrics) for probe in probes):
+        names = sorted({m for probe in probes for m in probe_metrics(results, probe)})
+        raise BnprobeError(f"no metric named {', '.join(metrics)} in these results; metrics: {', '.join(names)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Terminal
+
+def sparkline(values: Sequence[float | None], low: float, high: float) -> str:
+    """One block character per value, scaled so ``low`` is ``▁`` and ``high`` is ``█``; ``·`` for a gap."""
+    span = high - low
+    chars = []
+    for value in values:
+        if value is None:
+            chars.append("·")
+        else:
+            level = round((value - low) / span * (len(SPARK) - 1)) if span > 0 else len(SPARK) // 2
+            chars.append(SPARK[min(max(level, 0), len(SPARK) - 1)])
+    return "".join(chars)
+
+
+def _difference_caption(results: Results, reference: str) -> str:
+    if reference not in results.variants:
+        return f"no {reference} variant in this study: no differences"
+    if len(results.seeds) < 2:
+        return f"Δ = variant − {reference}, 1 seed: no interval (run with --seeds 2 or more)"
+    return (f"Δ = variant − {reference} [{CONFIDENCE:.0%} CI], {PAIRED_METHOD}; "
+            "* the interval excludes 0")
+
+
+def probe_table(results: Results, probe: str, metric: str | None = None, reference: str = REFERENCE_VARIANT,
+                variants: Sequence[str] | None = None) -> Table | None:
+    """A rich table of ``metric`` (default: the key metric) per layer: each variant's mean ± std over
+    seeds and, for every variant but ``reference``, its difference from it with the interval.
+
+    ``variants`` limits the columns to those variants and the reference.
+    """
     metric = metric or key_metric(results, probe)
     if metric is None:
         return None
+    has_reference = reference in results.variants
+    shown = [v for v in results.variants if v == reference or variants is None or v in variants]
     seeds = len(results.seeds)
     suffix = f"mean ± std over {seeds} seeds" if seeds > 1 else "1 seed"
-    table = Table(title=f"{probe} — {metric} ({suffix})", title_justify="left")
-    table.add_column("layer", style="cyan", no_wrap=True)
-    for variant in results.variants:
-        table.add_column(variant, justify="right")
-    for layer in probe_layers(results, probe):
+    table = Table(title=f"{probe} — {metric} ({suffix})", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True,
+                  caption=_difference_caption(results, reference), caption_justify="left")
+    table.add_column("layer", style="cyan", overflow="fold")
+    for variant in shown:
+        table.add_column(variant, justify="right", no_wrap=True)
+        if has_reference and variant != reference:
+            table.add_column(f"Δ {variant}", justify="right", no_wrap=True)
+    rows = [row for row in metric_stats(results, probe, metric, reference) if row.variant in shown]
+    for layer in dict.fromkeys(row.layer for row in rows):
         cells = []
-        for variant in results.variants:
-            summary = summarise(metric_values(results, probe, layer, metric, variant))
-            cells.append(str(summary) if summary else "—")
+        for row in (r for r in rows if r.layer == layer):
+            cells.append(str(row.summary) if row.summary else "—")
+            if has_reference and row.variant != reference:
+                d = row.difference
+                cells.append("—" if d is None else f"[bold]{d}[/bold]" if d.excludes_zero else str(d))
         table.add_row(layer, *cells)
     return table
 
 
-def accuracy_line(results: Results, variant: str) -> str:
-    """``variant: train 0.981 ± 0.004, test 0.962 ± 0.010, final loss 0.071`` (+ divergences)."""
+def probe_tables(results: Results, probe: str, metric: str, console: Console,
+                 reference: str = REFERENCE_VARIANT) -> list[Table]:
+    """:func:`probe_table` split by variants into as few tables as fit the console's width."""
+    others = [v for v in results.variants if v != reference]
+    unbounded = console.options.update_width(10_000)
+    per_table = max(len(others), 1)
+    while True:
+        groups = [others[i:i + per_table] for i in range(0, len(others), per_table)] or [[]]
+        tables = [t for group in groups if (t := probe_table(results, probe, metric, reference, group))]
+        if per_table == 1 or all(console.measure(t, options=unbounded).maximum <= console.width for t in tables):
+            return tables
+        per_table -= 1
+
+
+def depth_profile(rows: Sequence[MetricStats]) -> Table | None:
+    """Sparklines of each variant's mean through the layers, on one shared scale; None for one layer."""
+    layers = list(dict.fromkeys(row.layer for row in rows))
+    means = [row.summary.mean for row in rows if row.summary is not None]
+    if len(layers) < 2 or not means:
+        return None
+    low, high = min(means), max(means)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row(f"  [dim]depth profile, {layers[0]} → {layers[-1]} "
+                 f"(▁ {low:.3f} … █ {high:.3f})[/dim]")
+    profile = Table.grid(padding=(0, 2))
+    for variant in dict.fromkeys(row.variant for row in rows):
+        line = [row.summary.mean if row.summary else None for row in rows if row.variant == variant]
+        profile.add_row(f"  {variant}", sparkline(line, low, high))
+    grid.add_row(profile)
+    return grid
+
+
+def accuracy_line(results: Results, variant: str, reference: str = REFERENCE_VARIANT) -> str:
+    """``variant: train 0.981 ± 0.004, test 0.962 ± 0.010 (Δ −0.012 [...]), final loss 0.071`` (+ notes)."""
     runs = [r for r in results.runs if r.variant == variant]
-    train = summarise([r.train_accuracy for r in runs])
-    test = summarise([r.test_accuracy for r in runs])
-    loss = summarise([r.final_loss for r in runs])
-    parts = [f"train {train}" if train else "train —", f"test {test}" if test else "test —",
-             f"final loss {loss}" if loss else "final loss —"]
+    train = summarise(r.train_accuracy for r in runs)
+    test = summarise(r.test_accuracy for r in runs)
+    loss = summarise(r.final_loss for r in runs)
+    test_text = f"test {test}" if test else "test —"
+    if test and variant != reference and reference in results.variants:
+        difference = paired_difference(seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, "test_accuracy", variant),
+                                       seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, "test_accuracy", reference))
+        if difference is not None:
+            test_text += f" (Δ {difference})"
+    parts = [f"train {train}" if train else "train —", test_text, f"final loss {loss}" if loss else "final loss —"]
     diverged = [r for r in runs if r.diverged_at_epoch is not None]
     if diverged:
         parts.append(f"diverged in {len(diverged)}/{len(runs)} runs "
@@ -109,22 +220,94 @@ def accuracy_line(results: Results, variant: str) -> str:
     return f"{variant}: " + ", ".join(parts)
 
 
-def render(results: Results, console: Console | None = None) -> None:
-    """Print the per-probe tables, the accuracy lines and any probe failures."""
+def render(results: Results, console: Console | None = None, metrics: Metrics = None,
+           reference: str = REFERENCE_VARIANT) -> None:
+    """Print a table and depth profile per probe and metric, the accuracy lines and any probe failures."""
     console = console or Console()
+    check_metrics(results, metrics)
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
-                  f"{len(results.variants)} variants × {len(results.seeds)} seeds, "
+                  f"{len(results.variants)} variants × {len(results.seeds)} seed{'s' * (len(results.seeds) != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples")
     for probe in results.probe_keys:
-        table = probe_table(results, probe)
-        if table is not None:
-            console.print(table)
+        for metric in select_metrics(results, probe, metrics):
+            for table in probe_tables(results, probe, metric, console, reference):
+                console.print(table)
+            profile = depth_profile(metric_stats(results, probe, metric, reference))
+            if profile is not None:
+                console.print(profile)
     console.print("[bold]accuracy[/bold]")
     for variant in results.variants:
-        console.print("  " + accuracy_line(results, variant), highlight=False)
+        console.print("  " + accuracy_line(results, variant, reference), highlight=False)
     failures = [(run, f) for run in results.runs for f in run.failures]
     if failures:
         console.print(f"[yellow]{len(failures)} probe failures[/yellow] (details in results.json):")
         for run, failure in failures[:5]:
             console.print(f"  {run.variant} seed {run.seed} {failure['probe']} @ {failure['layer']}: "
                           f"{failure['error']}", highlight=False, markup=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and machine-readable summary
+
+def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
+    """The study's summary as plain JSON-safe data (what ``--json`` prints).
+
+    ``probes`` has the shape of ``results.json``'s, one level deeper:
+    ``{PROBE: {LAYER: {METRIC: {VARIANT: {"mean", "std", "n", "difference"}}}}}``, every metric of
+    every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
+    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.
+    """
+    probes: dict = {}
+    for probe in [RUN_PROBE, *results.probe_keys]:
+        for metric in probe_metrics(results, probe):
+            for row in metric_stats(results, probe, metric, reference):
+                cell = row.summary.to_dict() if row.summary else {"mean": None, "std": None, "n": 0}
+                cell["difference"] = row.difference.to_dict() if row.difference else None
+                probes.setdefault(probe, {}).setdefault(row.layer, {}).setdefault(metric, {})[row.variant] = cell
+    return {"schema_version": results.schema_version, "model": results.model, "dataset": results.dataset,
+            "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
+            "reference": reference if reference in results.variants else None,
+            "confidence": CONFIDENCE, "interval_method": PAIRED_METHOD, "probes": probes,
+            "failures": sum(len(run.failures) for run in results.runs)}
+
+
+def file_stem(probe: str) -> str:
+    """``probe`` as a file name: ``hdbscan(dims=30)`` -> ``hdbscan_dims=30``."""
+    return "".join(c if c.isalnum() or c in "_.=-" else "_" for c in probe).strip("_")
+
+
+def plot_metrics(results: Results, probe: str, metrics: Metrics = None) -> list[str]:
+    """The metrics ``plots/<probe>.png`` shows: ``metrics`` when given, else the probe's entry in
+    :data:`PLOT_METRICS`, else its key metric."""
+    if metrics is not None:
+        return select_metrics(results, probe, metrics)
+    available = probe_metrics(results, probe)
+    preferred = [m for m in PLOT_METRICS.get(parse_probe_spec(probe)[0], ()) if m in available]
+    return preferred or available[:1]
+
+
+def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None,
+                  reference: str = REFERENCE_VARIANT) -> list[Path]:
+    """Write ``results.csv`` and ``plots/*.png`` with a CSV of the plotted numbers beside each PNG.
+
+    ``plots/accuracy.png``: train and test accuracy per variant.  ``plots/<probe>.png``: one panel
+    per metric of :func:`plot_metrics`, by layer.  Returns the paths written.
+    """
+    from bnprobe.plots import accuracy_figure, metric_figure, png_bytes  # matplotlib only when plotting
+
+    out_dir = Path(out_dir)
+    written = [results.save_csv(out_dir)]
+    def rows(probe: str, chosen: Sequence[str]) -> list[MetricStats]:
+        return [row for metric in chosen for row in metric_stats(results, probe, metric, reference)]
+
+    figures = [("accuracy", accuracy_figure, rows(RUN_PROBE, ACCURACY_METRICS))]
+    figures += [(file_stem(probe), metric_figure, rows(probe, plot_metrics(results, probe, metrics)))
+                for probe in results.probe_keys]
+    for stem, draw, stats in figures:
+        if not stats:
+            continue
+        png, csv = out_dir / "plots" / f"{stem}.png", out_dir / "plots" / f"{stem}.csv"
+        write_atomic(png, png_bytes(draw(stats)))
+        write_atomic(csv, stats_csv(stats))
+        written += [png, csv]
+    return written

@@ -9,12 +9,19 @@
                "probes": {PROBE: {LAYER: {METRIC: number or null}}},
                "failures": [{"probe", "layer", "error"}]}]}
 
+``results.csv`` holds the same numbers in tidy long form, one number a row, for pandas or a
+spreadsheet: ``variant, seed, probe, layer, metric, value`` (an empty value is a null).  Each run's own
+numbers (accuracies, losses, epochs) are filed under the pseudo-probe :data:`RUN_PROBE` at layer
+``model``, so one ``groupby`` reaches everything.
+
 Every file is written atomically (a temporary file in the same folder, then a rename), so an
 interrupted run never leaves a half-written result behind.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -22,8 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bnprobe.errors import BnprobeError
+from bnprobe.probes.base import MODEL_SCOPE_LAYER
 
 SCHEMA_VERSION = 1
+CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
+RUN_PROBE = "run"
+"""Pseudo-probe under which the tidy CSV and the report file a run's own numbers, at layer ``model``."""
+RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch")
 
 
 @dataclass
@@ -41,6 +53,15 @@ class RunResult:
     swap: dict = field(default_factory=dict)
     probes: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
+
+    def numbers(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """Every number of the run in the shape of :attr:`probes`, its own under :data:`RUN_PROBE`.
+
+        One lookup path for accuracies and probe metrics alike, so the report and the CSV treat
+        them the same way.
+        """
+        own = {metric: getattr(self, metric) for metric in RUN_METRICS}
+        return {RUN_PROBE: {MODEL_SCOPE_LAYER: own}, **self.probes}
 
 
 @dataclass
@@ -82,7 +103,25 @@ class Results:
     def save(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/results.json`` atomically and return its path."""
         path = Path(out_dir) / "results.json"
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        return path
+
+    def to_csv(self) -> str:
+        """The tidy long table (module docstring): one row per run, probe, layer and metric."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for run in self.runs:
+            for probe, layers in run.numbers().items():
+                for layer, metrics in layers.items():
+                    for metric, value in metrics.items():
+                        writer.writerow((run.variant, run.seed, probe, layer, metric, "" if value is None else value))
+        return buffer.getvalue()
+
+    def save_csv(self, out_dir: str | Path) -> Path:
+        """Write ``out_dir/results.csv`` atomically and return its path."""
+        path = Path(out_dir) / "results.csv"
+        write_atomic(path, self.to_csv())
         return path
 
     @classmethod
@@ -100,14 +139,31 @@ class Results:
         return cls.from_dict(data)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old file or the new one, never half."""
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask), read once at import."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Replace ``path`` with ``data`` (text as UTF-8, or bytes such as a PNG) so readers see the old
+    file or the new one, never half of one.
+
+    The file gets the permissions a plain ``open()`` would give it (the temporary file's are
+    owner-only), so a study folder stays as readable as the rest of the user's files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        os.fchmod(fd, _NEW_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

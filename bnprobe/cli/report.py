@@ -1,17 +1,50 @@
-"""``bnprobe report OUT``: render a finished study again from its results.json."""
+"""``bnprobe report OUT``: render a finished study again from its results.json and rewrite its files."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 from rich.console import Console
 
 from bnprobe.cli import cli
-from bnprobe.report import render
+from bnprobe.report import Metrics, render, summary_json, write_outputs
 from bnprobe.results import Results
+
+metrics_option = click.option(
+    "--metrics", default="key", show_default=True,
+    help="Metrics to show: key (each probe's key metric), all, or a comma list such as ari,nmi.")
+
+
+def parse_metrics(text: str) -> Metrics:
+    """``--metrics`` as :func:`bnprobe.report.render` takes it: None for ``key``, ``"all"``, or the names."""
+    if text.strip() == "key":
+        return None
+    if text.strip() == "all":
+        return "all"
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @cli.command("report")
 @click.argument("out", type=click.Path())
-def report_command(out: str) -> None:
-    """Show the tables of the study saved in OUT (a folder or a results.json)."""
-    render(Results.load(out), Console())
+@metrics_option
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Write results.csv and plots/ (PNG + CSV) into the study folder again.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout instead of tables.")
+def report_command(out: str, metrics: str, plots: bool, as_json: bool) -> None:
+    """Show the study saved in OUT (a folder or a results.json) and write its CSV and plots again.
+
+    --metrics picks the tables; the plots are always the default ones (see docs/results.md).
+    """
+    results = Results.load(out)
+    console = Console(stderr=as_json)
+    if as_json:
+        click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
+    else:
+        render(results, console, metrics=parse_metrics(metrics))
+    if plots:
+        folder = Path(out) if Path(out).is_dir() else Path(out).parent
+        written = write_outputs(results, folder)
+        if not as_json:
+            console.print(f"wrote {len(written)} files: {folder / 'results.csv'}, {folder / 'plots'}/", highlight=False)

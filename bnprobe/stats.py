@@ -1,0 +1,161 @@
+"""Numbers over seeds: summaries, differences and their 95% confidence intervals.
+
+A study trains every variant under the same seeds, and seed ``s`` of every variant starts from the
+same conv/linear weights and sees the same data order.  So a variant is compared with the reference
+*paired by seed*: the per-seed differences ``d_s = x_s - ref_s`` carry the effect of the variant with
+the seed-to-seed noise they share taken out, and the interval is Student's t on those differences,
+
+    mean(d) ± t(0.975, n - 1) · sd(d) / √n          (n seed pairs, sd with ddof = 1).
+
+One pair gives the difference with no interval.  Two *different* studies share nothing but seed
+numbers, so :func:`welch_difference` compares them as independent samples (Welch's t interval with
+the Welch–Satterthwaite degrees of freedom).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+from scipy.stats import t as student_t
+
+CONFIDENCE = 0.95
+PAIRED_METHOD = "paired by seed; Student t interval on the per-seed differences (n-1 df)"
+WELCH_METHOD = "independent samples; Welch t interval (Welch-Satterthwaite df)"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation (``ddof=1``; None for one value) and count of some values."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    def __str__(self) -> str:
+        if self.std is None:
+            return f"{self.mean:.3f}"
+        return f"{self.mean:.3f} ± {self.std:.3f}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(values: Iterable[float | None]) -> Summary | None:
+    """Mean and sample standard deviation of the non-null ``values``; None when there are none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    std = statistics.stdev(present) if len(present) > 1 else None
+    return Summary(statistics.fmean(present), std, len(present))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """An estimated difference and its :data:`CONFIDENCE` interval (``low``/``high`` None: too few values).
+
+    ``n`` is how many values stand behind the estimate: seed pairs for a paired difference, the
+    smaller sample for Welch's.
+    """
+
+    estimate: float
+    low: float | None
+    high: float | None
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether there is an interval and 0 lies outside it: the difference is not seed noise."""
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+    def __str__(self) -> str:
+        if self.low is None:
+            return f"{self.estimate:+.3f}"
+        mark = " *" if self.excludes_zero else ""
+        return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]{mark}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "excludes_zero": self.excludes_zero}
+
+
+def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student t critical value: ``t.ppf((1 + confidence) / 2, df)``."""
+    return float(student_t.ppf((1 + confidence) / 2, df))
+
+
+def paired_difference(values: Mapping[int, float | None], reference: Mapping[int, float | None]) -> Difference | None:
+    """``values - reference`` over the seeds both have, with the paired t interval (module docstring).
+
+    Both map seed -> value; seeds missing (or null) on either side are left out of the pairing.
+    """
+    diffs = [v - reference[s] for s, v in sorted(values.items())
+             if v is not None and reference.get(s) is not None]
+    if not diffs:
+        return None
+    mean = statistics.fmean(diffs)
+    n = len(diffs)
+    if n < 2:
+        return Difference(mean, None, None, n)
+    half = t_quantile(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    return Difference(mean, mean - half, mean + half, n)
+
+
+def welch_difference(values: Iterable[float | None], reference: Iterable[float | None]) -> Difference | None:
+    """``mean(values) - mean(reference)`` for independent samples, with Welch's t interval.
+
+    Both need at least two values for an interval.  When neither varies the interval is the point
+    itself (there is no noise to allow for).
+    """
+    a, b = summarise(values), summarise(reference)
+    if a is None or b is None:
+        return None
+    estimate = a.mean - b.mean
+    n = min(a.n, b.n)
+    if a.std is None or b.std is None:
+        return Difference(estimate, None, None, n)
+    var_a, var_b = a.std**2 / a.n, b.std**2 / b.n
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        return Difference(estimate, estimate, estimate, n)
+    df = (var_a + var_b) ** 2 / (var_a**2 / (a.n - 1) + var_b**2 / (b.n - 1))
+    half = t_quantile(df) * se
+    return Difference(estimate, estimate - half, estimate + half, n)
+
+
+STATS_CSV_COLUMNS = ("probe", "layer", "metric", "variant", "n", "mean", "std",
+                     "diff", "diff_low", "diff_high", "diff_n", "diff_excludes_zero")
+
+
+@dataclass(frozen=True)
+class MetricStats:
+    """One variant's numbers for one metric of one probe at one layer, over the study's seeds."""
+
+    probe: str
+    layer: str
+    metric: str
+    variant: str
+    summary: Summary | None
+    difference: Difference | None
+    """The variant minus the reference variant, paired by seed; None for the reference itself."""
+
+    def csv_row(self) -> tuple:
+        """The row under :data:`STATS_CSV_COLUMNS`; empty fields for missing numbers."""
+        s, d = self.summary, self.difference
+        summary = (s.n, s.mean, s.std) if s else (None, None, None)
+        difference = (d.estimate, d.low, d.high, d.n, d.excludes_zero if d.low is not None else None) if d \
+            else (None,) * 5
+        return (self.probe, self.layer, self.metric, self.variant,
+                *("" if x is None else x for x in (*summary, *difference)))
+
+
+def stats_csv(rows: Iterable[MetricStats]) -> str:
+    """``rows`` as CSV text under :data:`STATS_CSV_COLUMNS`: the numbers a plot or table shows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(STATS_CSV_COLUMNS)
+    writer.writerows(row.csv_row() for row in rows)
+    return buffer.getvalue()
