@@ -1,13 +1,19 @@
-"""Which modules count as activations.
+"""Which modules and which function calls count as activations.
 
 Capture, surgery and their tests all need the same answer to "is this module an activation?", so it
 lives here once.  timm's norm-act layers keep their activation as an ordinary child module (``.act``),
-so it is found by the same test.
+so it is found by the same test.  Activations written as function calls inside a ``forward``
+(``F.relu(x)``, ``torch.relu(x)``, ``x.relu()``) are recognised by :func:`functional_activation`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -58,6 +64,40 @@ def is_activation(module: nn.Module) -> bool:
 def is_gate(module: nn.Module) -> bool:
     """True for sigmoid-like activations, which usually gate channels rather than represent."""
     return isinstance(module, GATE_TYPES)
+
+
+#: Element-wise activations written as calls: each name is looked up as a function in
+#: ``torch.nn.functional`` and ``torch`` and as a ``Tensor`` method, with and without the in-place
+#: ``_`` suffix.  The gates (``sigmoid``, ``hardsigmoid``, ``tanh``) are left out, as for modules.
+FUNCTIONAL_ACTIVATION_NAMES: tuple[str, ...] = (
+    "relu", "relu6", "leaky_relu", "prelu", "rrelu", "elu", "celu", "selu", "gelu", "silu", "mish",
+    "hardswish", "hardtanh", "softplus",
+)
+
+
+def _functional_table() -> dict[Callable[..., Any], str]:
+    table: dict[Callable[..., Any], str] = {}
+    for name in FUNCTIONAL_ACTIVATION_NAMES:
+        for spelling in (name, f"{name}_"):
+            for namespace in (F, torch, torch.Tensor):
+                fn = getattr(namespace, spelling, None)
+                if callable(fn):
+                    table[fn] = name
+    return table
+
+
+_FUNCTIONAL = _functional_table()
+
+
+def functional_activation(fn: Any) -> str | None:
+    """The activation's name (``"relu"`` for ``F.relu``, ``torch.relu_`` or ``Tensor.relu``), or None.
+
+    ``fn`` is what a call dispatches on: a function, or a ``Tensor`` method such as ``torch.Tensor.relu``.
+    """
+    try:
+        return _FUNCTIONAL.get(fn)
+    except TypeError:  # an unhashable callable is no activation
+        return None
 
 
 def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -1,32 +1,51 @@
 """Hidden activations out of any model, in bounded memory.
 
-:func:`capture` runs the model once over the probed samples (eval mode, no grad) with forward hooks
-on the selected modules.  Each hook call is handled the moment the module returns, before any later
-operation can modify the tensor in place:
+:func:`capture` runs the model over the probed samples (eval mode, no grad) with forward hooks on the
+selected layers.  Each hook call is handled the moment the layer returns, before any later operation
+can modify the tensor in place:
 
 * streaming probes (``needs="stream"``) get the batch through their accumulators, so their numbers
   need O(channels + samples) memory whatever the layer size;
-* when per-sample vectors are wanted, the batch is reduced by the ``spatial`` rule and copied out.
-  Vectors are kept in memory when every layer's vectors together fit in ``max_memory`` bytes, and
-  otherwise written sequentially to one ``.npy`` file per layer under ``cache_dir`` and handed to
-  probes memory-mapped, one layer at a time.
+* when per-sample vectors are wanted, the batch is reduced by the ``spatial`` rule, converted to
+  ``dtype`` on the model's device and copied out (see :mod:`bnprobe.vector_store`).  Vectors are kept
+  in memory when every layer's vectors together fit in ``max_memory`` bytes, and otherwise written
+  sequentially to one ``.npy`` file per layer under ``cache_dir`` and handed to probes memory-mapped,
+  one layer at a time.  Either way the process holds one batch of activations at a time on top of
+  the in-memory vectors.
 
-Spatial rules (a per-sample vector from a ``(C, H, W)`` activation):
+Layers (``layers``): a comma list or sequence of kinds -- ``act`` (activation modules and functional
+activations, without sigmoid-like gates; the default), ``conv``, ``norm`` -- and glob patterns on layer
+names (``"layer3.*"`` alone means the activations under ``layer3``; ``"conv,layer3.*"`` its convs).
+
+Names: a module's path (``layer1.0.relu``).  A module called several times in one forward
+(torchvision's ResNet reuses one ``relu`` per block) gives one layer per call, ``path#0``,
+``path#1``, ... in call order.  A functional activation (``F.relu(x)``, ``torch.relu(x)``,
+``x.relu()``, ``F.gelu``, ``F.silu``, ... inside a ``forward``) is named ``HOST:FN`` after the module
+whose forward calls it -- ``layer1.0:relu``, ``:gelu`` for the model's own forward -- with the same
+``#k`` rule.  Those are captured through torch.fx (:mod:`bnprobe.fx_capture`) when the model traces;
+when it does not, capture uses module hooks only, lists the missed ones in
+:attr:`CaptureResult.unseen` and says so with a :class:`CaptureWarning`.
+
+Spatial rules (``spatial``, a per-sample vector from a ``(C, H, W)`` activation):
 
 * ``flatten`` -- all ``C*H*W`` values (what the paper probes; the default);
 * ``channel_mean`` -- global average pooling to ``C`` values;
 * ``pool:K`` -- adaptive average pooling to ``K x K`` per channel, ``C*K*K`` values.
 
-A module called several times in one forward (torchvision's ResNet reuses one ``relu`` per block)
-gives one layer per call, named ``path#0``, ``path#1``, ... in call order.  The model leaves capture
-as it came: hooks removed, training flags, ``requires_grad`` and device restored, also on error.
+The model leaves capture as it came: hooks removed, training flags, ``requires_grad`` and device
+restored, also on error.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -37,10 +56,17 @@ from torch import nn
 
 from bnprobe.activations import is_activation, is_gate
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import LayerData, Probe
+from bnprobe.fx_capture import plan_functional
+from bnprobe.probes.base import Accumulator, LayerData, Probe
+from bnprobe.vector_store import VectorStore
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 LAYER_KINDS = ("act", "conv", "norm")
+DTYPES = ("float32", "float16")
+
+
+class CaptureWarning(UserWarning):
+    """Capture could not see some of the selected activations (see :attr:`CaptureResult.unseen`)."""
 
 
 @dataclass
@@ -50,7 +76,13 @@ class CaptureResult:
     layers: list[LayerData]
     labels: np.ndarray
     modules: dict[str, nn.Module] = field(default_factory=dict)
+    """The module whose output each layer is; functional activations have none and are absent."""
     cache_dir: Path | None = None
+    """Where the vectors were written, when they did not fit in ``max_memory``."""
+    unseen: list[str] = field(default_factory=list)
+    """Selected functional activations that could not be captured (the model does not trace)."""
+    warnings: list[str] = field(default_factory=list)
+    """What capture warned about, as it warned."""
 
     @property
     def names(self) -> list[str]:
@@ -82,23 +114,27 @@ _KIND_TESTS = {
 }
 
 
+def _parse_layers(layers: str | Sequence[str]) -> tuple[list[str], list[str]]:
+    """``layers`` -> (kinds, globs); no kind given means ``act``."""
+    tokens = [t.strip() for t in (layers.split(",") if isinstance(layers, str) else layers) if t.strip()]
+    kinds = [t for t in tokens if t in LAYER_KINDS] or ["act"]
+    return kinds, [t for t in tokens if t not in LAYER_KINDS]
+
+
+def _matches(name: str, globs: list[str]) -> bool:
+    return not globs or any(fnmatch(name, g) for g in globs)
+
+
 def select_modules(model: nn.Module, layers: str | Sequence[str] = "act") -> list[tuple[str, nn.Module]]:
     """Modules chosen by kind (``act``, ``conv``, ``norm``) and/or glob patterns on their paths.
 
     ``layers`` is a comma list or a sequence; kinds are unions, globs narrow to matching paths
     (``"layer3.*"`` alone means activations under ``layer3``; ``"conv,layer3.*"`` convs there).
+    Functional activations are not modules: :func:`capture` finds them itself.
     """
-    tokens = [t.strip() for t in (layers.split(",") if isinstance(layers, str) else layers) if t.strip()]
-    kinds = [t for t in tokens if t in LAYER_KINDS] or ["act"]
-    globs = [t for t in tokens if t not in LAYER_KINDS]
-    chosen = []
-    for name, module in model.named_modules():
-        if not name or not any(_KIND_TESTS[k](module) for k in kinds):
-            continue
-        if globs and not any(fnmatch(name, g) for g in globs):
-            continue
-        chosen.append((name, module))
-    return chosen
+    kinds, globs = _parse_layers(layers)
+    return [(name, module) for name, module in model.named_modules()
+            if name and any(_KIND_TESTS[k](module) for k in kinds) and _matches(name, globs)]
 
 
 def reduce_spatial(activations: torch.Tensor, spatial: str) -> torch.Tensor:
@@ -127,49 +163,65 @@ def check_spatial(spatial: str) -> str:
     return spatial
 
 
-class _VectorStore:
-    """Rows of one layer's vectors, filled in order, in memory or in a sequentially written .npy."""
+def call_names(paths: Sequence[str]) -> list[str]:
+    """Layer names of calls listed in call order by the path they were made at.
 
-    def __init__(self, rows: int, dim: int, dtype: np.dtype, path: Path | None) -> None:
-        self.rows, self.dim, self.dtype, self.path = rows, dim, np.dtype(dtype), path
-        self.filled = 0
-        if path is None:
-            self.array: np.ndarray | None = np.empty((rows, dim), dtype=self.dtype)
-            self.file = None
-        else:
-            self.array = None
-            self.file = open(path, "wb")  # noqa: SIM115 - closed in finish()
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                      "shape": (rows, dim)}
-            np.lib.format.write_array_header_1_0(self.file, header)
-
-    def write(self, block: torch.Tensor) -> None:
-        block = block[: self.rows - self.filled]
-        values = block.detach().to("cpu", torch.float32).numpy().astype(self.dtype, copy=False)
-        if self.array is not None:
-            self.array[self.filled:self.filled + len(values)] = values
-        else:
-            self.file.write(np.ascontiguousarray(values).tobytes())
-        self.filled += len(values)
-
-    def finish(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-    def load(self) -> np.ndarray:
-        if self.array is not None:
-            return self.array
-        return np.load(self.path, mmap_mode="r")
+    A path called once keeps its name; one called several times gives ``path#0``, ``path#1``, ...
+    """
+    totals, seen = Counter(paths), Counter()
+    names = []
+    for path in paths:
+        names.append(path if totals[path] == 1 else f"{path}#{seen[path]}")
+        seen[path] += 1
+    return names
 
 
 @dataclass
 class _Entry:
+    """One captured layer: the k-th call, in one forward, of the hook at ``path``."""
+
     path: str
-    call: int
     shape: tuple[int, ...]
-    accumulators: dict = field(default_factory=dict)
-    store: _VectorStore | None = None
+    accumulators: dict[str, Accumulator] = field(default_factory=dict)
+    store: VectorStore | None = None
+
+
+class _Taps:
+    """The forward hooks of one capture: a discovery pass records the layers, later passes fill them."""
+
+    def __init__(self, spatial: str) -> None:
+        self.spatial = spatial
+        self.entries: dict[tuple[str, int], _Entry] = {}
+        self.calls: Counter[str] = Counter()
+        self.labels: torch.Tensor | None = None  # the batch in flight's labels; None while discovering
+
+    def start_pass(self, labels: torch.Tensor | None) -> None:
+        self.calls.clear()
+        self.labels = labels
+
+    def hook(self, path: str) -> Callable:
+        def tap(_module: nn.Module, _inputs, output) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if not isinstance(out, torch.Tensor):
+                return
+            key = (path, self.calls[path])
+            self.calls[path] += 1
+            if self.labels is None:
+                self.entries[key] = _Entry(path, tuple(out.shape[1:]))
+                return
+            entry = self.entries.get(key)
+            if entry is None:
+                raise BnprobeError(f"layer {path} was called more often in a later batch than in the first; "
+                                   "capture needs the same forward path for every batch")
+            act = out.detach()
+            for acc in entry.accumulators.values():
+                acc.update(act, self.labels)
+            if entry.store is not None:
+                entry.store.write(reduce_spatial(act, self.spatial))
+        return tap
+
+    def names(self) -> dict[tuple[str, int], str]:
+        return dict(zip(self.entries, call_names([path for path, _ in self.entries]), strict=True))
 
 
 def _batches(data, samples: int | None, batch_size: int) -> tuple[Iterator, int]:
@@ -210,19 +262,24 @@ def capture(
     """Capture the selected layers' activations of ``model`` on the first ``samples`` of ``data``.
 
     ``data`` is ``(inputs, labels)`` tensors, a :class:`bnprobe.data.Split`, or a DataLoader of
-    ``(inputs, labels)`` batches.  ``vectors`` defaults to whether any probe needs them (or to True
-    when no probe is given).  See the module docstring for ``spatial``, ``max_memory``, ``cache_dir``.
+    ``(inputs, labels)`` batches over a sized dataset (``batch_size`` applies to tensors only).
+    ``layers`` picks layers by kind and name glob; ``spatial`` turns each activation into a vector
+    (both in the module docstring).  Streaming ``probes`` are fed batch by batch; ``vectors``
+    (default: whether any probe needs vectors or the model, or True when no probe is given) keeps
+    the per-sample vectors as ``dtype`` -- ``float32``, or ``float16`` for half the memory, disk and
+    transfer (about three significant digits, ample for sparsity and clustering; probes always read
+    float32).  They stay in memory when they fit in ``max_memory`` bytes (None: no limit), else go to
+    ``.npy`` files in ``cache_dir`` (default: a temporary folder, removed with the result).  The
+    model runs on ``device`` (default: where its parameters are) and is moved back afterwards.
     """
     check_spatial(spatial)
-    if dtype not in ("float32", "float16"):
-        raise BnprobeError(f"capture dtype must be float32 or float16, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
     stream_probes = [p for p in probes if p.needs == "stream"]
     if vectors is None:
         vectors = not probes or any(p.needs in ("vectors", "model") for p in probes)
+    kinds, globs = _parse_layers(layers)
     selected = select_modules(model, layers)
-    if not selected:
-        raise BnprobeError(f"no module matches layers={layers!r}; kinds are {', '.join(LAYER_KINDS)}, "
-                           "or give a glob on module names such as 'layer3.*'")
     batches, n = _batches(data, samples, batch_size)
     if n == 0:
         raise BnprobeError("capture got no samples")
@@ -232,36 +289,11 @@ def capture(
     run_device = torch.device(device) if device is not None else param_device
     saved_training = {m: m.training for m in model.modules()}
     saved_grad = {p: p.requires_grad for p in model.parameters()}
-    entries: dict[tuple[str, int], _Entry] = {}
-    calls: dict[str, int] = {}
+    taps = _Taps(spatial)
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    stores: list[VectorStore] = []
     labels_seen: list[torch.Tensor] = []
-    current_labels: list[torch.Tensor] = []
-    writing = [False]
-
-    def make_hook(path: str):
-        def hook(_module, _inputs, output):
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            if not isinstance(out, torch.Tensor):
-                return
-            k = calls.get(path, 0)
-            calls[path] = k + 1
-            key = (path, k)
-            if not writing[0]:
-                entries[key] = _Entry(path, k, tuple(out.shape[1:]))
-                return
-            entry = entries.get(key)
-            if entry is None:
-                raise BnprobeError(f"layer {path} was called more often in a later batch than in the first; "
-                                   "capture needs the same forward path for every batch")
-            act = out.detach()
-            for acc in entry.accumulators.values():
-                acc.update(act, current_labels[0])
-            if entry.store is not None:
-                entry.store.write(reduce_spatial(act, spatial))
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(path)) for path, m in selected]
-    stores: list[_VectorStore] = []
+    cache: Path | None = None
     try:
         model.eval()
         for p in model.parameters():
@@ -269,23 +301,41 @@ def capture(
         if run_device != param_device:
             model.to(run_device)
         with torch.no_grad():
-            model(first[0][:1].to(run_device))  # discover layer order, call counts and shapes
-            calls.clear()
-            cache = _set_up_stores(entries, n, vectors, spatial, dtype, max_memory, cache_dir, stores)
-            for key, entry in entries.items():
-                entry.accumulators = {p.key: p.accumulator(_layer_name(key, entries), entry.shape)
-                                      for p in stream_probes}
-            writing[0] = True
+            sample = first[0][:1].to(run_device)
+            plan = plan_functional(model, sample, hooked=[m for _, m in selected],
+                                   wanted=lambda name: "act" in kinds and _matches(name, globs))
+            unseen = call_names(plan.unseen)
+            messages = [f"{plan.problem}; functional activations are not captured: {', '.join(unseen)}"] \
+                if unseen else []
+            for message in messages:
+                warnings.warn(message, CaptureWarning, stacklevel=2)
+            targets = selected + plan.recorders
+            if not targets and unseen:
+                raise BnprobeError(f"layers={layers!r} selects only functional activations, and {plan.problem}; "
+                                   "write them as modules (nn.ReLU() ...) to capture them")
+            if not targets:
+                raise BnprobeError(f"no module matches layers={layers!r}; kinds are {', '.join(LAYER_KINDS)}, "
+                                   "or give a glob on layer names such as 'layer3.*'")
+            handles += [m.register_forward_hook(taps.hook(path)) for path, m in targets]
+            taps.start_pass(None)
+            plan.forward(sample)  # discover layer order, call counts and shapes
+            names = taps.names()
+            cache = _set_up_stores(taps.entries, names, n, vectors, spatial, dtype, max_memory, cache_dir, stores)
+            for key, entry in taps.entries.items():
+                entry.accumulators = {p.key: p.accumulator(names[key], entry.shape) for p in stream_probes}
             seen = 0
-            for x, y in _chain(first, batches):
+            for x, y in itertools.chain([first], batches):
                 if seen >= n:
                     break
                 x, y = x[: n - seen], y[: n - seen]
-                current_labels[:] = [y.to(run_device)]
-                calls.clear()
-                model(x.to(run_device))
+                taps.start_pass(y.to(run_device))
+                plan.forward(x.to(run_device))
                 labels_seen.append(y.cpu())
                 seen += len(y)
+    except BaseException:
+        if cache is not None and cache_dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
     finally:
         for h in handles:
             h.remove()
@@ -299,44 +349,34 @@ def capture(
             p.requires_grad_(flag)
 
     labels = torch.cat(labels_seen).numpy()
-    modules = dict(selected)
-    layer_data = []
-    for key, entry in entries.items():
-        name = _layer_name(key, entries)
-        store = entry.store
-        layer_data.append(LayerData(name=name, shape=entry.shape, labels=labels,
-                                    accumulators=entry.accumulators,
-                                    load_vectors=store.load if store is not None else None))
-    return CaptureResult(layer_data, labels, {_layer_name(k, entries): modules[k[0]] for k in entries}, cache)
+    module_of = dict(selected)
+    layer_data = [LayerData(name=names[key], shape=entry.shape, labels=labels, accumulators=entry.accumulators,
+                            load_vectors=entry.store.load if entry.store is not None else None)
+                  for key, entry in taps.entries.items()]
+    result = CaptureResult(layer_data, labels, {names[key]: module_of[key[0]] for key in taps.entries
+                                                if key[0] in module_of}, cache, unseen, messages)
+    if cache is not None and cache_dir is None:
+        weakref.finalize(result, shutil.rmtree, cache, ignore_errors=True)
+    return result
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _layer_name(key: tuple[str, int], entries: dict[tuple[str, int], _Entry]) -> str:
-    path, call = key
-    repeated = (path, 1) in entries
-    return f"{path}#{call}" if repeated else path
-
-
-def _set_up_stores(entries, n, vectors, spatial, dtype, max_memory, cache_dir, stores) -> Path | None:
+def _set_up_stores(entries: dict[tuple[str, int], _Entry], names: dict[tuple[str, int], str], n: int,
+                   vectors: bool, spatial: str, dtype: str, max_memory: int | None, cache_dir: str | Path | None,
+                   stores: list[VectorStore]) -> Path | None:
+    """Give every entry its store (in memory or on disk, by the budget); return the cache folder used."""
     if not vectors:
         return None
     dims = {key: _vector_dim(entry.shape, spatial) for key, entry in entries.items()}
-    itemsize = np.dtype(dtype).itemsize
-    total = n * sum(dims.values()) * itemsize
+    total = n * sum(dims.values()) * np.dtype(dtype).itemsize
     cache = None
     if max_memory is not None and total > max_memory:
         cache = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="bnprobe-capture-"))
         cache.mkdir(parents=True, exist_ok=True)
-    for key, entry in entries.items():
+    for index, (key, entry) in enumerate(entries.items()):
         path = None
         if cache is not None:
-            safe = re.sub(r"[^A-Za-z0-9_.#-]", "_", _layer_name(key, entries))
-            path = cache / f"{safe}.npy"
-        entry.store = _VectorStore(n, dims[key], np.dtype(dtype), path)
+            path = cache / f"{index:03d}-{re.sub(r'[^A-Za-z0-9_.#-]', '_', names[key])}.npy"
+        entry.store = VectorStore(n, dims[key], dtype, path)
         stores.append(entry.store)
     return cache
 
