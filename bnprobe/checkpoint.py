@@ -1,0 +1,63 @@
+"""Loading trained weights into a model before surgery.
+
+``fold`` and ``frozen`` only mean something on a model whose BatchNorm statistics were learnt, so a
+study may start from a checkpoint: a plain ``state_dict`` or a timm training checkpoint (a dict holding
+the weights under ``state_dict``, ``model`` or ``state_dict_ema``, next to the optimizer state and the
+training ``args``).  Keys saved from ``DataParallel``/``DistributedDataParallel`` carry a ``module.``
+prefix, which is stripped.  Only tensors and plain containers are unpickled (``weights_only``); timm's
+``argparse.Namespace`` of training arguments is allowed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from bnprobe.errors import BnprobeError
+
+#: Where a checkpoint dict may keep the weights, in the order they are looked for (EMA weights last).
+STATE_DICT_KEYS = ("state_dict", "model", "state_dict_ema")
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load the weights at ``path`` into ``model`` in place.
+
+    The checkpoint must fit exactly: otherwise :class:`BnprobeError` names the first parameter whose
+    shape differs (with both shapes), or the first key missing from the checkpoint or unknown to the
+    model, and ``model`` is left untouched.
+    """
+    state = _read_state_dict(path)
+    expected = model.state_dict()
+    where = f"checkpoint {os.fspath(path)} does not fit {type(model).__name__}"
+    for key, tensor in expected.items():
+        if key not in state:
+            raise BnprobeError(f"{where}: key {key} is missing from the checkpoint")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise BnprobeError(f"{where}: {key} has shape {tuple(state[key].shape)} in the checkpoint "
+                               f"but {tuple(tensor.shape)} in the model")
+    unexpected = next((k for k in state if k not in expected), None)
+    if unexpected is not None:
+        raise BnprobeError(f"{where}: the checkpoint has key {unexpected}, which the model does not")
+    model.load_state_dict(state)
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` weights stored at ``path``, without a ``module.`` prefix."""
+    if not os.path.isfile(path):
+        raise BnprobeError(f"checkpoint {os.fspath(path)} not found")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)}: {str(exc).partition(chr(10))[0]}") from None
+    if isinstance(obj, Mapping):
+        obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
+    if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise BnprobeError(f"checkpoint {os.fspath(path)} holds no state_dict: expected a dict of tensors, "
+                           f"or one under {', '.join(STATE_DICT_KEYS)}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
