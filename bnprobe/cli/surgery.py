@@ -1,0 +1,51 @@
+"""``bnprobe surgery MODEL --to TARGET``: the swap plan, without training anything."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bnprobe.checkpoint import load_checkpoint
+from bnprobe.cli import cli
+from bnprobe.data import load_dataset
+from bnprobe.models import create_model, input_channels
+from bnprobe.surgery import SwapReport, swap_norms
+
+
+def swap_table(report: SwapReport, model: str) -> Table:
+    """One row per swapped layer, and the totals as the last row."""
+    table = Table(title=f"{model}: BatchNorm → {report.target}", title_justify="left")
+    for column, justify in (("module", "left"), ("old type", "left"), ("new type", "left"),
+                            ("params before", "right"), ("params after", "right"),
+                            ("activation kept", "left"), ("note", "left")):
+        table.add_column(column, justify=justify)
+    for r in report.records:
+        table.add_row(r.path, r.old_type, r.new_type, f"{r.params_before:,}", f"{r.params_after:,}",
+                      r.activation or "—", r.note)
+    table.add_section()
+    table.add_row(f"total: {report.n_swapped} layers", "", "", f"{report.params_before:,}",
+                  f"{report.params_after:,}", "", f"parameters {report.param_delta:+,}")
+    return table
+
+
+@cli.command("surgery")
+@click.argument("model")
+@click.option("--to", "target", required=True, help="identity, groupnorm[:G], layernorm, instancenorm, frozen, "
+              "fold; add +skipinit for zero-initialised residual branches.")
+@click.option("--dataset", default="digits", show_default=True,
+              help="Sets the class and channel counts the model is built for.")
+@click.option("--data-root", default=None, help="Folder holding the dataset's files.")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Weights to load before the swap (a state_dict or a timm checkpoint).")
+def surgery_command(model: str, target: str, dataset: str, data_root: str | None, checkpoint: str | None) -> None:
+    """Show what swapping MODEL's BatchNorm layers for TARGET would change."""
+    data = load_dataset(dataset, data_root=data_root)
+    net = create_model(model, num_classes=data.num_classes, in_chans=input_channels(model, data.channels))
+    if checkpoint:
+        load_checkpoint(net, checkpoint)
+    _, report = swap_norms(net, target)
+    console = Console()
+    console.print(swap_table(report, model))
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
