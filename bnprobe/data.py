@@ -2,25 +2,37 @@
 
 Every dataset bnprobe knows is small enough to live in memory (and on the training device) as one
 float tensor of images and one tensor of labels per split, so training needs no DataLoader workers
-and capture can index the probed samples directly.
+and capture can index the probed samples directly.  Each dataset also carries the augmentation
+policy that suits it (:class:`bnprobe.augment.Augment`), which the trainer applies on the device.
+
+Names (:func:`list_datasets`): ``digits`` (below), ``mnist``, ``fashion-mnist`` and ``cifar10``
+(:mod:`bnprobe.datasets`, read from their original files), and ``folder:PATH`` for an image-folder
+tree.  Pixels are scaled to [0, 1] and standardised per channel with the training split's mean and
+standard deviation (:func:`normalise`).
 
 ``digits`` is the embedded default: scikit-learn's ``load_digits`` (1,797 real 8x8 handwritten
 digits, 17 grey levels).  bnprobe splits it once, stratified, 80 % train / 20 % test with
 ``random_state=0`` (1,437 / 360 images), scales pixels to [0, 1], resizes to 32x32 with bilinear
 interpolation, and normalises with the training set's mean and standard deviation.  The single grey
-channel is repeated when a model takes more channels (torchvision models take 3).
+channel is repeated when a model takes more channels (torchvision models take 3).  It has no
+augmentation policy: its 8x8 digits fill their frame, so even a one-pixel shift cuts strokes off, and
+the quick default study is better served by the plain images.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bnprobe.augment import Augment
 from bnprobe.errors import BnprobeError, UnknownNameError
+
+FOLDER_PREFIX = "folder:"
 
 
 @dataclass
@@ -40,13 +52,18 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A train and a test split plus what a model needs to know about them."""
+    """A train and a test split plus what a model needs to know about them.
+
+    ``augment`` is the augmentation that suits the data (None: none); a study applies it unless told
+    not to.
+    """
 
     name: str
     train: Split
     test: Split
     num_classes: int
     info: dict = field(default_factory=dict)
+    augment: Augment | None = None
 
     @property
     def channels(self) -> int:
@@ -55,6 +72,10 @@ class Dataset:
     @property
     def image_size(self) -> int:
         return int(self.train.x.shape[-1])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The dataset with both splits on ``device``: moved once, then sliced there by the trainer."""
+        return replace(self, train=self.train.to(device), test=self.test.to(device))
 
 
 Loader = Callable[..., Dataset]
@@ -78,11 +99,21 @@ def list_datasets() -> list[str]:
 
 def load_dataset(name: str, *, data_root: str | Path | None = None, image_size: int | None = None,
                  channels: int | None = None) -> Dataset:
-    """Load ``name`` as normalised tensors, resized to ``image_size`` and repeated to ``channels``."""
-    loader = _DATASETS.get(name)
-    if loader is None:
-        raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
-    dataset = loader(data_root=data_root, image_size=image_size)
+    """Load ``name`` as normalised tensors, resized to ``image_size`` and repeated to ``channels``.
+
+    ``name`` is a registered dataset or ``folder:PATH``; ``data_root`` is where a dataset's files are
+    looked for (and downloaded to when they are not found).
+    """
+    if name.startswith(FOLDER_PREFIX):
+        from bnprobe.datasets.folder import load_image_folder
+
+        dataset = load_image_folder(name[len(FOLDER_PREFIX):], image_size=image_size)
+    else:
+        loader = _DATASETS.get(name)
+        if loader is None:
+            raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}, "
+                                   f"or {FOLDER_PREFIX}PATH for an image folder")
+        dataset = loader(data_root=data_root, image_size=image_size)
     return adapt_channels(dataset, channels) if channels else dataset
 
 
@@ -97,8 +128,8 @@ def adapt_channels(dataset: Dataset, channels: int) -> Dataset:
     def repeat(split: Split) -> Split:
         return Split(split.x.repeat(1, channels, 1, 1), split.y)
 
-    return Dataset(dataset.name, repeat(dataset.train), repeat(dataset.test), dataset.num_classes,
-                   {**dataset.info, "channels_repeated_to": channels})
+    return replace(dataset, train=repeat(dataset.train), test=repeat(dataset.test),
+                   info={**dataset.info, "channels_repeated_to": channels})
 
 
 def normalise(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -114,6 +145,33 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def from_pixels(name: str, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+                num_classes: int, image_size: int | None, augment_flip: bool, info: dict) -> Dataset:
+    """A :class:`Dataset` from uint8 images ``(N, C, H, W)`` and labels, the way every file format ends.
+
+    Pixels go to [0, 1], are resized to ``image_size`` (default: as stored) and standardised with the
+    training split's statistics; the augmentation crops by an eighth of the size and flips if
+    ``augment_flip``.
+    """
+    (train_x, train_y), (test_x, test_y) = train, test
+    for split, labels in (("train", train_y), ("test", test_y)):
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+            raise BnprobeError(f"{name}: {split} labels run from {int(labels.min())} to {int(labels.max())}, "
+                               f"outside 0..{num_classes - 1}; check the label files")
+    size = image_size or int(train_x.shape[-1])
+    train_f = resize(train_x.float().div_(255.0), size)
+    test_f = resize(test_x.float().div_(255.0), size)
+    train_f, test_f, stats = normalise(train_f, test_f)
+    return Dataset(name, Split(train_f, train_y.long()), Split(test_f, test_y.long()), num_classes,
+                   {**info, "image_size": size, **stats}, Augment.for_size(size, flip=augment_flip))
+
+
+def cache_root() -> Path:
+    """Where datasets are downloaded without ``--data-root``: ``$XDG_CACHE_HOME/bnprobe/datasets``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bnprobe" / "datasets"
 
 
 @register_dataset("digits")
@@ -133,3 +191,6 @@ def load_digits(data_root: str | Path | None = None, image_size: int | None = No
     return Dataset("digits", Split(train_x, labels[train_idx]), Split(test_x, labels[test_idx]), 10,
                    {"source": "sklearn.datasets.load_digits", "split": "80/20 stratified, random_state=0",
                     "image_size": size, **stats})
+
+
+from bnprobe import datasets  # noqa: E402,F401  (registers mnist, fashion-mnist, cifar10)

@@ -2,11 +2,27 @@
 
 For each seed the model is built once under that seed and every variant is made from a copy of it
 (swap after init), so all variants of a seed start from the same conv/linear weights, train with the
-same hyperparameters and data order, and are probed on the same training samples.  The ``bn``
-variant of a seed is the reference that comparison probes (e.g. CKA) read.
+same data order and augmentation, and are probed on the same training samples.  Hyperparameters are
+the same for every variant unless ``overrides`` sets some of them (:data:`bnprobe.train.PER_VARIANT`)
+for a variant.  The ``bn`` variant of a seed is the reference that comparison probes (e.g. CKA) read.
 
-``results.json`` is rewritten atomically after every run, so an interrupted study keeps what it
-finished.
+The dataset is loaded once and moved to the training device once; its augmentation policy
+(:attr:`bnprobe.data.Dataset.augment`) is applied there unless ``augment`` is off.
+
+**The output folder.**  ``results.json`` is rewritten atomically when the study starts and after
+every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every run
+(:mod:`bnprobe.trainstate`).  With ``resume=True`` a folder that already holds a study continues it:
+the configuration must match (a one-line error names the first field that differs; ``device``,
+``data_root``, ``max_memory`` and ``train.compile`` may change), finished runs are kept as they are,
+the interrupted run continues from its last epoch, and the remaining runs train as usual.  Without
+``resume`` the study starts from scratch and overwrites what it finds.
+
+A run whose loss diverged keeps its training numbers and ``diverged_at_epoch`` but is not probed:
+the activations of non-finite weights say nothing.  The study goes on with the next run.
+
+:func:`reprobe_study` probes a finished study again from its checkpoints, without retraining.
+
+Under torchrun (:mod:`bnprobe.distributed`) every process trains; only rank 0 probes and writes.
 """
 
 from __future__ import annotations
@@ -15,25 +31,30 @@ import copy
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset
+from bnprobe.distributed import World, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import create_model, input_channels
 from bnprobe.probes.base import Probe, ProbeContext, build_probes
-from bnprobe.probes.runner import run_probes
+from bnprobe.probes.runner import ProbeOutcome, run_probes
 from bnprobe.results import Results, RunResult
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant
-from bnprobe.train import TrainConfig, TrainResult, resolve_device, train_model
+from bnprobe.train import PER_VARIANT, TrainConfig, resolve_device, train_model
+from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state
 
 REFERENCE_VARIANT = "bn"
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile")
+"""Config fields that say where or how fast a study runs, not what it computes."""
 
 
 @dataclass
@@ -52,6 +73,10 @@ class StudyConfig:
     spatial: str = "flatten"
     max_memory: int | None = DEFAULT_MAX_MEMORY
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: bool = True
+    """Apply the dataset's augmentation policy while training."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
 
     def __post_init__(self) -> None:
         self.variants = list(self.variants)
@@ -70,12 +95,38 @@ class StudyConfig:
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
         check_spatial(self.spatial)
+        self._check_overrides()
         build_probes(self.probes)  # fail now, not after an hour of training
+
+    def _check_overrides(self) -> None:
+        for variant, values in self.overrides.items():
+            names = ", ".join(values)
+            if variant not in self.variants:
+                raise BnprobeError(f"{names} set for variant {variant!r}, which is not in variants "
+                                   f"({', '.join(self.variants)})")
+            fixed = [name for name in values if name not in PER_VARIANT]
+            if fixed:
+                raise BnprobeError(f"{fixed[0]} cannot differ between variants; per-variant settings: "
+                                   f"{', '.join(PER_VARIANT)}")
+            self.train_for(variant)  # validates the values
+
+    def train_for(self, variant: str) -> TrainConfig:
+        """The training configuration of ``variant``: ``train`` with its overrides applied."""
+        return replace(self.train, **self.overrides.get(variant, {}))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["train"] = self.train.to_dict()
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyConfig:
+        """The config saved in a ``results.json`` (keys it does not know, such as ``samples_probed``, dropped)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        train_fields = {f.name for f in fields(TrainConfig)}
+        values["train"] = TrainConfig(**{k: v for k, v in data.get("train", {}).items() if k in train_fields})
+        return cls(**values)
 
 
 class StudyListener:
@@ -125,74 +176,215 @@ def prepare_dataset(config: StudyConfig) -> Dataset:
     return adapt_channels(dataset, input_channels(config.model, dataset.channels))
 
 
+class _Study:
+    """What the runs of one study share: the model source, the data, the probes, the output folder."""
+
+    def __init__(self, config: StudyConfig, source: ModelSource, dataset: Dataset, probes: list[Probe],
+                 device: torch.device, out_dir: Path | None, listener: StudyListener) -> None:
+        self.config, self.source, self.dataset, self.probes = config, source, dataset, probes
+        self.device, self.out_dir, self.listener = device, out_dir, listener
+        self.probe_split = probe_subset(dataset.train, config.samples)
+        self._base: tuple[int, nn.Module] | None = None
+
+    def base(self, seed: int) -> nn.Module:
+        """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
+        if self._base is None or self._base[0] != seed:
+            self._base = (seed, build_seeded_model(self.source, seed, self.dataset))
+        return self._base[1]
+
+    def variant(self, variant: str, seed: int) -> tuple[nn.Module, SwapReport]:
+        """A fresh ``variant`` of the model initialised under ``seed``."""
+        return make_variant(self.base(seed), variant)
+
+    def checkpoint(self, variant: str, seed: int) -> Path | None:
+        return checkpoint_path(self.out_dir, variant, seed) if self.out_dir is not None else None
+
+    def trained(self, variant: str, seed: int) -> nn.Module:
+        """``variant`` under ``seed`` with the weights of its finished run's checkpoint."""
+        path = self.checkpoint(variant, seed)
+        if path is None:
+            raise BnprobeError("a study without an output folder has no checkpoints to load")
+        state = load_train_state(path)
+        epochs = self.config.train_for(variant).epochs
+        if state["epoch"] < epochs and state["diverged_at_epoch"] is None:
+            raise BnprobeError(f"{variant} seed {seed} stopped after epoch {state['epoch']} of {epochs}; "
+                               "finish the study with `bnprobe run ... --resume` first")
+        model, _ = self.variant(variant, seed)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise BnprobeError(f"checkpoint {path} does not fit {variant}: {str(exc).splitlines()[0]}") from None
+        return model.to(self.device)
+
+    def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
+        """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
+        cache_dir = self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
+        return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
+                       spatial=self.config.spatial, max_memory=self.config.max_memory, cache_dir=cache_dir,
+                       device=self.device)
+
+    def probe(self, model: nn.Module, variant: str, seed: int,
+              reference: CaptureResult | None) -> tuple[ProbeOutcome, CaptureResult]:
+        """Capture ``model`` and run every probe on it, comparing with ``reference`` where asked."""
+        captured = self.capture(model, variant, seed)
+        context = ProbeContext(model=model, inputs=self.probe_split.x.cpu(), labels=self.probe_split.y.cpu(),
+                               device=self.device, variant=variant, seed=seed, layer_modules=captured.modules,
+                               reference=_lookup(reference))
+        steps = sum(1 if p.scope == "model" else len(captured) for p in self.probes)
+        self.listener.probing_started(variant, seed, steps)
+        outcome = run_probes(captured, self.probes, context,
+                             on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
+        return outcome, captured
+
+    def clear_cache(self) -> None:
+        """Remove the capture caches (once a seed's runs no longer need them)."""
+        if self.out_dir is not None:
+            shutil.rmtree(self.out_dir / "cache", ignore_errors=True)
+
+
 def run_study(config: StudyConfig, *, out: str | Path | None = None, model: ModelSource | None = None,
-              dataset: Dataset | None = None, listener: StudyListener | None = None) -> Results:
+              dataset: Dataset | None = None, listener: StudyListener | None = None,
+              resume: bool = False) -> Results:
     """Run every variant under every seed, probe each run, and return (and save) the results.
 
     ``model`` and ``dataset`` override ``config.model`` / ``config.dataset`` with a user's own module
-    (or factory) and data; ``out`` is the folder for ``results.json`` and capture caches.
+    (or factory) and data; ``out`` is the folder for ``results.json``, checkpoints and capture caches;
+    ``resume`` continues the study already in ``out`` (see the module docstring).
     """
     listener = listener or StudyListener()
-    dataset = dataset if dataset is not None else prepare_dataset(config)
-    source: ModelSource = model if model is not None else config.model
     device = resolve_device(config.device)
-    probes = build_probes(config.probes)
-    out_dir = Path(out) if out is not None else None
-    probe_split = probe_subset(dataset.train, config.samples)
-    results = Results(model=config.model if isinstance(source, str) else type(source).__name__,
-                      dataset=dataset.name, config={**config.to_dict(), "device": str(device),
-                                                    "samples_probed": len(probe_split)})
-    first = build_seeded_model(source, 0, dataset)
-    if not has_batchnorm(first):
-        raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
-                               "pick a CNN with BatchNorm")
-    listener.study_started(config.seeds * len(config.variants))
-    for seed in range(config.seeds):
-        base = first if seed == 0 else build_seeded_model(source, seed, dataset)
-        reference: CaptureResult | None = None
-        for variant in config.variants:
-            started = time.perf_counter()
-            model_v, report = make_variant(base, variant)
-            listener.variant_made(variant, seed, report)
-            run, captured = _train_and_probe(model_v, variant, seed, report, dataset, probe_split, probes,
-                                             config, device, reference, out_dir, listener)
-            if variant == REFERENCE_VARIANT:
-                reference = captured
-            results.runs.append(run)
-            if not results.layers:
-                results.layers = captured.names
-            if out_dir is not None:
-                results.save(out_dir)
-            listener.run_done(run, time.perf_counter() - started)
-        if out_dir is not None:
-            shutil.rmtree(out_dir / "cache", ignore_errors=True)
+    with process_group(device) as world:
+        data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
+        source: ModelSource = model if model is not None else config.model
+        study = _Study(config, source, data, build_probes(config.probes), device,
+                       Path(out) if out is not None else None, listener)
+        results = Results(model=config.model if isinstance(source, str) else _name_of(source), dataset=data.name,
+                          config={**config.to_dict(), "device": str(device),
+                                  "samples_probed": len(study.probe_split),
+                                  "custom_model": model is not None, "custom_dataset": dataset is not None})
+        runs = _kept_runs(results, study.out_dir) if resume else {}
+        if not has_batchnorm(study.base(0)):
+            raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
+                                   "pick a CNN with BatchNorm")
+        _run_all(study, results, runs, world, resume)
     return results
 
 
-def _train_and_probe(model: nn.Module, variant: str, seed: int, report: SwapReport, dataset: Dataset,
-                     probe_split: Split, probes: list[Probe], config: StudyConfig, device: torch.device,
-                     reference: CaptureResult | None, out_dir: Path | None,
-                     listener: StudyListener) -> tuple[RunResult, CaptureResult]:
-    listener.training_started(variant, seed, config.train.epochs)
-    trained: TrainResult = train_model(
-        model, dataset.train, dataset.test, config=config.train, device=device, seed=seed,
-        on_epoch=lambda epoch, metrics: listener.epoch_done(variant, seed, epoch, metrics))
-    cache_dir = out_dir / "cache" / f"{variant}-seed{seed}" if out_dir is not None else None
-    captured = capture(model, probe_split, layers=config.layers, probes=probes, spatial=config.spatial,
-                       max_memory=config.max_memory, cache_dir=cache_dir, device=device)
-    context = ProbeContext(model=model, inputs=probe_split.x.cpu(), labels=probe_split.y.cpu(), device=device,
-                           variant=variant, seed=seed, layer_modules=captured.modules,
-                           reference=_lookup(reference))
-    steps = sum(1 if p.scope == "model" else len(captured) for p in probes)
-    listener.probing_started(variant, seed, steps)
-    outcome = run_probes(captured, probes, context,
-                         on_step=lambda probe, layer: listener.probe_step(variant, seed, probe, layer))
-    run = RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
-                    test_accuracy=trained.test_accuracy, final_loss=_finite(trained.final_loss),
-                    test_loss=trained.test_loss, epochs_run=trained.epochs_run,
-                    diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
-                    probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
-    return run, captured
+def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], RunResult]:
+    """The finished runs of the study saved in ``out_dir`` (none if there is none), after checking its config."""
+    if out_dir is None or not (out_dir / "results.json").is_file():
+        return {}
+    saved = Results.load(out_dir)
+    difference = first_difference(saved.config, results.config, ignore=MAY_CHANGE_ON_RESUME)
+    if difference is not None:
+        raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
+                           "use the same options, or another --out")
+    results.layers = saved.layers
+    return {(run.variant, run.seed): run for run in saved.runs}
+
+
+def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
+             resume: bool) -> None:
+    """Train and probe every run not in ``runs`` (finished ones), saving ``results`` after each."""
+    config, listener, out_dir = study.config, study.listener, study.out_dir
+    order = [(variant, seed) for seed in range(config.seeds) for variant in config.variants]
+
+    def save() -> None:
+        results.runs = [runs[key] for key in order if key in runs]
+        if out_dir is not None and world.is_main:
+            results.save(out_dir)
+
+    save()
+    listener.study_started(len(order))
+    for seed in range(config.seeds):
+        reference: CaptureResult | None = None
+        for variant in config.variants:
+            started = time.perf_counter()
+            kept = runs.get((variant, seed))
+            if kept is not None:
+                pending = any((v, seed) not in runs for v in config.variants)
+                if variant == REFERENCE_VARIANT and kept.diverged_at_epoch is None and pending and world.is_main:
+                    reference = study.capture(study.trained(variant, seed), variant, seed)
+                listener.run_done(kept, time.perf_counter() - started)
+                continue
+            model, report = study.variant(variant, seed)
+            listener.variant_made(variant, seed, report)
+            train_config = config.train_for(variant)
+            listener.training_started(variant, seed, train_config.epochs)
+            trained = train_model(
+                model, study.dataset.train, study.dataset.test, config=train_config, device=study.device, seed=seed,
+                on_epoch=lambda epoch, metrics, v=variant, s=seed: listener.epoch_done(v, s, epoch, metrics),
+                augment=study.dataset.augment if config.augment else None,
+                checkpoint=study.checkpoint(variant, seed), resume=resume)
+            if not world.is_main:
+                continue
+            outcome, captured = ProbeOutcome(), None
+            if trained.diverged_at_epoch is None:
+                outcome, captured = study.probe(model, variant, seed, reference)
+                results.layers = results.layers or captured.names
+            if variant == REFERENCE_VARIANT:
+                reference = captured
+            run = RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
+                            test_accuracy=trained.test_accuracy, final_loss=_finite(trained.final_loss),
+                            test_loss=_finite(trained.test_loss), epochs_run=trained.epochs_run,
+                            diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
+                            probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
+            runs[(variant, seed)] = run
+            save()
+            listener.run_done(run, time.perf_counter() - started)
+        study.clear_cache()
+
+
+def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource | None = None,
+                  dataset: Dataset | None = None, device: str = "auto", data_root: str | None = None,
+                  listener: StudyListener | None = None) -> Results:
+    """Probe the finished study in ``out`` again from its checkpoints, without retraining.
+
+    Each run's final weights are loaded, its activations captured again on the same samples, and
+    ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
+    numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
+    is kept.  Diverged runs are skipped.  A study trained on a custom ``model`` or ``dataset`` needs
+    them again here.
+    """
+    listener = listener or StudyListener()
+    out_dir = Path(out)
+    results = Results.load(out_dir)
+    config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
+                                    "data_root": data_root or results.config.get("data_root")})
+    for what, given in (("model", model), ("dataset", dataset)):
+        if results.config.get(f"custom_{what}") and given is None:
+            raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; probe it from Python with "
+                               f"reprobe_study(..., {what}=...)")
+    resolved = resolve_device(device)
+    data = (dataset if dataset is not None else prepare_dataset(config)).to(resolved)
+    study = _Study(config, model if model is not None else config.model, data, build_probes(config.probes),
+                   resolved, out_dir, listener)
+    keys = {probe.key for probe in study.probes}
+    results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *config.probes]))
+    listener.study_started(len(results.runs))
+    reference: CaptureResult | None = None
+    seed: int | None = None
+    for run in results.runs:
+        started = time.perf_counter()
+        if run.seed != seed:  # a new seed: the previous one's reference and caches are done with
+            seed, reference = run.seed, None
+            study.clear_cache()
+        if run.diverged_at_epoch is None:
+            outcome, captured = study.probe(study.trained(run.variant, run.seed), run.variant, run.seed, reference)
+            if run.variant == REFERENCE_VARIANT:
+                reference = captured
+            run.probes.update(outcome.values)
+            run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
+            results.layers = results.layers or captured.names
+        results.save(out_dir)
+        listener.run_done(run, time.perf_counter() - started)
+    study.clear_cache()
+    return results
+
+
+def _name_of(source: ModelSource) -> str:
+    """The name a study reports for a user's model: a class's or function's name, or the module's type."""
+    return getattr(source, "__name__", type(source).__name__)
 
 
 def _lookup(reference: CaptureResult | None):
@@ -206,5 +398,5 @@ def _lookup(reference: CaptureResult | None):
     return find
 
 
-def _finite(value: float) -> float | None:
-    return value if value == value and abs(value) != float("inf") else None
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and value == value and abs(value) != float("inf") else None

@@ -1,31 +1,62 @@
-"""The training loop: seeded, device-resident, with divergence detection.
+"""The training loop: seeded, device-resident, resumable, with divergence detection.
 
-When the data are a :class:`bnprobe.data.Split` (the datasets bnprobe loads), the whole split sits
-on the training device and batches are slices of a seeded permutation: no DataLoader, no worker
-processes, no host synchronisation per step (loss and accuracy accumulate on the device and are read
-once per epoch).  A user's own ``DataLoader`` works too, at the loader's pace.
+**Data.**  When the data are a :class:`bnprobe.data.Split` (the datasets bnprobe loads), the whole
+split sits on the training device and batches are slices of a seeded permutation: no DataLoader, no
+worker processes, no host synchronisation per step (loss and accuracy accumulate on the device and
+are read once per epoch).  ``augment`` (:class:`bnprobe.augment.Augment`) transforms each batch there,
+drawing from a generator on the device.  A user's own ``DataLoader`` works too, at the loader's pace.
 
-A seed fixes the data order (and anything random inside the model's forward, e.g. dropout); the
-initial weights are fixed by the caller, who builds the model under the same seed.
+**Speed on a GPU.**  Mixed precision by autocast (``precision``: ``auto`` is bf16 where the GPU
+supports it, fp32 on the CPU; fp16 adds a gradient scaler), channels-last memory format and fused
+optimisers on CUDA, and ``torch.compile`` when ``compile`` is set.
+
+**Stability without BatchNorm.**  ``grad_clip`` caps the global gradient norm; ``agc`` is adaptive
+gradient clipping (Brock et al. 2021, the NFNets paper): each output unit's gradient is scaled down
+so its norm is at most ``agc`` times the unit's weight norm (floored at 1e-3).  As in the paper, the
+final classifier is not clipped.  A non-finite epoch loss ends the run with ``diverged_at_epoch``.
+
+**Reproducibility.**  A seed fixes the data order, the augmentation and anything random in the
+forward pass (dropout); the initial weights are fixed by the caller, who builds the model under the
+same seed.  On the CPU the same seed gives bit-identical weights.
+
+**Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.trainstate`) after
+every epoch; ``resume=True`` continues from that file, bit-identically to an uninterrupted run on
+the CPU.
+
+**Several processes** (torchrun, see :mod:`bnprobe.distributed`).  The model is wrapped in
+DistributedDataParallel; every epoch's permutation is cut into one shard per process (the last
+``N mod world_size`` samples are left out that epoch) and each step takes ``batch_size / world_size``
+samples per process, so the global batch is ``batch_size`` whatever the number of GPUs (a
+``DataLoader`` is used as given: shard it with a ``DistributedSampler``).  Only rank 0 writes the
+checkpoint; all ranks end with rank 0's weights and BatchNorm statistics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnprobe import distributed
+from bnprobe.augment import Augment
 from bnprobe.data import Split
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
+from bnprobe.trainstate import FORMAT, VERSION, first_difference, load_train_state, save_atomic
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PER_VARIANT = ("lr", "momentum", "weight_decay", "label_smoothing", "grad_clip", "agc")
+"""Hyperparameters a study may set per variant (``--lr bn=0.1,identity=0.02``)."""
+AGC_EPS = 1e-3
 
 
 @dataclass
@@ -41,19 +72,25 @@ class TrainConfig:
     schedule: str = "cosine"
     label_smoothing: float = 0.0
     grad_clip: float | None = None
+    agc: float | None = None
     precision: str = "auto"
+    compile: bool = False
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         check_int("train", "epochs", self.epochs, minimum=1)
         check_int("train", "batch_size", self.batch_size, minimum=1)
         check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
         check_float("train", "lr", self.lr, minimum=0.0)
+        check_float("train", "momentum", self.momentum, minimum=0.0, maximum=1.0)
         check_float("train", "weight_decay", self.weight_decay, minimum=0.0)
         check_choice("train", "schedule", self.schedule, SCHEDULES)
         check_float("train", "label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0)
         check_choice("train", "precision", self.precision, PRECISIONS)
         if self.grad_clip is not None:
             check_float("train", "grad_clip", self.grad_clip, minimum=0.0)
+        if self.agc is not None:
+            check_float("train", "agc", self.agc, minimum=0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,15 +116,18 @@ EpochCallback = Callable[[int, dict], None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error.
+
+    Under torchrun a bare ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``).
+    """
     if isinstance(device, torch.device):
-        return device
+        return distributed.local_device(device)
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BnprobeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     try:
-        return torch.device(device)
+        return distributed.local_device(torch.device(device))
     except RuntimeError:
         raise BnprobeError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
@@ -101,33 +141,61 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator,
-             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on CUDA (what tensor-core convolutions want), the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """``x`` in ``layout`` when it is a batch of images, contiguous otherwise."""
+    return x.contiguous(memory_format=layout) if x.dim() == 4 else x.contiguous()
+
+
+def derive_seed(seed: int, stream: str, rank: int = 0) -> int:
+    """An independent 63-bit seed for one random stream (``augment``) of one process, from ``seed``."""
+    digest = hashlib.sha256(f"{seed}/{stream}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator, device: torch.device,
+             world: distributed.World | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    world = world or distributed.World()
     if isinstance(data, Split):
         order = torch.randperm(len(data), generator=generator).to(data.x.device)
-        for start in range(0, len(data), batch_size):
-            idx = order[start:start + batch_size]
+        if world.size > 1:
+            order = order[world.rank:len(order) - len(order) % world.size:world.size]
+        step = batch_size // world.size
+        for start in range(0, len(order), step):
+            idx = order[start:start + step]
             yield data.x[idx], data.y[idx]
     else:
         for batch in data:
             yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
 
-def _num_batches(data: Split | Iterable, batch_size: int) -> int:
-    return math.ceil(len(data) / batch_size) if isinstance(data, Split) else len(data)
+def _num_batches(data: Split | Iterable, batch_size: int, world: distributed.World) -> int:
+    if isinstance(data, Split):
+        return math.ceil((len(data) // world.size) / (batch_size // world.size))
+    return len(data)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser named in ``config``; no weight decay on biases and norm parameters."""
+    """The optimiser named in ``config``; no weight decay on biases and norm parameters.
+
+    On CUDA the fused implementations are used: faster, and with fp16 they skip steps on overflow
+    without a host synchronisation.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True} if all(p.is_cuda for p in decay + no_decay) and decay + no_decay else {}
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                               **fused)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.Adam(groups, lr=config.lr, **fused)
+    return torch.optim.AdamW(groups, lr=config.lr, **fused)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
@@ -139,6 +207,32 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
 
 
+def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The final classifier's parameters: timm's ``get_classifier()``, else the last ``nn.Linear``."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+    return list(head.parameters()) if head is not None else []
+
+
+def _unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """Norm per output unit (dim 0) of a weight, or of the whole tensor for biases and gains."""
+    if tensor.dim() <= 1:
+        return torch.linalg.vector_norm(tensor)
+    return torch.linalg.vector_norm(tensor, dim=tuple(range(1, tensor.dim())), keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_(parameters: Iterable[nn.Parameter], clip: float, eps: float = AGC_EPS) -> None:
+    """Adaptive gradient clipping in place: ``g <- g * min(1, clip * max(|w|, eps) / |g|)`` per unit."""
+    for p in parameters:
+        if p.grad is None:
+            continue
+        max_norm = _unitwise_norm(p).clamp_(min=eps).mul_(clip)
+        grad_norm = _unitwise_norm(p.grad)
+        p.grad.mul_(torch.where(grad_norm > max_norm, max_norm / grad_norm.clamp(min=1e-6), 1.0))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, batch_size: int = 512,
              precision: str = "auto") -> tuple[float, float]:
@@ -146,6 +240,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     was_training = model.training
     model.eval()
     amp = autocast_dtype(precision, device)
+    layout = memory_format(device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
@@ -153,7 +248,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     try:
         for x, y in _batches(data, batch_size, generator, device):
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
+                logits = model(_in_layout(x, layout))
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
             count += len(y)
@@ -162,61 +257,157 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
 
 
+class _Run:
+    """The moving parts of one training run: what an epoch advances and a checkpoint saves."""
+
+    def __init__(self, model: nn.Module, train: Split | Iterable, config: TrainConfig, device: torch.device,
+                 seed: int, augment: Augment | None, world: distributed.World) -> None:
+        self.model, self.train, self.config, self.device, self.world = model, train, config, device, world
+        self.augment = augment if augment is not None and augment.active else None
+        torch.manual_seed(seed)
+        self.order = torch.Generator().manual_seed(seed)
+        self.augment_rng = torch.Generator(device=device).manual_seed(derive_seed(seed, "augment", world.rank))
+        self.optimizer = make_optimizer(model, config)
+        self.schedule = make_schedule(self.optimizer, config,
+                                      config.epochs * _num_batches(train, config.batch_size, world))
+        self.amp = autocast_dtype(config.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
+        head = {id(p) for p in classifier_parameters(model)}
+        self.agc_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.diverged_at_epoch: int | None = None
+        self.net: nn.Module = model
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs or self.diverged_at_epoch is not None
+
+    def prepare(self) -> None:
+        """Wrap the model for training: DDP across processes, then ``torch.compile`` if asked."""
+        net = self.model
+        if self.world.size > 1:
+            net = distributed.wrap(net, self.device, self.config.sync_bn)
+        self.net = torch.compile(net) if self.config.compile else net
+
+    def train_epoch(self) -> dict:
+        """One pass over the data; the metrics are read from the device once, at the end."""
+        config, device = self.config, self.device
+        layout = memory_format(device)
+        self.net.train()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        count = 0
+        for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
+            if self.augment is not None:
+                x = self.augment(x, self.augment_rng)
+            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                logits = self.net(_in_layout(x, layout))
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if config.grad_clip is not None or config.agc is not None:
+                self.scaler.unscale_(self.optimizer)
+                if config.agc is not None:
+                    adaptive_clip_(self.agc_params, config.agc)
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            count += len(y)
+        self.epoch += 1
+        loss = float(loss_sum) / max(count, 1)
+        record = {"epoch": self.epoch, "loss": loss, "accuracy": float(correct) / max(count, 1)}
+        self.history.append(record)
+        if not math.isfinite(loss):
+            self.diverged_at_epoch = self.epoch
+        return record
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
+                 "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self, path: Path) -> None:
+        """Write the state to ``path`` (rank 0; every rank contributes its random generators)."""
+        rng = distributed.all_gather(self.rng_state())
+        if not self.world.is_main:
+            return
+        save_atomic({"format": FORMAT, "version": VERSION, "epoch": self.epoch,
+                     "diverged_at_epoch": self.diverged_at_epoch, "history": self.history,
+                     "config": self.config.to_dict(), "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                     "scaler": self.scaler.state_dict(), "rng": rng}, path)
+
+    def restore(self, path: Path) -> None:
+        """Continue from the state saved at ``path`` by a run with the same config and process count."""
+        state = load_train_state(path)
+        difference = first_difference(state["config"], self.config.to_dict(), ignore=("compile",))
+        if difference is not None:
+            raise BnprobeError(f"checkpoint {path} was trained with another config ({difference}); "
+                               "use the same options or delete the checkpoint")
+        if len(state["rng"]) != self.world.size:
+            raise BnprobeError(f"checkpoint {path} was written by {len(state['rng'])} processes, this run has "
+                               f"{self.world.size}; resume with the same number")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"][self.world.rank]
+        self.order.set_state(rng["order"])
+        self.augment_rng.set_state(rng["augment"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.diverged_at_epoch = state["diverged_at_epoch"]
+
+
 def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterable | None = None, *,
                 config: TrainConfig | None = None, device: str | torch.device = "auto", seed: int = 0,
-                on_epoch: EpochCallback | None = None) -> TrainResult:
+                on_epoch: EpochCallback | None = None, augment: Augment | None = None,
+                checkpoint: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
     """Train ``model`` in place on ``train``; report train/test accuracy and the final loss.
 
-    A non-finite loss ends the run early with ``diverged_at_epoch`` set (1-based).
+    ``augment`` transforms each training batch on the device.  ``checkpoint`` is a file rewritten
+    after every epoch (before ``on_epoch`` is called); with ``resume`` an existing one is continued
+    from, so a finished run is only evaluated.  A non-finite loss ends the run early with
+    ``diverged_at_epoch`` set (1-based).
     """
     config = config or TrainConfig()
     device = resolve_device(device)
-    model.to(device)
+    world = distributed.current_world()
+    if world.size > 1 and config.batch_size % world.size:
+        raise BnprobeError(f"batch size {config.batch_size} does not split evenly over {world.size} processes; "
+                           f"use a multiple of {world.size}")
+    if config.sync_bn and world.size > 1 and device.type != "cuda":
+        raise BnprobeError("sync_bn needs CUDA GPUs; drop --sync-bn when training on CPU processes")
+    model.to(device, memory_format=memory_format(device))
     if isinstance(train, Split):
         train = train.to(device)
     if isinstance(test, Split):
         test = test.to(device)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = make_optimizer(model, config)
-    schedule = make_schedule(optimizer, config, config.epochs * _num_batches(train, config.batch_size))
-    amp = autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-    history: list[dict] = []
-    diverged = None
-    epoch_loss = float("nan")
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        count = 0
-        for x, y in _batches(train, config.batch_size, generator, device):
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            count += len(y)
-        epoch_loss = float(loss_sum) / max(count, 1)
-        record = {"epoch": epoch, "loss": epoch_loss, "accuracy": float(correct) / max(count, 1)}
-        history.append(record)
+    run = _Run(model, train, config, device, seed, augment, world)
+    path = Path(checkpoint) if checkpoint is not None else None
+    if resume and path is not None and path.exists():
+        run.restore(path)
+    run.prepare()
+    while not run.finished:
+        record = run.train_epoch()
+        if path is not None:
+            run.save(path)
         if on_epoch is not None:
-            on_epoch(epoch, record)
-        if not math.isfinite(epoch_loss):
-            diverged = epoch
-            break
+            on_epoch(record["epoch"], record)
+    distributed.broadcast_buffers(model)
     train_loss, train_acc = evaluate(model, train, device=device, precision=config.precision)
     test_loss, test_acc = (None, None)
     if test is not None:
         test_loss, test_acc = evaluate(model, test, device=device, precision=config.precision)
-    return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=epoch_loss,
-                       test_loss=test_loss, epochs_run=len(history), diverged_at_epoch=diverged,
-                       history=history)
+    return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=run.history[-1]["loss"],
+                       test_loss=test_loss, epochs_run=len(run.history), diverged_at_epoch=run.diverged_at_epoch,
+                       history=run.history)

@@ -49,3 +49,33 @@ def test_unknown_model_names_close_matches():
         create_model("resnet18x", num_classes=10)
     with pytest.raises(UnknownNameError, match="tv:resnet18"):
         create_model("tv:resnt18", num_classes=10)
+
+
+def test_augment_crop_is_a_shift_within_the_reflected_border():
+    from bnprobe.augment import Augment
+
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="reflect")[0, 0]
+    windows = {tuple(padded[i:i + 4, j:j + 4].flatten().tolist()) for i in range(3) for j in range(3)}
+    out = Augment(pad=1)(image.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0))
+    seen = {tuple(o.flatten().tolist()) for o in out}
+    assert seen <= windows and len(seen) == 9  # 64 draws hit all nine offsets 0..2 x 0..2
+
+
+def test_augment_flip_is_seeded_and_mirrors_about_half():
+    from bnprobe.augment import Augment
+
+    images = torch.randn(200, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    flip = Augment(pad=0, flip=True)
+    out = flip(images, torch.Generator().manual_seed(7))
+    mirrored = (out == images.flip(3)).flatten(1).all(1)
+    assert torch.all(mirrored | (out == images).flatten(1).all(1))
+    assert 70 < int(mirrored.sum()) < 130
+    assert torch.equal(out, flip(images, torch.Generator().manual_seed(7)))
+    assert Augment.for_size(32, flip=False) == Augment(pad=4, flip=False) and not Augment().active
+
+
+def test_dataset_to_device_keeps_policy():
+    ds = load_dataset("digits")
+    moved = ds.to("cpu")
+    assert moved.augment == ds.augment and moved.train.x is ds.train.x

@@ -10,11 +10,15 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
+from bnprobe.distributed import launched_world
+from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
-from bnprobe.study import StudyConfig, run_study
+from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
 from bnprobe.train import TrainConfig
+
+PER_VARIANT_HELP = "A number for every variant, or per variant: '0.01,bn=0.1' (bn 0.1, the others 0.01)."
 
 
 def default_out(model: str) -> Path:
@@ -23,10 +27,59 @@ def default_out(model: str) -> Path:
     return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def per_variant(option: str, text: str, default: float | None) -> tuple[float | None, dict[str, float | None]]:
+    """Parse ``0.01`` or ``0.01,bn=0.1,identity=none`` into (value for all, {variant: own value}).
+
+    A bare value sets every variant (``default`` when there is none); ``VARIANT=VALUE`` one of them;
+    ``none`` turns an optional setting (clipping) off.
+    """
+    shared, own = default, {}
+    for item in (part.strip() for part in text.split(",")):
+        variant, _, value = item.rpartition("=")
+        if variant:
+            own[variant.strip()] = _number(option, value)
+        elif item:
+            shared = _number(option, item)
+    return shared, own
+
+
+def _number(option: str, text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise BnprobeError(f"{option}: {text.strip()!r} is not a number; give e.g. 0.01 or bn=0.1,identity=0.02") \
+            from None
+
+
+def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, dict[str, dict]]:
+    """TrainConfig values and per-variant overrides from the per-variant options (``--lr`` ...).
+
+    ``--agc`` is the exception: a bare value applies to every variant but ``bn`` -- AGC stands in for
+    what BatchNorm does for stability, and the ``bn`` reference is trained as built (``bn=VALUE``
+    clips it too).
+    """
+    defaults = TrainConfig()
+    shared: dict = {}
+    overrides: dict[str, dict] = {}
+    for name, text in options.items():
+        value, own = per_variant(f"--{name.replace('_', '-')}", text, getattr(defaults, name))
+        if name == "agc" and value is not None:
+            own = {**{v: value for v in variants if v != REFERENCE_VARIANT}, **own}
+            value = None
+        shared[name] = value
+        for variant, setting in own.items():
+            overrides.setdefault(variant, {})[name] = setting
+    return shared, overrides
+
+
 @cli.command()
 @click.argument("model")
-@click.option("--dataset", default="digits", show_default=True, help="digits (embedded) or another dataset.")
-@click.option("--data-root", default=None, help="Folder holding the dataset's files.")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (embedded), mnist, fashion-mnist, cifar10, or folder:PATH (PATH/train, PATH/test).")
+@click.option("--data-root", default=None,
+              help="Folder with the dataset's files (downloaded there when missing) [default: usual places].")
 @click.option("--variants", default="bn,identity,groupnorm", show_default=True,
               help="Comma list: bn (as built) and norm targets.")
 @click.option("--epochs", default=5, show_default=True, type=int)
@@ -38,29 +91,55 @@ def default_out(model: str) -> Path:
 @click.option("--layers", default="act", show_default=True, help="Layer kinds (act, conv, norm) or globs.")
 @click.option("--spatial", default="flatten", show_default=True,
               help="Per-sample vectors: flatten, channel_mean or pool:K.")
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--optimizer", default="adamw", show_default=True)
+@click.option("--batch-size", default=128, show_default=True, type=int, help="Global batch (over all GPUs).")
+@click.option("--optimizer", default="adamw", show_default=True, help="sgd (Nesterov momentum), adam or adamw.")
+@click.option("--lr", default="1e-3", show_default=True, help=f"Peak learning rate. {PER_VARIANT_HELP}")
+@click.option("--momentum", default="0.9", show_default=True, help="SGD momentum (per variant too).")
+@click.option("--weight-decay", default="5e-4", show_default=True,
+              help="Weight decay on weights, not biases or norm parameters (per variant too).")
+@click.option("--schedule", default="cosine", show_default=True, help="cosine, onecycle or constant (per step).")
+@click.option("--label-smoothing", default="0", show_default=True, help="Label smoothing (per variant too).")
+@click.option("--grad-clip", default="none", show_default=True, help="Max global gradient norm (per variant too).")
+@click.option("--agc", default="none", show_default=True,
+              help="Adaptive gradient clipping factor, e.g. 0.01; a bare value applies to every variant but bn.")
+@click.option("--precision", default="auto", show_default=True,
+              help="auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (worth it for long GPU runs).")
+@click.option("--sync-bn", is_flag=True, help="Under torchrun: BatchNorm statistics over the global batch.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="The dataset's augmentation: random crop, plus flips where they keep the class.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
+@click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
-        samples: int, probes: str, layers: str, spatial: str, batch_size: int, lr: float, optimizer: str,
-        device: str, out: str | None, quiet: bool) -> None:
+        samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
+        momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
+        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, out: str | None,
+        resume: bool, quiet: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
-    bnprobe built-in (cnn4, vgg16_cifar).
+    bnprobe built-in (cnn4, vgg16_cifar).  Under torchrun every process trains and rank 0 reports.
     """
+    if resume and out is None:
+        raise BnprobeError("--resume needs --out: the folder of the study to continue")
+    variant_list = [v.strip() for v in variants.split(",") if v.strip()]
+    shared, overrides = train_settings(variant_list, {
+        "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+        "grad_clip": grad_clip, "agc": agc})
     config = StudyConfig(
-        model=model, dataset=dataset, data_root=data_root,
-        variants=[v.strip() for v in variants.split(",") if v.strip()], seeds=seeds, samples=samples,
-        probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer))
+        model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
+        probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
+        overrides=overrides,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
+                          precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
+    main_process = launched_world().is_main
     console = Console()
-    with RichListener(quiet=quiet) as listener:
-        results = run_study(config, out=out_dir, listener=listener)
-    render(results, console)
-    console.print(f"results: {out_dir / 'results.json'}", highlight=False)
+    with RichListener(quiet=quiet or not main_process) as listener:
+        results = run_study(config, out=out_dir, listener=listener, resume=resume)
+    if main_process:
+        render(results, console)
+        console.print(f"results: {out_dir / 'results.json'}", highlight=False)

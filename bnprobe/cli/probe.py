@@ -1,0 +1,28 @@
+"""``bnprobe probe OUT --probes ...``: probe a finished study again, without retraining."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from bnprobe.cli import cli
+from bnprobe.probes.base import split_probe_list
+from bnprobe.progress import RichListener
+from bnprobe.report import render
+from bnprobe.study import reprobe_study
+
+
+@cli.command("probe")
+@click.argument("out", type=click.Path())
+@click.option("--probes", required=True, help="Comma list of probes, with parameters: 'hdbscan(dims=30)'.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--data-root", default=None, help="Folder with the dataset's files [default: as in the study].")
+@click.option("--quiet", is_flag=True, help="No progress, only the final report.")
+def probe_command(out: str, probes: str, device: str, data_root: str | None, quiet: bool) -> None:
+    """Run PROBES on every run of the study in OUT from its checkpoints and update its results.json.
+
+    Those probes' numbers are added or replaced; training numbers and other probes are kept.
+    """
+    with RichListener(quiet=quiet) as listener:
+        results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root, listener=listener)
+    render(results, Console())

@@ -1,0 +1,99 @@
+"""Training checkpoints: everything one run needs to continue after Ctrl-C or a kill.
+
+A study keeps one file per run, ``OUT/checkpoints/<variant>-seed<k>.pt`` (:func:`checkpoint_path`),
+rewritten after every epoch by :func:`save_atomic` -- a temporary file in the same folder, then
+``os.replace`` -- so a kill leaves the previous epoch's file or the new one, never half of one.  It
+holds plain containers and tensors only, and is read back with ``weights_only=True``::
+
+    {"format": "bnprobe-train-state", "version": 1,
+     "epoch": epochs completed, "diverged_at_epoch": None or the epoch, "history": [per-epoch metrics],
+     "config": the TrainConfig as a dict,
+     "model": state_dict, "optimizer": ..., "schedule": ..., "scaler": ...,
+     "rng": [per process: {"order": data-order generator, "augment": augmentation generator,
+                           "torch": global CPU generator, "cuda": the GPU's generator (CUDA only)}]}
+
+The weights sit under ``"model"``, a key :func:`bnprobe.checkpoint.load_checkpoint` looks in, so a
+finished run's checkpoint can also seed another study.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bnprobe.errors import BnprobeError
+
+FORMAT = "bnprobe-train-state"
+VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_path(out_dir: str | Path, variant: str, seed: int) -> Path:
+    """``OUT/checkpoints/<variant>-seed<seed>.pt``, with characters unsafe in file names replaced."""
+    safe = re.sub(r"[^A-Za-z0-9_.+=-]", "_", variant)
+    return Path(out_dir) / CHECKPOINT_DIR / f"{safe}-seed{seed}.pt"
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` so readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_train_state(path: str | Path) -> dict:
+    """The training state saved at ``path`` (on the CPU); a one-line error if it is not one."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BnprobeError(f"checkpoint {path} not found; was the study run with this --out?") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise BnprobeError(f"cannot read checkpoint {path} ({str(exc).partition(chr(10))[0]}); "
+                           "delete it to train that run again") from None
+    if not isinstance(state, Mapping) or state.get("format") != FORMAT:
+        raise BnprobeError(f"{path} is not a bnprobe training checkpoint")
+    if state.get("version") != VERSION:
+        raise BnprobeError(f"checkpoint {path} has version {state.get('version')!r}, this bnprobe reads {VERSION}; "
+                           "delete it to train that run again")
+    return dict(state)
+
+
+def first_difference(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = (), prefix: str = "") -> str | None:
+    """The first field (dotted, e.g. ``train.lr``) whose value differs, as ``field: saved vs current``.
+
+    Nested mappings are compared field by field; fields named in ``ignore`` (dotted) are skipped.
+    """
+    for key in list(current) + [k for k in saved if k not in current]:
+        name = f"{prefix}{key}"
+        if name in ignore:
+            continue
+        old, new = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            inner = first_difference(old, new, ignore, prefix=f"{name}.")
+            if inner is not None:
+                return inner
+        elif _plain(old) != _plain(new):
+            return f"{name} is {_plain(old)!r} there and {_plain(new)!r} now"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a value compares equal to itself after a JSON round trip."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
