@@ -11,7 +11,7 @@ The Python API mirrors the pipeline, one function per stage::
 or all at once with :func:`run_study`.
 """
 
-from bnprobe.capture import CaptureResult, capture
+from bnprobe.capture import CaptureResult, CaptureWarning, capture
 from bnprobe.data import Dataset, Split, list_datasets, load_dataset
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import create_model, list_models, register_model
@@ -27,7 +27,7 @@ from bnprobe.probes import (
 )
 from bnprobe.probes.runner import ProbeOutcome, run_probes
 from bnprobe.results import Results, RunResult
-from bnprobe.study import StudyConfig, run_study
+from bnprobe.study import StudyConfig, reprobe_study, run_study
 from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
 from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
 
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BnprobeError",
     "CaptureResult",
+    "CaptureWarning",
     "Dataset",
     "LayerData",
     "NoBatchNormError",
@@ -65,6 +66,7 @@ __all__ = [
     "register_model",
     "register_probe",
     "run_probes",
+    "reprobe_study",
     "run_study",
     "swap_norms",
     "train_model",

@@ -258,6 +258,7 @@ def capture(
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> CaptureResult:
     """Capture the selected layers' activations of ``model`` on the first ``samples`` of ``data``.
 
@@ -265,19 +266,20 @@ def capture(
     ``(inputs, labels)`` batches over a sized dataset (``batch_size`` applies to tensors only).
     ``layers`` picks layers by kind and name glob; ``spatial`` turns each activation into a vector
     (both in the module docstring).  Streaming ``probes`` are fed batch by batch; ``vectors``
-    (default: whether any probe needs vectors or the model, or True when no probe is given) keeps
+    (default: whether any probe needs vectors, or True when no probe is given) keeps
     the per-sample vectors as ``dtype`` -- ``float32``, or ``float16`` for half the memory, disk and
     transfer (about three significant digits, ample for sparsity and clustering; probes always read
     float32).  They stay in memory when they fit in ``max_memory`` bytes (None: no limit), else go to
     ``.npy`` files in ``cache_dir`` (default: a temporary folder, removed with the result).  The
     model runs on ``device`` (default: where its parameters are) and is moved back afterwards.
+    ``on_batch`` is called with each batch's sample count (for progress displays).
     """
     check_spatial(spatial)
     if dtype not in DTYPES:
         raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
     stream_probes = [p for p in probes if p.needs == "stream"]
     if vectors is None:
-        vectors = not probes or any(p.needs in ("vectors", "model") for p in probes)
+        vectors = not probes or any(p.needs == "vectors" for p in probes)
     kinds, globs = _parse_layers(layers)
     selected = select_modules(model, layers)
     batches, n = _batches(data, samples, batch_size)
@@ -332,6 +334,8 @@ def capture(
                 plan.forward(x.to(run_device))
                 labels_seen.append(y.cpu())
                 seen += len(y)
+                if on_batch is not None:
+                    on_batch(len(y))
     except BaseException:
         if cache is not None and cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)

@@ -39,18 +39,18 @@ import torch
 from torch import nn
 
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
+from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset
 from bnprobe.distributed import World, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import create_model, input_channels
-from bnprobe.probes.base import Probe, ProbeContext, build_probes
+from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes
 from bnprobe.probes.runner import ProbeOutcome, run_probes
 from bnprobe.results import Results, RunResult
-from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant
+from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, resolve_device, train_model
 from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state
 
-REFERENCE_VARIANT = "bn"
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile")
@@ -77,15 +77,20 @@ class StudyConfig:
     """Apply the dataset's augmentation policy while training."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
+    checkpoint: str | None = None
+    """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
 
     def __post_init__(self) -> None:
         self.variants = list(self.variants)
         self.probes = list(self.probes)
-        valid = [REFERENCE_VARIANT, *list_targets()]
         for variant in self.variants:
-            base = variant.split(":")[0].split("+")[0]
-            if base not in valid:
-                raise UnknownNameError(f"unknown variant {variant!r}; valid variants: {', '.join(valid)}")
+            if variant == REFERENCE_VARIANT:
+                continue
+            try:
+                parse_target(variant)
+            except UnknownNameError:
+                valid = ", ".join([REFERENCE_VARIANT, *list_targets()])
+                raise UnknownNameError(f"unknown variant {variant!r}; valid variants: {valid}") from None
         if not self.variants:
             raise BnprobeError("no variants given; list at least one, e.g. bn,identity")
         if len(set(self.variants)) != len(self.variants):
@@ -136,6 +141,8 @@ class StudyListener:
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None: ...
     def training_started(self, variant: str, seed: int, epochs: int) -> None: ...
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
+    def capture_started(self, variant: str, seed: int, samples: int) -> None: ...
+    def capture_batch(self, variant: str, seed: int, samples: int) -> None: ...
     def probing_started(self, variant: str, seed: int, steps: int) -> None: ...
     def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None: ...
     def run_done(self, run: RunResult, seconds: float) -> None: ...
@@ -189,7 +196,10 @@ class _Study:
     def base(self, seed: int) -> nn.Module:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
         if self._base is None or self._base[0] != seed:
-            self._base = (seed, build_seeded_model(self.source, seed, self.dataset))
+            model = build_seeded_model(self.source, seed, self.dataset)
+            if self.config.checkpoint:
+                load_checkpoint(model, self.config.checkpoint)
+            self._base = (seed, model)
         return self._base[1]
 
     def variant(self, variant: str, seed: int) -> tuple[nn.Module, SwapReport]:
@@ -219,9 +229,10 @@ class _Study:
     def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
         cache_dir = self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
+        self.listener.capture_started(variant, seed, len(self.probe_split))
         return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
                        spatial=self.config.spatial, max_memory=self.config.max_memory, cache_dir=cache_dir,
-                       device=self.device)
+                       device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
 
     def probe(self, model: nn.Module, variant: str, seed: int,
               reference: CaptureResult | None) -> tuple[ProbeOutcome, CaptureResult]:

@@ -18,10 +18,9 @@ finished run's checkpoint can also seed another study.
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from bnprobe.errors import BnprobeError
+from bnprobe.results import write_atomic
 
 FORMAT = "bnprobe-train-state"
 VERSION = 1
@@ -43,18 +43,9 @@ def checkpoint_path(out_dir: str | Path, variant: str, seed: int) -> Path:
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_train_state(path: str | Path) -> dict:

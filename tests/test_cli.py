@@ -56,12 +56,41 @@ def test_report_renders_again_from_disk(study):
     assert "features.12" in result.output and "groupnorm" in result.output
 
 
-def test_torchvision_resnet18_on_digits(tmp_path):
+def test_torchvision_resnet18_on_digits_with_json_summary(tmp_path):
     result = _run("run", "tv:resnet18", "--variants", "bn,identity", "--probes", "sparsity", "--out",
-                  str(tmp_path), *TINY)
+                  str(tmp_path), "--json", *TINY)
     assert result.exit_code == 0, result.output
     layers = json.loads((tmp_path / "results.json").read_text())["layers"]
     assert layers[:3] == ["relu", "layer1.0.relu#0", "layer1.0.relu#1"]
+    summary = json.loads(result.stdout)  # stdout holds only the JSON; tables and progress go elsewhere
+    assert summary["model"] == "tv:resnet18"
+
+
+def test_run_writes_csv_and_plots(study):
+    out, _ = study
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0] == "variant,seed,probe,layer,metric,value"
+    assert any(r.startswith("identity,1,sparsity,features.2,channel_sparsity,") for r in rows)
+    assert (out / "plots" / "sparsity.png").stat().st_size > 1000
+    assert (out / "plots" / "accuracy.png").is_file()
+
+
+def test_checkpoint_is_loaded_into_every_variant(tmp_path):
+    import torch
+
+    from bnprobe.models import create_model
+
+    weights = create_model("cnn4", num_classes=10, in_chans=1).state_dict()
+    weights["features.1.running_mean"] = torch.full_like(weights["features.1.running_mean"], 3.0)
+    torch.save({"state_dict": weights}, tmp_path / "w.pt")
+    out = tmp_path / "o"
+    result = _run("run", "cnn4", "--variants", "bn,frozen", "--probes", "sparsity", "--checkpoint",
+                  str(tmp_path / "w.pt"), "--out", str(out), "--epochs", "1", "--samples", "50", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["checkpoint"] == str(tmp_path / "w.pt")
+    bad = _run("run", "cnn4", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out))
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -71,6 +100,8 @@ def test_torchvision_resnet18_on_digits(tmp_path):
     (["run", "convnext_atto"], "has no BatchNorm layer: there is nothing to compare"),
     (["run", "cnn4", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["report", "/nonexistent/study"], "no results at"),
+    (["run", "cnn4", "--max-memory", "lots"], "--max-memory: cannot read 'lots' as a size"),
+    (["run", "cnn4", "--variants", "bn,groupnorm:x"], "groupnorm"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     result = _run(*args, "--out", str(tmp_path / "o")) if args[0] == "run" else _run(*args)

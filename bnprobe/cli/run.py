@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from bnprobe.distributed import launched_world
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
-from bnprobe.report import render
+from bnprobe.report import render, summary_json, write_outputs
 from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
 from bnprobe.train import TrainConfig
 
@@ -112,12 +113,18 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made.")
+@click.option("--max-memory", default="2GiB", show_default=True,
+              help="Per-sample vectors above this size go to a memory-mapped cache in --out (e.g. 500MB, 4GiB).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
 def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, out: str | None,
-        resume: bool, quiet: bool) -> None:
+        resume: bool, checkpoint: str | None, max_memory: str, quiet: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -132,14 +139,31 @@ def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: 
     config = StudyConfig(
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
-        overrides=overrides,
+        overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
     main_process = launched_world().is_main
-    console = Console()
+    console = Console(stderr=as_json)
     with RichListener(quiet=quiet or not main_process) as listener:
         results = run_study(config, out=out_dir, listener=listener, resume=resume)
     if main_process:
-        render(results, console)
-        console.print(f"results: {out_dir / 'results.json'}", highlight=False)
+        write_outputs(results, out_dir)
+        if as_json:
+            click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
+        else:
+            render(results, console)
+        console.print(f"results: {out_dir / 'results.json'}, results.csv, plots/", highlight=False)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(option: str, text: str) -> int | None:
+    """``"2GiB"`` -> 2147483648; ``none`` -> None (no limit)."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if text.strip().lower() == "none":
+        return None
+    if not match or match.group(2).lower() not in _UNITS:
+        raise BnprobeError(f"{option}: cannot read {text!r} as a size; write e.g. 500MB, 2GiB or none")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
