@@ -79,12 +79,12 @@ def _majority_counts(labels: np.ndarray, membership: np.ndarray) -> np.ndarray:
 def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np.ndarray, float]:
     """Project ``(samples, features)`` onto its top ``dims`` principal components, on ``device``.
 
-    Returns the projection (float32) and the fraction of the variance it keeps.  Small data get a full
-    SVD; larger data a randomized SVD (Halko et al. 2011, with power iterations) whose Gaussian test
-    matrix is drawn on the CPU from a fixed seed, so the result is the same on every run and, up to
-    rounding, on every device.  Distances are all that HDBSCAN uses, so the components' signs do not
-    matter.  Callers skip the PCA when ``dims >= min(samples, features)``: then it would keep every
-    distance anyway.
+    Returns the projection (float32) and the fraction of the variance it keeps.  Small data get an
+    exact PCA from the smaller Gram matrix; larger data a randomized SVD (Halko et al. 2011, with
+    power iterations) whose Gaussian test matrix is drawn on the CPU from a fixed seed, so the result
+    is the same on every run and, up to rounding, on every device.  Distances are all that HDBSCAN
+    uses, so the components' signs do not matter.  Callers skip the PCA when
+    ``dims >= min(samples, features)``: then it would keep every distance anyway.
     """
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
     x = x - x.mean(dim=0)
@@ -92,7 +92,7 @@ def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np
     smaller = min(x.shape)
     rank = min(dims + _PCA_OVERSAMPLE, smaller)
     if smaller <= _FULL_SVD_MAX or 2 * rank >= smaller:
-        _, singular, vh = torch.linalg.svd(x, full_matrices=False)
+        projected, kept_variance = _pca_by_gram(x, dims)
     else:
         generator = torch.Generator().manual_seed(_PCA_SEED)
         sketch = x @ torch.randn(x.shape[1], rank, generator=generator).to(device)
@@ -100,10 +100,28 @@ def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np
             basis = torch.linalg.qr(sketch).Q
             sketch = x @ (x.T @ basis)
         basis = torch.linalg.qr(sketch).Q
-        _, singular, vh = torch.linalg.svd(basis.T @ x, full_matrices=False)
-    projected = x @ vh[:dims].T
-    kept = float(singular[:dims].double().square().sum()) / total if total > 0 else 1.0
-    return projected.cpu().numpy(), min(kept, 1.0)
+        # SVD of the tall (features, rank) transpose: LAPACK is far faster on it than on the wide one.
+        components, singular, _ = torch.linalg.svd((basis.T @ x).T, full_matrices=False)
+        projected = x @ components[:, :dims]
+        kept_variance = float(singular[:dims].double().square().sum())
+    kept = kept_variance / total if total > 0 else 1.0
+    return projected.float().cpu().numpy(), min(kept, 1.0)
+
+
+def _pca_by_gram(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, float]:
+    """Exact PCA of centred ``x`` from the eigenvectors of its smaller Gram matrix, in float64.
+
+    ``x^T x`` (features <= samples) or ``x x^T`` (otherwise) is at most ``_FULL_SVD_MAX`` square here;
+    its symmetric eigendecomposition is much cheaper than an SVD of ``x`` itself.
+    """
+    xd = x.double()
+    if x.shape[1] <= x.shape[0]:
+        values, vectors = torch.linalg.eigh(xd.T @ xd)
+        projected = xd @ vectors[:, -dims:].flip(1)
+    else:
+        values, vectors = torch.linalg.eigh(xd @ xd.T)
+        projected = vectors[:, -dims:].flip(1) * values[-dims:].flip(0).clamp_min(0).sqrt()
+    return projected, float(values[-dims:].clamp_min(0).sum())
 
 
 def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray:
