@@ -74,6 +74,12 @@ class RichListener(StudyListener):
     def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None:
         self.progress.advance(self.stage_task)
 
+    def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
+        if not self.quiet:
+            how = "fused into one vmapped model" if reason is None else f"one run at a time ({reason})"
+            self.progress.console.print(f"[bold]{variant}[/bold] seeds {', '.join(map(str, seeds))}: {how}",
+                                        highlight=False)
+
     def run_done(self, run: RunResult, seconds: float) -> None:
         self.progress.advance(self.study_task)
         if not self.quiet:

@@ -17,6 +17,14 @@ the configuration must match (a one-line error names the first field that differ
 the interrupted run continues from its last epoch, and the remaining runs train as usual.  Without
 ``resume`` the study starts from scratch and overwrites what it finds.
 
+**Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
+trained together as one vmapped model before probing starts; each run keeps its seed, initial
+weights, data order, hyperparameters and per-epoch checkpoint.  A variant whose runs cannot be fused
+(one seed, agc, fp16, a model vmap cannot run, runs resumed at different epochs...) trains its runs
+one after another as without fusion.  ``fuse=None`` (the default) fuses on CUDA only: there a small
+model's step leaves the GPU idle, while on a CPU the batched step does the same arithmetic no faster.
+:meth:`StudyListener.training_planned` says which path each variant took and why.
+
 A run whose loss diverged keeps its training numbers and ``diverged_at_epoch`` but is not probed:
 the activations of non-finite weights say nothing.  The study goes on with the next run.
 
@@ -32,28 +40,31 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bnprobe.augment import Augment
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset
 from bnprobe.distributed import World, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
+from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes
 from bnprobe.probes.runner import ProbeOutcome, run_probes
 from bnprobe.results import Results, RunResult
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
-from bnprobe.train import PER_VARIANT, TrainConfig, resolve_device, train_model
+from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
 from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
-MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile")
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse")
 """Config fields that say where or how fast a study runs, not what it computes."""
 
 
@@ -79,6 +90,8 @@ class StudyConfig:
     """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
     checkpoint: str | None = None
     """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
+    fuse: bool | None = None
+    """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
 
     def __post_init__(self) -> None:
         self.variants = list(self.variants)
@@ -139,6 +152,9 @@ class StudyListener:
 
     def study_started(self, total_runs: int) -> None: ...
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None: ...
+    def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
+        """How ``variant``'s pending ``seeds`` train: fused (``reason`` None) or one by one, and why."""
+
     def training_started(self, variant: str, seed: int, epochs: int) -> None: ...
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
     def capture_started(self, variant: str, seed: int, samples: int) -> None: ...
@@ -208,6 +224,15 @@ class _Study:
 
     def checkpoint(self, variant: str, seed: int) -> Path | None:
         return checkpoint_path(self.out_dir, variant, seed) if self.out_dir is not None else None
+
+    @property
+    def augment(self) -> Augment | None:
+        """The augmentation training applies: the dataset's policy, unless the study turned it off."""
+        return self.dataset.augment if self.config.augment else None
+
+    def on_epoch(self, variant: str, seed: int) -> Callable[[int, dict], None]:
+        """The per-epoch callback of one run: tell the listener."""
+        return lambda epoch, metrics: self.listener.epoch_done(variant, seed, epoch, metrics)
 
     def trained(self, variant: str, seed: int) -> nn.Module:
         """``variant`` under ``seed`` with the weights of its finished run's checkpoint."""
@@ -307,6 +332,7 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
 
     save()
     listener.study_started(len(order))
+    fused = _train_fused_groups(study, runs, resume)
     for seed in range(config.seeds):
         reference: CaptureResult | None = None
         for variant in config.variants:
@@ -318,15 +344,15 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                     reference = study.capture(study.trained(variant, seed), variant, seed)
                 listener.run_done(kept, time.perf_counter() - started)
                 continue
-            model, report = study.variant(variant, seed)
-            listener.variant_made(variant, seed, report)
-            train_config = config.train_for(variant)
-            listener.training_started(variant, seed, train_config.epochs)
-            trained = train_model(
-                model, study.dataset.train, study.dataset.test, config=train_config, device=study.device, seed=seed,
-                on_epoch=lambda epoch, metrics, v=variant, s=seed: listener.epoch_done(v, s, epoch, metrics),
-                augment=study.dataset.augment if config.augment else None,
-                checkpoint=study.checkpoint(variant, seed), resume=resume)
+            if (variant, seed) in fused:
+                model, report, trained = fused.pop((variant, seed))
+            else:
+                model, report = study.variant(variant, seed)
+                listener.variant_made(variant, seed, report)
+                listener.training_started(variant, seed, config.train_for(variant).epochs)
+                trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
+                                      device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
+                                      augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
             if not world.is_main:
                 continue
             outcome, captured = ProbeOutcome(), None
@@ -344,6 +370,49 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
             save()
             listener.run_done(run, time.perf_counter() - started)
         study.clear_cache()
+
+
+def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
+                        resume: bool) -> dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]]:
+    """Train the pending seeds of every variant that can be fused; the trained runs by (variant, seed).
+
+    Runs left out (fusion off, or not possible) are trained one by one later, by :func:`_run_all`.
+    """
+    config, listener = study.config, study.listener
+    wanted = config.fuse if config.fuse is not None else study.device.type == "cuda"
+    trained: dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]] = {}
+    for variant in config.variants:
+        seeds = [seed for seed in range(config.seeds) if (variant, seed) not in runs]
+        if not seeds:
+            continue
+        train_config = config.train_for(variant)
+        reason = fusion_blocker(train_config, study.dataset.train, study.device, len(seeds)) if wanted else \
+            "fusion is off" + (" (on by default on CUDA only)" if config.fuse is None else "")
+        if reason is not None:
+            listener.training_planned(variant, seeds, reason)
+            continue
+        made = {seed: study.variant(variant, seed) for seed in seeds}
+        group = [FusedRun(model, seed, study.checkpoint(variant, seed), study.on_epoch(variant, seed))
+                 for seed, (model, _) in made.items()]
+        try:
+            results = train_fused(group, study.dataset.train, study.dataset.test, config=train_config,
+                                  device=study.device, augment=study.augment, resume=resume,
+                                  on_start=partial(_announce_fused, listener, variant, made, train_config.epochs))
+        except FusionUnavailable as exc:
+            listener.training_planned(variant, seeds, str(exc))
+            continue
+        for (seed, (model, report)), result in zip(made.items(), results, strict=True):
+            trained[(variant, seed)] = (model, report, result)
+    return trained
+
+
+def _announce_fused(listener: StudyListener, variant: str, made: dict[int, tuple[nn.Module, SwapReport]],
+                    epochs: int) -> None:
+    """Tell the listener that ``variant``'s seeds in ``made`` train fused, and that they started."""
+    listener.training_planned(variant, list(made), None)
+    for seed, (_, report) in made.items():
+        listener.variant_made(variant, seed, report)
+        listener.training_started(variant, seed, epochs)
 
 
 def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource | None = None,

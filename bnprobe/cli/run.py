@@ -110,6 +110,9 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="The dataset's augmentation: random crop, plus flips where they keep the class.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Train each variant's seeds as one batched (vmapped) model, same numbers up to rounding "
+                   "[default: on CUDA only].")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
@@ -123,7 +126,7 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
-        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, out: str | None,
+        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None, out: str | None,
         resume: bool, checkpoint: str | None, max_memory: str, quiet: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
@@ -139,7 +142,7 @@ def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: 
     config = StudyConfig(
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
-        overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory),
+        overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
