@@ -1,0 +1,175 @@
+"""``bnprobe reproduce PRESET --dataset NAME``: a published study in one command, ending in verdicts.
+
+The preset (:mod:`bnprobe.presets`) sets everything; every option below left out keeps the preset's
+value, and one given replaces it.  The per-variant options (``--lr``...) read as in ``bnprobe run``.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from bnprobe.cli import cli
+from bnprobe.cli.run import PER_VARIANT_HELP, default_out, train_settings
+from bnprobe.presets import (
+    PRESETS,
+    VERDICT_LABELS,
+    Changes,
+    PresetStudy,
+    Reproduction,
+    build_study,
+    get_preset,
+    model_label,
+)
+from bnprobe.presets import reproduce as run_reproduction
+from bnprobe.probes.base import REFERENCE_VARIANT, split_probe_list
+from bnprobe.progress import RichListener
+from bnprobe.report import render
+from bnprobe.stats import CONFIDENCE
+
+KEEP = "[default: the preset's]"
+
+
+def has_bare_value(text: str) -> bool:
+    """Whether a per-variant option (``0.01,bn=0.1``) holds a value for every variant, not only ``VARIANT=``."""
+    return any(item.strip() and "=" not in item for item in text.split(","))
+
+
+def per_variant_changes(variants: list[str], options: dict[str, str | None]) -> tuple[dict, dict[str, dict]]:
+    """Training changes and per-variant values from the per-variant options that were given.
+
+    Parsed by :func:`bnprobe.cli.run.train_settings` (so ``--agc 0.01`` spares ``bn`` here too); only a
+    setting given a bare value changes it for every variant.
+    """
+    given = {name: text for name, text in options.items() if text is not None}
+    shared, overrides = train_settings(variants, given)
+    return {name: shared[name] for name, text in given.items() if has_bare_value(text)}, overrides
+
+
+def recipe_lines(study: PresetStudy) -> list[str]:
+    """What the study will do, in two lines: the data and probes, then the training recipe."""
+    config, train = study.config, study.config.train
+    subsets = ", ".join(f"{split} subset {n}" for split, n in (("train", study.train_subset),
+                                                                ("test", study.test_subset)) if n)
+    model = model_label(config.model, study.model_kwargs)
+    momentum = f" momentum {train.momentum} (Nesterov)" if train.optimizer == "sgd" and train.momentum else ""
+    own = "; ".join(f"{variant}: {', '.join(f'{k} {v}' for k, v in values.items())}"
+                    for variant, values in config.overrides.items() if values)
+    return [f"{model}, variants {', '.join(config.variants)}, {config.seeds} seeds, {config.samples} probed training "
+            f"samples, layers {config.layers}, probes {', '.join(config.probes)}"
+            + (f"; {subsets}" if subsets else ""),
+            f"{train.optimizer} lr {train.lr}{momentum}, weight decay {train.weight_decay}, {train.schedule} schedule, "
+            f"batch {train.batch_size}, {train.epochs} epoch{'s' * (train.epochs != 1)}, "
+            f"augmentation {'on' if config.augment else 'off'}"
+            + (f"; {own}" if own else "")]
+
+
+def render_reproduction(reproduction: Reproduction, console: Console) -> None:
+    """The study's tables and accuracies, then the generalisation gaps and the two verdicts."""
+    results = reproduction.results
+    render(results, console, metrics=reproduction.shown_metrics())
+    seeds = len(results.seeds)
+    console.print(f"[bold]generalisation gap[/bold] (train − test accuracy, "
+                  f"{f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
+    for variant, gap in reproduction.gaps.items():
+        difference = reproduction.gap_differences.get(variant)
+        note = f" (Δ {difference})" if difference else ""
+        console.print(f"  {variant}: {gap if gap else '—'}{note}", highlight=False)
+    if any(d is not None and d.low is not None for d in reproduction.gap_differences.values()):
+        console.print(f"  Δ = gap − {REFERENCE_VARIANT}'s, paired by seed [{CONFIDENCE:.0%} CI]", markup=False)
+    variant = reproduction.study.compared_variant
+    console.print(f"[bold]verdicts[/bold] ({REFERENCE_VARIANT} against {variant}, rules of bnprobe.verdict)")
+    for letter, verdict in zip("ab", reproduction.verdicts, strict=False):
+        console.print(f"  ({letter}) {verdict.finding}: {VERDICT_LABELS[verdict.holds]}", markup=False,
+                      highlight=False)
+        console.print(f"      rule: {verdict.rule}", markup=False, highlight=False)
+        console.print(f"      evidence: {verdict.evidence}", markup=False, highlight=False)
+
+
+def list_lines() -> list[str]:
+    """One block per preset: its name and paper, then each dataset with its model."""
+    lines = []
+    for name, preset in sorted(PRESETS.items()):
+        lines.append(f"{name}: {preset.paper}")
+        for dataset in preset.datasets:
+            recipe = preset.recipe(dataset)
+            borrowed = f", the {preset.aliases[dataset]} recipe" if dataset in preset.aliases else ""
+            lines.append(f"  --dataset {dataset}: {recipe.model}{borrowed}")
+    return lines
+
+
+@cli.command()
+@click.argument("preset", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the presets and their datasets, then exit.")
+@click.option("--dataset", default=None, help="Which of the preset's setups, e.g. mnist, fashion-mnist, cifar10.")
+@click.option("--quick", is_flag=True,
+              help="The small version: a training subset, fewer epochs, seeds and samples (docs/reproducing.md).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: runs/<preset>-<dataset>-<timestamp>].")
+@click.option("--device", default=None, help="auto, cpu or cuda [default: auto].")
+@click.option("--data-root", default=None, help="Folder with the dataset's files [default: usual places].")
+@click.option("--model", default=None, help=f"Model name (as in bnprobe run). {KEEP}")
+@click.option("--width", default=None, type=int, help=f"cnn4's first-stage width (the second stage: twice it). {KEEP}")
+@click.option("--variants", default=None, help=f"Comma list with bn and at least one BN-free variant. {KEEP}")
+@click.option("--seeds", default=None, type=int, help=KEEP)
+@click.option("--samples", default=None, type=int, help=f"Training samples to probe. {KEEP}")
+@click.option("--probes", default=None, help=f"Comma list of probes. {KEEP}")
+@click.option("--layers", default=None, help=f"Layer kinds or globs. {KEEP}")
+@click.option("--spatial", default=None, help=f"flatten, channel_mean or pool:K. {KEEP}")
+@click.option("--train-subset", default=None, type=int, help=f"Training images kept; 0 for all. {KEEP}")
+@click.option("--test-subset", default=None, type=int, help=f"Test images kept; 0 for all. {KEEP}")
+@click.option("--epochs", default=None, type=int, help=KEEP)
+@click.option("--batch-size", default=None, type=int, help=KEEP)
+@click.option("--optimizer", default=None, help=f"sgd, adam or adamw. {KEEP}")
+@click.option("--schedule", default=None, help=f"cosine, onecycle or constant. {KEEP}")
+@click.option("--lr", default=None, help=f"{PER_VARIANT_HELP} {KEEP}")
+@click.option("--momentum", default=None, help=f"SGD momentum (per variant too). {KEEP}")
+@click.option("--weight-decay", default=None, help=f"Per variant too. {KEEP}")
+@click.option("--label-smoothing", default=None, help=f"Per variant too. {KEEP}")
+@click.option("--grad-clip", default=None, help=f"Max global gradient norm (per variant too). {KEEP}")
+@click.option("--agc", default=None, help=f"Adaptive gradient clipping; a bare value spares bn. {KEEP}")
+@click.option("--precision", default=None, help=f"auto, fp32, bf16 or fp16. {KEEP}")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--augment/--no-augment", default=None, help=f"The dataset's augmentation. {KEEP}")
+@click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
+@click.option("--quiet", is_flag=True, help="No progress, only the final report.")
+def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
+              data_root: str | None, model: str | None, width: int | None, variants: str | None, seeds: int | None,
+              samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
+              train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
+              optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
+              weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
+              precision: str | None, compile_: bool, augment: bool | None, resume: bool, quiet: bool) -> None:
+    """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
+
+    Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
+    the generalisation gap -- and writes results.json, results.csv, plots/ and verdicts.json to --out.
+    """
+    if list_:
+        click.echo("\n".join(list_lines()))
+        return
+    variant_list = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    shared, overrides = per_variant_changes(variant_list or list(get_preset(preset).variants), {
+        "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+        "grad_clip": grad_clip, "agc": agc})
+    study_changes = {"model": model, "variants": variant_list, "seeds": seeds, "samples": samples,
+                     "probes": split_probe_list(probes) if probes else None, "layers": layers, "spatial": spatial,
+                     "device": device, "data_root": data_root, "augment": augment}
+    train_changes = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
+                     "precision": precision, "compile": compile_ or None}
+    changes = Changes(study={k: v for k, v in study_changes.items() if v is not None},
+                      train={**{k: v for k, v in train_changes.items() if v is not None}, **shared},
+                      per_variant=overrides, train_subset=train_subset, test_subset=test_subset,
+                      model_kwargs={"width": width} if width is not None else {})
+    study = build_study(preset, dataset, quick=quick, changes=changes)
+    out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
+    console = Console()
+    console.print(f"[bold]{study.preset}[/bold] on [bold]{dataset}[/bold]{' (quick)' if quick else ''}: "
+                  f"{get_preset(preset).paper}", highlight=False)
+    for line in recipe_lines(study):
+        console.print(f"  {line}", highlight=False, markup=False)
+    with RichListener(quiet=quiet) as listener:
+        reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume)
+    render_reproduction(reproduction, console)
+    console.print(f"results: {out_dir}/results.json, results.csv, plots/, verdicts.json", highlight=False)
+
