@@ -17,6 +17,7 @@ from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render, summary_json, write_outputs
 from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
+from bnprobe.studyfile import read_study_file
 from bnprobe.train import TrainConfig
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '0.01,bn=0.1' (bn 0.1, the others 0.01)."
@@ -75,8 +76,17 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
     return shared, overrides
 
 
+def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
+    """Eager callback: the study file's settings become the defaults of every other option."""
+    if path:
+        names = [p.name for p in ctx.command.params if p.name and p.name != "config"]
+        ctx.default_map = {**(ctx.default_map or {}), **read_study_file(path, names)}
+
+
 @cli.command()
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_read_config, help="A TOML or YAML study file; options given here override it.")
 @click.option("--dataset", default="digits", show_default=True,
               help="digits (embedded), mnist, fashion-mnist, cifar10, or folder:PATH (PATH/train, PATH/test).")
 @click.option("--data-root", default=None,
@@ -123,7 +133,7 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
-def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
+def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None, out: str | None,
@@ -133,6 +143,8 @@ def run(model: str, dataset: str, data_root: str | None, variants: str, epochs: 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
     bnprobe built-in (cnn4, vgg16_cifar).  Under torchrun every process trains and rank 0 reports.
     """
+    if model is None:
+        raise BnprobeError("no MODEL given; name one (bnprobe run resnet18) or set model in the --config file")
     if resume and out is None:
         raise BnprobeError("--resume needs --out: the folder of the study to continue")
     variant_list = [v.strip() for v in variants.split(",") if v.strip()]
