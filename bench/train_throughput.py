@@ -79,7 +79,10 @@ class PilImages(torch.utils.data.Dataset):
 def _fresh_model(name: str, channels: int, device: torch.device, compile_: bool) -> tuple[nn.Module, nn.Module]:
     """The model under seed 0 on ``device`` (channels-last on CUDA), and what to call: compiled or not."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_chans=channels).to(device, memory_format=memory_format(device))
+    base, _, options = name.partition(":")  # "cnn4:width=8" passes width=8 to the model's builder
+    kwargs = {k: int(v) for k, v in (item.split("=") for item in options.split(",") if item)}
+    model = create_model(base, num_classes=10, in_chans=channels, **kwargs)
+    model = model.to(device, memory_format=memory_format(device))
     return model, torch.compile(model) if compile_ else model
 
 
@@ -186,7 +189,8 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--models", default="cnn4", help="comma list of model names (bnprobe, timm, tv:)")
+    parser.add_argument("--models", default="cnn4", help="comma list of model names (bnprobe, timm, tv:); "
+                        "integer builder options after a colon, e.g. 'cnn4:width=8'")
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per loop (keep each loop over 1 s)")
