@@ -76,7 +76,7 @@ class RichListener(StudyListener):
 
     def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
         if not self.quiet:
-            how = "fused into one vmapped model" if reason is None else f"one run at a time ({reason})"
+            how = "fused into one vmapped model" if reason is None else f"one run at a time: {reason}"
             self.progress.console.print(f"[bold]{variant}[/bold] seeds {', '.join(map(str, seeds))}: {how}",
                                         highlight=False)
 
