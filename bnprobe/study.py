@@ -57,7 +57,7 @@ from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fus
 from bnprobe.models import create_model, input_channels
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes
 from bnprobe.probes.runner import ProbeOutcome, run_probes
-from bnprobe.results import Results, RunResult
+from bnprobe.results import Results, RunResult, finite_or_none
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
 from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state
@@ -362,8 +362,8 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
             if variant == REFERENCE_VARIANT:
                 reference = captured
             run = RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
-                            test_accuracy=trained.test_accuracy, final_loss=_finite(trained.final_loss),
-                            test_loss=_finite(trained.test_loss), epochs_run=trained.epochs_run,
+                            test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
+                            test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
                             diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
                             probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
             runs[(variant, seed)] = run
@@ -476,7 +476,3 @@ def _lookup(reference: CaptureResult | None):
         except KeyError:
             return None
     return find
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and value == value and abs(value) != float("inf") else None

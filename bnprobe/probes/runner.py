@@ -6,12 +6,12 @@ other probe and layer goes on: one fragile plugin must not cost a study its othe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bnprobe.capture import CaptureResult
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, LayerData, Probe, ProbeContext
+from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
 """``{probe key: {layer: {metric: value}}}``"""
@@ -51,13 +51,7 @@ def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeC
                 on_step(probe.key, layer_name)
             try:
                 numbers = probe.measure(layer, context)
-                per_layer[layer_name] = {k: _plain(v) for k, v in numbers.items()}
+                per_layer[layer_name] = {k: finite_or_none(v) for k, v in numbers.items()}
             except Exception as exc:  # isolate: one probe's failure must not end the study
                 outcome.failures.append(ProbeFailure(probe.key, layer_name, f"{type(exc).__name__}: {exc}"))
     return outcome
-
-
-def _plain(value) -> float | None:
-    """A JSON-safe float; NaN and inf become None."""
-    value = float(value)
-    return value if math.isfinite(value) else None
