@@ -78,6 +78,13 @@ class Dataset:
         return replace(self, train=self.train.to(device), test=self.test.to(device))
 
 
+def permuted_subset(split: Split, n: int, seed: int) -> Split:
+    """The first ``n`` samples of the permutation of ``split`` that ``seed`` fixes."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    order = order.to(split.x.device)
+    return Split(split.x[order], split.y[order.to(split.y.device)])
+
+
 Loader = Callable[..., Dataset]
 _DATASETS: dict[str, Loader] = {}
 

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from bnprobe.data import Dataset, Split
+from bnprobe.data import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models import create_model
 from bnprobe.probes.base import REFERENCE_VARIANT, build_probes
@@ -256,8 +255,7 @@ def subset(split: Split, n: int | None) -> Split:
     """The first ``n`` images of a fixed permutation of ``split`` (all of it when ``n`` is None or larger)."""
     if n is None or n >= len(split):
         return split
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
-    return Split(split.x[order.to(split.x.device)], split.y[order.to(split.y.device)])
+    return permuted_subset(split, n, SUBSET_SEED)
 
 
 def load_study_dataset(study: PresetStudy) -> Dataset:

@@ -50,7 +50,7 @@ from torch import nn
 from bnprobe.augment import Augment
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
 from bnprobe.checkpoint import load_checkpoint
-from bnprobe.data import Dataset, Split, adapt_channels, load_dataset
+from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
@@ -187,10 +187,7 @@ def build_seeded_model(source: ModelSource, seed: int, dataset: Dataset) -> nn.M
 
 def probe_subset(split: Split, samples: int) -> Split:
     """The first ``samples`` of a fixed permutation of ``split``: the same samples for every run."""
-    n = min(samples, len(split))
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(PROBE_SAMPLE_SEED))[:n]
-    order = order.to(split.x.device)
-    return Split(split.x[order], split.y[order])
+    return permuted_subset(split, min(samples, len(split)), PROBE_SAMPLE_SEED)
 
 
 def prepare_dataset(config: StudyConfig) -> Dataset:
