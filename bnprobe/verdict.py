@@ -19,7 +19,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from bnprobe.report import seed_values
 from bnprobe.results import Results
+from bnprobe.stats import paired_difference
 
 SPARSITY_TOLERANCE = 0.05
 
@@ -40,20 +42,12 @@ class Verdict:
 def layer_differences(results: Results, probe: str, metric: str, variant: str,
                       reference: str = "bn") -> dict[str, float]:
     """``{layer: mean over seeds of (reference - variant)}``, pairing runs by seed."""
-    by_key = {(r.variant, r.seed): r for r in results.runs}
     out: dict[str, float] = {}
     for layer in results.layers:
-        diffs = []
-        for seed in results.seeds:
-            ref, other = by_key.get((reference, seed)), by_key.get((variant, seed))
-            if ref is None or other is None:
-                continue
-            a = ref.probes.get(probe, {}).get(layer, {}).get(metric)
-            b = other.probes.get(probe, {}).get(layer, {}).get(metric)
-            if a is not None and b is not None:
-                diffs.append(a - b)
-        if diffs:
-            out[layer] = statistics.fmean(diffs)
+        difference = paired_difference(seed_values(results, probe, layer, metric, reference),
+                                       seed_values(results, probe, layer, metric, variant))
+        if difference is not None:
+            out[layer] = difference.estimate
     return out
 
 
