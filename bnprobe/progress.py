@@ -80,6 +80,10 @@ class RichListener(StudyListener):
             self.progress.console.print(f"[bold]{variant}[/bold] seeds {', '.join(map(str, seeds))}: {how}",
                                         highlight=False)
 
+    def fused_steps(self, variant: str, how: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(f"[bold]{variant}[/bold] fused steps: {how}", highlight=False)
+
     def run_done(self, run: RunResult, seconds: float) -> None:
         self.progress.advance(self.study_task)
         if not self.quiet:

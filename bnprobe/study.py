@@ -19,11 +19,13 @@ the interrupted run continues from its last epoch, and the remaining runs train 
 
 **Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
 trained together as one vmapped model before probing starts; each run keeps its seed, initial
-weights, data order, hyperparameters and per-epoch checkpoint.  A variant whose runs cannot be fused
-(one seed, agc, fp16, a model vmap cannot run, runs resumed at different epochs...) trains its runs
-one after another as without fusion.  ``fuse=None`` (the default) fuses on CUDA only: there a small
-model's step leaves the GPU idle, while on a CPU the batched step does the same arithmetic no faster.
-:meth:`StudyListener.training_planned` says which path each variant took and why.
+weights, data order, hyperparameters and per-epoch checkpoint.  On CUDA the fused step is replayed
+from a CUDA graph unless ``cuda_graph`` is off (:meth:`StudyListener.fused_steps` says how it ran).
+A variant whose runs cannot be fused (one seed, agc, fp16, a model vmap cannot run, runs resumed at
+different epochs...) trains its runs one after another as without fusion.  ``fuse=None`` (the
+default) fuses on CUDA only: there a small model's step leaves the GPU idle, while on a CPU the
+batched step does the same arithmetic no faster.  :meth:`StudyListener.training_planned` says which
+path each variant took and why.
 
 A run whose loss diverged keeps its training numbers and ``diverged_at_epoch`` but is not probed:
 the activations of non-finite weights say nothing.  The study goes on with the next run.
@@ -64,7 +66,7 @@ from bnprobe.trainstate import checkpoint_path, first_difference, load_train_sta
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
-MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse")
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse", "cuda_graph")
 """Config fields that say where or how fast a study runs, not what it computes."""
 
 
@@ -92,6 +94,8 @@ class StudyConfig:
     """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
     fuse: bool | None = None
     """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
+    cuda_graph: bool = True
+    """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.step_graph`); same numbers, less overhead."""
 
     def __post_init__(self) -> None:
         self.variants = list(self.variants)
@@ -156,6 +160,9 @@ class StudyListener:
         """How ``variant``'s pending ``seeds`` train: fused (``reason`` None) or one by one, and why."""
 
     def training_started(self, variant: str, seed: int, epochs: int) -> None: ...
+    def fused_steps(self, variant: str, how: str) -> None:
+        """How ``variant``'s fused steps ran: replayed from a CUDA graph, or eager and why."""
+
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
     def capture_started(self, variant: str, seed: int, samples: int) -> None: ...
     def capture_batch(self, variant: str, seed: int, samples: int) -> None: ...
@@ -394,7 +401,8 @@ def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
         try:
             results = train_fused(group, study.dataset.train, study.dataset.test, config=train_config,
                                   device=study.device, augment=study.augment, resume=resume,
-                                  on_start=partial(_announce_fused, listener, variant, made, train_config.epochs))
+                                  on_start=partial(_announce_fused, listener, variant, made, train_config.epochs),
+                                  cuda_graph=config.cuda_graph, on_graph=partial(listener.fused_steps, variant))
         except FusionUnavailable as exc:
             listener.training_planned(variant, seeds, str(exc))
             continue

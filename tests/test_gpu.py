@@ -37,6 +37,35 @@ def test_capture_on_cuda_matches_cpu():
         assert abs(a - b) < 0.01
 
 
+def test_capture_on_cuda_keeps_vectors_on_the_device_within_the_budget(tmp_path):
+    torch.manual_seed(0)
+    model = bnprobe.create_model("cnn4", num_classes=10, in_chans=1).eval()
+    x, y = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    on_cpu = bnprobe.capture(model, (x, y), dtype="float16")
+    before = torch.cuda.memory_allocated()
+    on_gpu = bnprobe.capture(model, (x, y), dtype="float16", device="cuda")  # max_device_memory="auto"
+    stored = 64 * sum(int(np.prod(layer.shape)) for layer in on_gpu.layers) * 2
+    assert on_cpu.placement == "memory" and on_gpu.placement == "device" and on_gpu.cache_dir is None
+    assert torch.cuda.memory_allocated() - before >= stored  # held on the device by the result
+    assert next(model.parameters()).device.type == "cpu"  # moved back
+    to_host = bnprobe.capture(model, (x, y), dtype="float16", device="cuda", max_device_memory=0)
+    to_disk = bnprobe.capture(model, (x, y), dtype="float16", device="cuda", max_device_memory=0, max_memory=1,
+                              cache_dir=tmp_path)
+    too_small = bnprobe.capture(model, (x, y), dtype="float16", device="cuda", max_device_memory=stored - 1)
+    assert (to_host.placement, to_disk.placement, too_small.placement) == ("memory", "disk", "memory")
+    for name in on_cpu.names:
+        tensor = on_gpu[name].vectors_tensor("cuda")
+        assert tensor.device.type == "cuda" and tensor.dtype == torch.float32
+        on_device = tensor.cpu().numpy()
+        np.testing.assert_array_equal(on_gpu[name].vectors(), on_device)
+        np.testing.assert_array_equal(on_gpu[name].vectors_tensor("cpu").numpy(), on_device)
+        # float16 storage (~1e-3 relative) on top of TF32 convolutions (see the test above)
+        np.testing.assert_allclose(on_device, on_cpu[name].vectors(), rtol=1e-2, atol=3e-3)
+        for other in (to_host, to_disk, too_small):
+            np.testing.assert_array_equal(other[name].vectors(), on_device)  # same device, same numbers
+            np.testing.assert_array_equal(other[name].vectors_tensor("cuda").cpu().numpy(), on_device)
+
+
 def test_whole_study_on_cuda(tmp_path):
     config = bnprobe.StudyConfig(model="cnn4", variants=["bn", "identity"], seeds=1, samples=500,
                                  probes=["sparsity", "hdbscan"], device="cuda",
@@ -45,3 +74,28 @@ def test_whole_study_on_cuda(tmp_path):
     assert [r.variant for r in results.runs] == ["bn", "identity"]
     assert all(r.test_accuracy > 0.15 for r in results.runs)  # chance is 0.1
     assert results.runs[0].probes["hdbscan"]["features.12"]["n_clusters"] >= 0
+
+
+def test_fused_step_replayed_from_a_cuda_graph_matches_eager(tmp_path):
+    from bnprobe.fused import FusedRun, train_fused
+
+    data = bnprobe.load_dataset("digits")
+    config = bnprobe.TrainConfig(epochs=2, batch_size=64, optimizer="sgd", lr=0.05, precision="fp32")
+    trained = {}
+    for graph in (False, True):
+        models = []
+        for seed in (0, 1, 2):
+            torch.manual_seed(seed)
+            models.append(bnprobe.create_model("cnn4", num_classes=10, in_chans=1))
+        summary: list[str] = []
+        train_fused([FusedRun(m, s) for s, m in enumerate(models)], data.train, config=config, device="cuda",
+                    cuda_graph=graph, on_graph=summary.append)
+        trained[graph] = (models, summary)
+    assert trained[False][1] == ["eager: CUDA graphs are off"]
+    # 1437 samples: 22 full batches and a short one per epoch; of the 44 full ones, 3 warm up.
+    assert trained[True][1] == ["CUDA graph, 41 of 46 steps replayed"]
+    for eager, graphed in zip(trained[False][0], trained[True][0], strict=True):
+        for a, b in zip(eager.state_dict().values(), graphed.state_dict().values(), strict=True):
+            # The same kernels in the same order; only cuDNN's atomics in some backward kernels may
+            # add in another order.
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)

@@ -123,6 +123,8 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 @click.option("--fuse/--no-fuse", default=None,
               help="Train each variant's seeds as one batched (vmapped) model, same numbers up to rounding "
                    "[default: on CUDA only].")
+@click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True,
+              help="Replay each fused training step from a CUDA graph (CUDA only; same numbers, less overhead).")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
@@ -136,8 +138,9 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
-        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None, out: str | None,
-        resume: bool, checkpoint: str | None, max_memory: str, quiet: bool, as_json: bool) -> None:
+        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
+        cuda_graph: bool, out: str | None, resume: bool, checkpoint: str | None, max_memory: str, quiet: bool,
+        as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -155,6 +158,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
+        cuda_graph=cuda_graph,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
