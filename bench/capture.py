@@ -7,19 +7,24 @@ each in a fresh interpreter so that its peak resident memory (``ru_maxrss``) is 
 * ``plain``   -- one forward pass over the samples, no hooks: the time baseline;
 * ``naive``   -- forward hooks that keep a float32 CPU copy of every output in a Python list;
 * ``bnprobe`` -- ``bnprobe.capture(..., spatial="flatten", dtype=--dtype)`` with the default 2 GiB
-  ``max_memory``: at 5,000 samples the vectors (5.5 GB as float32, 2.8 GB as float16) go to the
-  on-disk cache, the layers one ``.npy`` file each.
+  ``max_memory`` and ``max_device_memory="auto"``: at 5,000 samples the vectors (5.5 GB as float32,
+  2.8 GB as float16) stay on the GPU when there is one and they fit half its free memory, and
+  otherwise go to the on-disk cache, the layers one ``.npy`` file each (``--max-device-memory 0``
+  forces the host path on a GPU).
 
 Each contender first runs one untimed batch (allocator, oneDNN/cuDNN kernel choice).  With
 ``--repeat N`` the three run N times in turn and each keeps its fastest time and highest peak, which
-steadies the ratios on a busy machine.  Goals: peak RSS of bnprobe at most a third of the naive
-hook's; wall time at most 1.5x the plain forward pass.  Prints both ratios and PASS/FAIL, and what
-each contender holds above the plain pass (the interpreter, torch and the model weigh the same in
-all three); exits 1 when a goal fails.
+steadies the ratios on a busy machine.  On a GPU each contender also reports its peak device memory
+(``torch.cuda.max_memory_allocated`` over the timed section), and bnprobe where its vectors went
+(device / memory / disk).  Goals: peak RSS of bnprobe at most a third of the naive hook's; wall
+time at most 1.5x the plain forward pass.  Prints both ratios and PASS/FAIL, and what each
+contender holds above the plain pass (the interpreter, torch and the model weigh the same in all
+three); exits 1 when a goal fails.
 
     python bench/capture.py                            # 5,000 samples, GPU when there is one
     python bench/capture.py --samples 2000 --device cpu
     python bench/capture.py --dtype float32 --batch-size 128
+    python bench/capture.py --max-device-memory 0      # on a GPU: vectors to host memory / disk
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
-from bnprobe.capture import DEFAULT_MAX_MEMORY, capture
+from bnprobe.capture import DEFAULT_MAX_DEVICE_MEMORY, DEFAULT_MAX_MEMORY, capture
 from bnprobe.models import create_model
 
 RSS_GOAL = 1 / 3
@@ -46,6 +52,18 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _device_budget(text: str) -> int | None | str:
+    """``--max-device-memory``: ``auto``, ``none`` (no limit) or bytes (0: never on the device)."""
+    if text.lower() == "auto":
+        return "auto"
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a byte count, got {text!r}") from None
 
 
 def _sync(device: torch.device) -> None:
@@ -66,6 +84,8 @@ def run_contender(mode: str, args: argparse.Namespace) -> dict:
     with torch.no_grad():
         model(batches[0].to(device))
     _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     kept: list[torch.Tensor] = []
     if mode == "naive":
         for m in relus:
@@ -73,21 +93,28 @@ def run_contender(mode: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     if mode == "bnprobe":
         result = capture(model, (x, y), spatial="flatten", dtype=args.dtype, max_memory=args.max_memory,
-                         batch_size=args.batch_size, device=device)
+                         max_device_memory=args.max_device_memory, batch_size=args.batch_size, device=device)
     else:
         with torch.no_grad():
             for batch in batches:
                 model(batch.to(device))
-        _sync(device)
+    _sync(device)  # device-resident capture queues its copies without waiting for them
     seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     if mode == "bnprobe":
-        stored = sum(layer.load_vectors().nbytes for layer in result.layers)
-        notes = f"{len(result)} layers, {stored / 1e9:.2f} GB of {args.dtype} " + \
-            (f"on disk in {result.cache_dir}" if result.cache_dir is not None else "in memory")
+        # from the shapes: loading device-resident vectors would copy them to the host
+        stored = len(result.labels) * sum(int(np.prod(layer.shape)) for layer in result.layers) * \
+            np.dtype(args.dtype).itemsize
+        where = {"device": f"on {device}", "memory": "in host memory",
+                 "disk": f"on disk in {result.cache_dir}"}[result.placement]
+        notes = f"{len(result)} layers, {stored / 1e9:.2f} GB of {args.dtype} {where}"
+        placement = result.placement
     else:
         notes = f"{len(kept)} tensors, {sum(t.nbytes for t in kept) / 1e9:.2f} GB of float32 in a list" if kept else ""
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"mode": mode, "seconds": seconds, "peak_rss_mb": peak_mb, "notes": notes}
+        placement = None
+    return {"mode": mode, "seconds": seconds, "peak_rss_mb": peak_mb, "peak_gpu_mb": peak_gpu_mb,
+            "placement": placement, "notes": notes}
 
 
 def _spawn(mode: str, argv: list[str]) -> dict:
@@ -106,6 +133,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="bnprobe's storage dtype")
     parser.add_argument("--max-memory", type=int, default=DEFAULT_MAX_MEMORY,
                         help="bnprobe's in-memory budget in bytes (default 2 GiB)")
+    parser.add_argument("--max-device-memory", type=_device_budget, default=DEFAULT_MAX_DEVICE_MEMORY,
+                        help="bnprobe's GPU budget for the vectors: auto (half the free memory, the default), "
+                             "none (no limit) or bytes; 0 keeps them off the GPU")
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest time counts")
     parser.add_argument("--mode", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -121,14 +151,22 @@ def main(argv: list[str]) -> int:
     for _ in range(args.repeat):
         for mode in CONTENDERS:
             row = _spawn(mode, argv)
-            print(f"  {mode:8s} {row['seconds']:8.1f} s   peak RSS {row['peak_rss_mb']:8.0f} MB   {row['notes']}",
+            gpu = f"   peak GPU {row['peak_gpu_mb']:8.0f} MB" if row["peak_gpu_mb"] is not None else ""
+            print(f"  {mode:8s} {row['seconds']:8.2f} s   peak RSS {row['peak_rss_mb']:8.0f} MB{gpu}   {row['notes']}",
                   flush=True)
             best = rows.setdefault(mode, row)
             best["seconds"] = min(best["seconds"], row["seconds"])
             best["peak_rss_mb"] = max(best["peak_rss_mb"], row["peak_rss_mb"])
+            if row["peak_gpu_mb"] is not None:
+                best["peak_gpu_mb"] = max(best["peak_gpu_mb"], row["peak_gpu_mb"])
     base = rows["plain"]["peak_rss_mb"]
     print(f"above the plain pass: naive {rows['naive']['peak_rss_mb'] - base:+.0f} MB, "
           f"bnprobe {rows['bnprobe']['peak_rss_mb'] - base:+.0f} MB")
+    if rows["plain"]["peak_gpu_mb"] is not None:
+        gpu = ", ".join(f"{mode} {rows[mode]['peak_gpu_mb']:.0f} MB" for mode in CONTENDERS)
+        print(f"peak GPU memory: {gpu} (bnprobe's vectors: {rows['bnprobe']['placement']})")
+    else:
+        print(f"bnprobe's vectors: {rows['bnprobe']['placement']}")
     rss_ratio = rows["bnprobe"]["peak_rss_mb"] / rows["naive"]["peak_rss_mb"]
     time_ratio = rows["bnprobe"]["seconds"] / rows["plain"]["seconds"]
     rss_ok, time_ok = rss_ratio <= RSS_GOAL, time_ratio <= TIME_GOAL

@@ -7,11 +7,20 @@ can modify the tensor in place:
 * streaming probes (``needs="stream"``) get the batch through their accumulators, so their numbers
   need O(channels + samples) memory whatever the layer size;
 * when per-sample vectors are wanted, the batch is reduced by the ``spatial`` rule, converted to
-  ``dtype`` on the model's device and copied out (see :mod:`bnprobe.vector_store`).  Vectors are kept
-  in memory when every layer's vectors together fit in ``max_memory`` bytes, and otherwise written
-  sequentially to one ``.npy`` file per layer under ``cache_dir`` and handed to probes memory-mapped,
-  one layer at a time.  Either way the process holds one batch of activations at a time on top of
-  the in-memory vectors.
+  ``dtype`` on the model's device and copied into one store per layer (see
+  :mod:`bnprobe.vector_store`), in the first of three places that holds every layer's vectors
+  together (:func:`plan_placement`):
+
+  1. the run device, when it is a CUDA GPU and they fit in ``max_device_memory`` bytes (``"auto"``:
+     half the device memory free when capture sets up its stores).  Copying there costs the device a
+     few milliseconds where the host link would take seconds, and probes do their heavy linear
+     algebra on the device anyway (:meth:`LayerData.vectors_tensor`);
+  2. host memory, when they fit in ``max_memory`` bytes;
+  3. one ``.npy`` file per layer under ``cache_dir``, written sequentially and handed to probes
+     memory-mapped, one layer at a time.
+
+  Whichever it is, the process holds one batch of activations at a time on top of the stored
+  vectors, and host memory holds no vectors at all in the first and last case.
 
 Layers (``layers``): a comma list or sequence of kinds -- ``act`` (activation modules and functional
 activations, without sigmoid-like gates; the default), ``conv``, ``norm`` -- and glob patterns on layer
@@ -39,6 +48,7 @@ restored, also on error.
 from __future__ import annotations
 
 import itertools
+import numbers
 import re
 import shutil
 import tempfile
@@ -61,6 +71,10 @@ from bnprobe.probes.base import Accumulator, LayerData, Probe
 from bnprobe.vector_store import VectorStore
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
+DEFAULT_MAX_DEVICE_MEMORY = "auto"
+AUTO_DEVICE_FRACTION = 0.5
+"""``max_device_memory="auto"``: this share of the free device memory may hold vectors; the rest is
+left to the forward pass and to the probes' own work on the device (one layer in float32 at a time)."""
 LAYER_KINDS = ("act", "conv", "norm")
 DTYPES = ("float32", "float16")
 
@@ -83,6 +97,9 @@ class CaptureResult:
     """Selected functional activations that could not be captured (the model does not trace)."""
     warnings: list[str] = field(default_factory=list)
     """What capture warned about, as it warned."""
+    placement: str | None = None
+    """Where the vectors are: ``"device"`` (the run device's memory, as long as the result lives),
+    ``"memory"`` (host memory), ``"disk"`` (``.npy`` files in :attr:`cache_dir`); None without vectors."""
 
     @property
     def names(self) -> list[str]:
@@ -255,6 +272,7 @@ def capture(
     spatial: str = "flatten",
     dtype: str = "float32",
     max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_device_memory: int | None | str = DEFAULT_MAX_DEVICE_MEMORY,
     cache_dir: str | Path | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
@@ -269,12 +287,17 @@ def capture(
     (default: whether any probe needs vectors, or True when no probe is given) keeps
     the per-sample vectors as ``dtype`` -- ``float32``, or ``float16`` for half the memory, disk and
     transfer (about three significant digits, ample for sparsity and clustering; probes always read
-    float32).  They stay in memory when they fit in ``max_memory`` bytes (None: no limit), else go to
-    ``.npy`` files in ``cache_dir`` (default: a temporary folder, removed with the result).  The
-    model runs on ``device`` (default: where its parameters are) and is moved back afterwards.
+    float32).  All layers' vectors together go to the first place they fit (:func:`plan_placement`):
+    the run device's memory when it is a CUDA GPU, within ``max_device_memory`` bytes (``"auto"``,
+    the default: half its free memory; None: no limit; 0: never); host memory, within ``max_memory``
+    bytes (None: no limit); else ``.npy`` files in ``cache_dir`` (default: a temporary folder,
+    removed with the result).  :attr:`CaptureResult.placement` says which.  Device-resident vectors
+    hold that device memory until the result is dropped.  The model runs on ``device`` (default:
+    where its parameters are) and is moved back afterwards.
     ``on_batch`` is called with each batch's sample count (for progress displays).
     """
     check_spatial(spatial)
+    check_max_device_memory(max_device_memory)
     if dtype not in DTYPES:
         raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
     stream_probes = [p for p in probes if p.needs == "stream"]
@@ -296,6 +319,7 @@ def capture(
     stores: list[VectorStore] = []
     labels_seen: list[torch.Tensor] = []
     cache: Path | None = None
+    placement: str | None = None
     try:
         model.eval()
         for p in model.parameters():
@@ -322,7 +346,8 @@ def capture(
             taps.start_pass(None)
             plan.forward(sample)  # discover layer order, call counts and shapes
             names = taps.names()
-            cache = _set_up_stores(taps.entries, names, n, vectors, spatial, dtype, max_memory, cache_dir, stores)
+            cache, placement = _set_up_stores(taps.entries, names, n, vectors, spatial, dtype, run_device,
+                                              max_memory, max_device_memory, cache_dir, stores)
             for key, entry in taps.entries.items():
                 entry.accumulators = {p.key: p.accumulator(names[key], entry.shape) for p in stream_probes}
             seen = 0
@@ -355,34 +380,77 @@ def capture(
     labels = torch.cat(labels_seen).numpy()
     module_of = dict(selected)
     layer_data = [LayerData(name=names[key], shape=entry.shape, labels=labels, accumulators=entry.accumulators,
-                            load_vectors=entry.store.load if entry.store is not None else None)
+                            load_vectors=entry.store.load if entry.store is not None else None,
+                            load_tensor=entry.store.load_tensor if entry.store is not None else None)
                   for key, entry in taps.entries.items()]
     result = CaptureResult(layer_data, labels, {names[key]: module_of[key[0]] for key in taps.entries
-                                                if key[0] in module_of}, cache, unseen, messages)
+                                                if key[0] in module_of}, cache, unseen, messages, placement)
     if cache is not None and cache_dir is None:
         weakref.finalize(result, shutil.rmtree, cache, ignore_errors=True)
     return result
 
 
+def check_max_device_memory(value: int | None | str) -> int | None | str:
+    """Validate ``max_device_memory`` early: ``"auto"``, None, or a byte count >= 0."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise BnprobeError(f"max_device_memory must be 'auto', None (no limit) or a byte count >= 0 "
+                           f"(0: keep no vectors on the device), got {value!r}")
+    return int(value)
+
+
+def free_device_memory(device: torch.device | str) -> int:
+    """Bytes a new tensor on CUDA ``device`` can take now: what the driver reports free
+    (:func:`torch.cuda.mem_get_info`) plus what PyTorch's caching allocator holds unused."""
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def plan_placement(total_bytes: int, device: torch.device | str, max_memory: int | None,
+                   device_budget: int | None | str = DEFAULT_MAX_DEVICE_MEMORY, *,
+                   free_memory: Callable[[torch.device], int] | None = None) -> str:
+    """Where ``total_bytes`` of vectors go: ``"device"``, ``"memory"`` or ``"disk"``.
+
+    ``"device"`` when ``device`` (the run device) is CUDA and they fit in ``device_budget`` bytes --
+    ``"auto"``: :data:`AUTO_DEVICE_FRACTION` of ``free_memory(device)`` (default
+    :func:`free_device_memory`), None: no limit, 0: never; else ``"memory"`` when they fit in
+    ``max_memory`` bytes (None: no limit); else ``"disk"``.  Off CUDA it never looks at the device.
+    """
+    device_budget = check_max_device_memory(device_budget)
+    device = torch.device(device)
+    if device.type == "cuda" and device_budget != 0:
+        if device_budget == "auto":
+            device_budget = int((free_memory or free_device_memory)(device) * AUTO_DEVICE_FRACTION)
+        if device_budget is None or total_bytes <= device_budget:
+            return "device"
+    if max_memory is None or total_bytes <= max_memory:
+        return "memory"
+    return "disk"
+
+
 def _set_up_stores(entries: dict[tuple[str, int], _Entry], names: dict[tuple[str, int], str], n: int,
-                   vectors: bool, spatial: str, dtype: str, max_memory: int | None, cache_dir: str | Path | None,
-                   stores: list[VectorStore]) -> Path | None:
-    """Give every entry its store (in memory or on disk, by the budget); return the cache folder used."""
+                   vectors: bool, spatial: str, dtype: str, device: torch.device, max_memory: int | None,
+                   max_device_memory: int | None | str, cache_dir: str | Path | None,
+                   stores: list[VectorStore]) -> tuple[Path | None, str | None]:
+    """Give every entry its store, all in the place :func:`plan_placement` picks; return the cache
+    folder used (if any) and the placement (None without vectors)."""
     if not vectors:
-        return None
+        return None, None
     dims = {key: _vector_dim(entry.shape, spatial) for key, entry in entries.items()}
     total = n * sum(dims.values()) * np.dtype(dtype).itemsize
+    placement = plan_placement(total, device, max_memory, max_device_memory)
     cache = None
-    if max_memory is not None and total > max_memory:
+    if placement == "disk":
         cache = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="bnprobe-capture-"))
         cache.mkdir(parents=True, exist_ok=True)
     for index, (key, entry) in enumerate(entries.items()):
         path = None
         if cache is not None:
             path = cache / f"{index:03d}-{re.sub(r'[^A-Za-z0-9_.#-]', '_', names[key])}.npy"
-        entry.store = VectorStore(n, dims[key], dtype, path)
+        entry.store = VectorStore(n, dims[key], dtype, path, device if placement == "device" else None)
         stores.append(entry.store)
-    return cache
+    return cache, placement
 
 
 def _vector_dim(shape: tuple[int, ...], spatial: str) -> int:
