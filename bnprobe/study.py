@@ -53,12 +53,13 @@ from bnprobe.augment import Augment
 from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
-from bnprobe.distributed import World, process_group
+from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes
-from bnprobe.probes.runner import ProbeOutcome, run_probes
+from bnprobe.probes.pool import ProbePool
+from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_or_none
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
@@ -66,7 +67,8 @@ from bnprobe.trainstate import checkpoint_path, first_difference, load_train_sta
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
-MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse", "cuda_graph")
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse", "cuda_graph",
+                        "probe_workers")
 """Config fields that say where or how fast a study runs, not what it computes."""
 
 
@@ -96,6 +98,9 @@ class StudyConfig:
     """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
     cuda_graph: bool = True
     """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.step_graph`); same numbers, less overhead."""
+    probe_workers: int | None = None
+    """Worker processes for the CPU half of split probes (HDBSCAN): None is one per core but one, from
+    4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
 
     def __post_init__(self) -> None:
         self.variants = list(self.variants)
@@ -207,9 +212,9 @@ class _Study:
     """What the runs of one study share: the model source, the data, the probes, the output folder."""
 
     def __init__(self, config: StudyConfig, source: ModelSource, dataset: Dataset, probes: list[Probe],
-                 device: torch.device, out_dir: Path | None, listener: StudyListener) -> None:
+                 device: torch.device, out_dir: Path | None, listener: StudyListener, pool: ProbePool) -> None:
         self.config, self.source, self.dataset, self.probes = config, source, dataset, probes
-        self.device, self.out_dir, self.listener = device, out_dir, listener
+        self.device, self.out_dir, self.listener, self.pool = device, out_dir, listener, pool
         self.probe_split = probe_subset(dataset.train, config.samples)
         self._base: tuple[int, nn.Module] | None = None
 
@@ -264,16 +269,19 @@ class _Study:
                        device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
 
     def probe(self, model: nn.Module, variant: str, seed: int,
-              reference: CaptureResult | None) -> tuple[ProbeOutcome, CaptureResult]:
-        """Capture ``model`` and run every probe on it, comparing with ``reference`` where asked."""
+              reference: CaptureResult | None) -> tuple[PendingOutcome, CaptureResult]:
+        """Capture ``model`` and start every probe on it, comparing with ``reference`` where asked.
+
+        The CPU halves of split probes may still be running on the pool's workers when this returns.
+        """
         captured = self.capture(model, variant, seed)
         context = ProbeContext(model=model, inputs=self.probe_split.x.cpu(), labels=self.probe_split.y.cpu(),
                                device=self.device, variant=variant, seed=seed, layer_modules=captured.modules,
                                reference=_lookup(reference))
         steps = sum(1 if p.scope == "model" else len(captured) for p in self.probes)
         self.listener.probing_started(variant, seed, steps)
-        outcome = run_probes(captured, self.probes, context,
-                             on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
+        outcome = start_probes(captured, self.probes, context, pool=self.pool,
+                               on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
         return outcome, captured
 
     def clear_cache(self) -> None:
@@ -293,11 +301,11 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     """
     listener = listener or StudyListener()
     device = resolve_device(config.device)
-    with process_group(device) as world:
+    probes = build_probes(config.probes)
+    with process_group(device) as world, _probe_pool(config, probes, world) as pool:
         data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
         source: ModelSource = model if model is not None else config.model
-        study = _Study(config, source, data, build_probes(config.probes), device,
-                       Path(out) if out is not None else None, listener)
+        study = _Study(config, source, data, probes, device, Path(out) if out is not None else None, listener, pool)
         results = Results(model=config.model if isinstance(source, str) else _name_of(source), dataset=data.name,
                           config={**config.to_dict(), "device": str(device),
                                   "samples_probed": len(study.probe_split),
@@ -308,6 +316,14 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
                                    "pick a CNN with BatchNorm")
         _run_all(study, results, runs, world, resume)
     return results
+
+
+def _probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
+    """The study's probe workers, started now (they take seconds to start) when they will have work."""
+    wanted = world.is_main and any(probe.splits for probe in probes)
+    pool = ProbePool(config.probe_workers if wanted else 0)
+    pool.start()
+    return pool
 
 
 def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], RunResult]:
@@ -334,6 +350,19 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
         if out_dir is not None and world.is_main:
             results.save(out_dir)
 
+    probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], float]] = {}
+
+    def settle(wait: bool) -> None:
+        """File the runs whose probe numbers are in (all of them with ``wait``), in study order."""
+        for key in [key for key in order if key in probing]:
+            outcome, finish, started = probing[key]
+            if not wait and not outcome.done():
+                continue
+            del probing[key]
+            runs[key] = finish(outcome.result())
+            save()
+            listener.run_done(runs[key], time.perf_counter() - started)
+
     save()
     listener.study_started(len(order))
     fused = _train_fused_groups(study, runs, resume)
@@ -359,21 +388,25 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                                       augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
             if not world.is_main:
                 continue
-            outcome, captured = ProbeOutcome(), None
+            outcome, captured = PendingOutcome([], None), None
             if trained.diverged_at_epoch is None:
                 outcome, captured = study.probe(model, variant, seed, reference)
                 results.layers = results.layers or captured.names
             if variant == REFERENCE_VARIANT:
                 reference = captured
-            run = RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
-                            test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
-                            test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
-                            diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
-                            probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
-            runs[(variant, seed)] = run
-            save()
-            listener.run_done(run, time.perf_counter() - started)
-        study.clear_cache()
+            probing[(variant, seed)] = (outcome, partial(_run_result, variant, seed, trained, report), started)
+            settle(wait=False)
+        study.clear_cache()  # probes' prepared data no longer reads the caches
+    settle(wait=True)
+
+
+def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, outcome: ProbeOutcome) -> RunResult:
+    """What the study files for one run: its training numbers, its swap report and its probes' numbers."""
+    return RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
+                     test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
+                     test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
+                     diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
+                     probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
 
 
 def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
@@ -442,11 +475,19 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
                                f"reprobe_study(..., {what}=...)")
     resolved = resolve_device(device)
     data = (dataset if dataset is not None else prepare_dataset(config)).to(resolved)
-    study = _Study(config, model if model is not None else config.model, data, build_probes(config.probes),
-                   resolved, out_dir, listener)
+    probe_list = build_probes(config.probes)
+    with _probe_pool(config, probe_list, current_world()) as pool:
+        study = _Study(config, model if model is not None else config.model, data, probe_list, resolved, out_dir,
+                       listener, pool)
+        _reprobe_runs(study, results)
+    return results
+
+
+def _reprobe_runs(study: _Study, results: Results) -> None:
+    """Probe every finished run of ``results`` again, saving after each (the runs' layers in parallel)."""
     keys = {probe.key for probe in study.probes}
-    results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *config.probes]))
-    listener.study_started(len(results.runs))
+    results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *study.config.probes]))
+    study.listener.study_started(len(results.runs))
     reference: CaptureResult | None = None
     seed: int | None = None
     for run in results.runs:
@@ -455,16 +496,16 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
             seed, reference = run.seed, None
             study.clear_cache()
         if run.diverged_at_epoch is None:
-            outcome, captured = study.probe(study.trained(run.variant, run.seed), run.variant, run.seed, reference)
+            pending, captured = study.probe(study.trained(run.variant, run.seed), run.variant, run.seed, reference)
             if run.variant == REFERENCE_VARIANT:
                 reference = captured
+            outcome = pending.result()
             run.probes.update(outcome.values)
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
-        results.save(out_dir)
-        listener.run_done(run, time.perf_counter() - started)
+        results.save(study.out_dir)
+        study.listener.run_done(run, time.perf_counter() - started)
     study.clear_cache()
-    return results
 
 
 def _name_of(source: ModelSource) -> str:

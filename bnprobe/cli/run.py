@@ -125,6 +125,9 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
                    "[default: on CUDA only].")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True,
               help="Replay each fused training step from a CUDA graph (CUDA only; same numbers, less overhead).")
+@click.option("--probe-workers", default="auto", show_default=True,
+              help="Processes that run HDBSCAN (and other split probes) in parallel: a number, or auto "
+                   "(one per core but one, from 4 cores); 0 probes in this process only.")
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
@@ -139,8 +142,8 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
-        cuda_graph: bool, out: str | None, resume: bool, checkpoint: str | None, max_memory: str, quiet: bool,
-        as_json: bool) -> None:
+        cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, checkpoint: str | None,
+        max_memory: str, quiet: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -158,7 +161,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
-        cuda_graph=cuda_graph,
+        cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
@@ -173,6 +176,15 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         else:
             render(results, console)
         console.print(f"results: {out_dir / 'results.json'}, results.csv, plots/", highlight=False)
+
+
+def parse_workers(text: str) -> int | None:
+    """``--probe-workers``: ``auto`` -> None, else a count of at least 0."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit():
+        raise BnprobeError(f"--probe-workers: cannot read {text!r}; give a number of processes (0 or more) or auto")
+    return int(text)
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

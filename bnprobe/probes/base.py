@@ -64,12 +64,30 @@ class LayerData:
     accumulators: dict[str, Accumulator] = field(default_factory=dict)
     """Streaming probes' state, keyed by :attr:`Probe.key`."""
     load_vectors: Callable[[], np.ndarray] | None = None
+    """The stored vectors as a host array in the storage dtype (set by capture)."""
+    load_tensor: Callable[[torch.device], torch.Tensor] | None = None
+    """The stored vectors as a float32 tensor on a device (set by capture; optional)."""
 
     def vectors(self) -> np.ndarray:
-        """The per-sample representation vectors, ``(samples, features)`` float32."""
+        """The per-sample representation vectors, ``(samples, features)`` float32, on the host.
+
+        Vectors capture kept on a GPU are copied to the host, this layer only.
+        """
         if self.load_vectors is None:
             raise BnprobeError(f"layer {self.name}: no vectors were captured (capture with vectors=True)")
         return np.asarray(self.load_vectors(), dtype=np.float32)
+
+    def vectors_tensor(self, device: torch.device | str) -> torch.Tensor:
+        """:meth:`vectors` as a float32 tensor on ``device``; treat it as read-only.
+
+        Vectors capture kept on that device are read there, without a host round trip; host and
+        disk vectors cross the bus in their storage dtype.
+        """
+        if self.load_tensor is not None:
+            return self.load_tensor(torch.device(device))
+        if self.load_vectors is None:
+            raise BnprobeError(f"layer {self.name}: no vectors were captured (capture with vectors=True)")
+        return torch.from_numpy(self.vectors()).to(device)
 
 
 @dataclass
@@ -89,7 +107,7 @@ class ProbeContext:
     """The same layer in the reference (``bn``) run of the same seed, when there is one."""
 
 
-class Probe(ABC):
+class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may be the one defined
     """Base class of every probe: configure in ``__init__``, measure with :meth:`measure`."""
 
     name: ClassVar[str] = ""
@@ -104,9 +122,35 @@ class Probe(ABC):
             raise BnprobeError(f"probe {self.name}: unknown parameter(s) {', '.join(params)}; "
                                f"it takes: {', '.join(self.param_names()) or 'none'}")
 
-    @abstractmethod
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
-        """Numbers for one layer (``scope="layer"``) or for the run (``scope="model"``)."""
+        """Numbers for one layer (``scope="layer"``) or for the run (``scope="model"``).
+
+        A probe overrides this, or splits its work into :meth:`prepare` and :meth:`conclude`.
+        """
+        if not self.splits:
+            raise NotImplementedError(f"probe {self.name} defines neither measure() nor prepare() and conclude()")
+        return self.conclude(self.prepare(layer, context))
+
+    def prepare(self, layer: LayerData, context: ProbeContext) -> Any:
+        """The first half of :meth:`measure`, run in the study's process, where the model and its device are.
+
+        Read the layer and do the heavy linear algebra here (on ``context.device``); return what
+        :meth:`conclude` needs, as a picklable value, as small as it can be (e.g. a PCA projection).
+        """
+        raise NotImplementedError(f"probe {self.name} does not split its measurement")
+
+    def conclude(self, prepared: Any) -> dict[str, float]:
+        """The second half of :meth:`measure`: the numbers, from what :meth:`prepare` returned.
+
+        It runs on the CPU and may run in a worker process (``bnprobe.probes.pool``), so that the CPU
+        work of many layers and runs -- HDBSCAN is serial per call -- uses every core.
+        """
+        raise NotImplementedError(f"probe {self.name} does not split its measurement")
+
+    @property
+    def splits(self) -> bool:
+        """Whether this probe defines :meth:`prepare` and :meth:`conclude` (and so can be parallelised)."""
+        return type(self).prepare is not Probe.prepare and type(self).conclude is not Probe.conclude
 
     def accumulator(self, layer: str, shape: tuple[int, ...]) -> Accumulator:
         """A fresh running state for ``layer``; only streaming probes implement this."""

@@ -76,7 +76,13 @@ def _majority_counts(labels: np.ndarray, membership: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # PCA and exact distances, in torch on the run's device
 
-def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np.ndarray, float]:
+def _float64_on(vectors: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(vectors, torch.Tensor):
+        return vectors.to(device=device, dtype=torch.float64)
+    return torch.from_numpy(np.ascontiguousarray(vectors)).to(device=device, dtype=torch.float64)
+
+
+def pca_reduce(vectors: np.ndarray | torch.Tensor, dims: int, device: torch.device) -> tuple[np.ndarray, float]:
     """Project ``(samples, features)`` onto its top ``dims`` principal components, on ``device``.
 
     Returns the projection (float32) and the fraction of the variance it keeps.  Small data get an
@@ -88,7 +94,7 @@ def pca_reduce(vectors: np.ndarray, dims: int, device: torch.device) -> tuple[np
     """
     # float64 throughout: in float32 the result moved by ~1e-3 with the BLAS thread count (which MKL
     # varies with machine load), enough to flip HDBSCAN labels between two runs of the same study.
-    x = torch.from_numpy(np.ascontiguousarray(vectors)).to(device=device, dtype=torch.float64)
+    x = _float64_on(vectors, device)
     x = x - x.mean(dim=0)
     total = float(x.square().sum())
     smaller = min(x.shape)
@@ -125,7 +131,7 @@ def _pca_by_gram(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, float]:
     return projected, float(values[-dims:].clamp_min(0).sum())
 
 
-def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray:
+def euclidean_distances(vectors: np.ndarray | torch.Tensor, device: torch.device) -> np.ndarray:
     """The full ``(samples, samples)`` float64 Euclidean distance matrix, computed on ``device``.
 
     Exact mode feeds this to ``hdbscan.HDBSCAN(metric="precomputed")``, whose labels must equal
@@ -135,7 +141,7 @@ def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray
     (see ``_CANCELLATION``) are recomputed from their differences.  Only the upper triangle is computed
     and then mirrored, so the matrix is exactly symmetric with an exactly zero diagonal.
     """
-    x = torch.from_numpy(np.ascontiguousarray(vectors)).to(device=device, dtype=torch.float64)
+    x = _float64_on(vectors, device)
     x = x - x.mean(dim=0)
     norms = x.square().sum(dim=1)
     samples, features = x.shape
@@ -162,6 +168,18 @@ def euclidean_distances(vectors: np.ndarray, device: torch.device) -> np.ndarray
 
 # --------------------------------------------------------------------------------------------------
 # HDBSCAN
+
+@dataclass
+class Reduced:
+    """What HDBSCAN clusters: the finite samples after the PCA, or exact mode's distance matrix."""
+
+    points: np.ndarray
+    """``(finite samples, dims)`` vectors, or their ``(n, n)`` distances in exact mode."""
+    finite: np.ndarray
+    """Which of all the samples had only finite values (the others are noise)."""
+    dims: int
+    explained_variance: float
+
 
 @dataclass
 class Clustering:
@@ -251,10 +269,16 @@ class HdbscanProbe(Probe):
             return None if self.exact else DEFAULT_DIMS
         return self.dims
 
-    def cluster(self, vectors: np.ndarray, device: torch.device) -> Clustering:
+    def cluster(self, vectors: np.ndarray | torch.Tensor, device: torch.device) -> Clustering:
         """Run this probe's HDBSCAN on ``(samples, features)`` vectors, PCA first, on ``device``."""
-        finite = np.isfinite(vectors).all(axis=1)
-        points = vectors[finite]
+        return self.cluster_reduced(self.reduce(vectors, device))
+
+    def reduce(self, vectors: np.ndarray | torch.Tensor, device: torch.device) -> Reduced:
+        """The linear-algebra half of :meth:`cluster`, on ``device``: PCA, or exact mode's distances."""
+        vectors = torch.as_tensor(vectors)
+        finite_rows = torch.isfinite(vectors).all(dim=1)
+        points = vectors[finite_rows] if not bool(finite_rows.all()) else vectors
+        finite = finite_rows.cpu().numpy()
         if self.exact and points.shape[0] > EXACT_MAX_SAMPLES:
             raise BnprobeError(f"probe {self.key}: {points.shape[0]} samples, but exact mode holds an "
                                f"n x n matrix and takes at most {EXACT_MAX_SAMPLES}; use exact=false or "
@@ -263,25 +287,38 @@ class HdbscanProbe(Probe):
         if self.pca_dims is not None and self.pca_dims < min(points.shape):
             points, kept = pca_reduce(points, self.pca_dims, device)
             dims = self.pca_dims
-        labels = np.full(vectors.shape[0], -1, dtype=np.intp)
-        if points.shape[0] < self.min_cluster_size:
-            return Clustering(labels, np.zeros(0), math.nan, dims, kept)
+        if self.exact and points.shape[0] >= self.min_cluster_size:
+            points = euclidean_distances(points, device)
+        elif isinstance(points, torch.Tensor):
+            points = points.cpu().numpy()
+        return Reduced(points, finite, dims, kept)
+
+    def cluster_reduced(self, reduced: Reduced) -> Clustering:
+        """The HDBSCAN half of :meth:`cluster`, on the CPU (one core; hdbscan is serial per call)."""
+        labels = np.full(reduced.finite.shape[0], -1, dtype=np.intp)
+        if reduced.points.shape[0] < self.min_cluster_size:
+            return Clustering(labels, np.zeros(0), math.nan, reduced.dims, reduced.explained_variance)
         params: dict[str, Any] = {"min_cluster_size": self.min_cluster_size,
                                   "min_samples": self.min_samples, "gen_min_span_tree": True}
         if self.exact:
-            model = hdbscan.HDBSCAN(metric="precomputed", **params).fit(euclidean_distances(points, device))
+            model = hdbscan.HDBSCAN(metric="precomputed", **params).fit(reduced.points)
         else:
             # core_dist_n_jobs=-1: hdbscan's parallel core distances (above 16,384 samples) on every core.
-            model = hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params).fit(points)
-        labels[finite] = model.labels_
+            model = hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params).fit(reduced.points)
+        labels[reduced.finite] = model.labels_
         dbcv = float(model.relative_validity_) if model.labels_.max() >= 0 else math.nan
-        return Clustering(labels, np.asarray(model.cluster_persistence_, dtype=np.float64), dbcv, dims, kept)
+        return Clustering(labels, np.asarray(model.cluster_persistence_, dtype=np.float64), dbcv, reduced.dims,
+                          reduced.explained_variance)
 
-    def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
-        """Cluster the layer's vectors and score the clusters against its labels."""
-        vectors = layer.vectors()
-        labels = _checked_labels(layer, vectors.shape[0])
-        found = self.cluster(vectors, context.device)
+    def prepare(self, layer: LayerData, context: ProbeContext) -> tuple[Reduced, np.ndarray]:
+        """PCA (or distances) of the layer's vectors on the run's device, with the labels to score against."""
+        vectors = layer.vectors_tensor(context.device)
+        return self.reduce(vectors, context.device), _checked_labels(layer, vectors.shape[0])
+
+    def conclude(self, prepared: tuple[Reduced, np.ndarray]) -> dict[str, float]:
+        """Cluster the reduced vectors and score the clusters against the labels."""
+        reduced, labels = prepared
+        found = self.cluster_reduced(reduced)
         clustered = found.labels >= 0
         n_clusters = int(found.labels.max()) + 1
         purity = math.nan

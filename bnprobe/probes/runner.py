@@ -1,16 +1,25 @@
-"""Run a list of probes over a capture, isolating failures.
+"""Run a list of probes over a capture, isolating failures, optionally in parallel.
 
 A probe that raises on one layer is recorded as failed for that layer (with its message) and every
 other probe and layer goes on: one fragile plugin must not cost a study its other numbers.
+
+With a :class:`bnprobe.probes.pool.ProbePool`, probes that split their work (``prepare`` here,
+``conclude`` anywhere) have their ``conclude`` calls run by the pool's workers: :func:`start_probes`
+returns as soon as every ``prepare`` is done, and :meth:`PendingOutcome.result` collects the numbers.
+The numbers are those of :meth:`Probe.measure` in this process, in the same order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 from bnprobe.capture import CaptureResult
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, LayerData, Probe, ProbeContext
+from bnprobe.probes.pool import ProbePool, Unloadable
 from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
@@ -37,21 +46,94 @@ class ProbeOutcome:
     failures: list[ProbeFailure] = field(default_factory=list)
 
 
-def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
-               on_step: Callable[[str, str], None] | None = None) -> ProbeOutcome:
-    """Measure every probe on every captured layer (model-scope probes once per run)."""
-    outcome = ProbeOutcome()
+@dataclass
+class _Step:
+    """One probe on one layer: its numbers, its failure, or the worker computing them."""
+
+    probe: Probe
+    layer: str
+    numbers: dict[str, float] | None = None
+    error: str | None = None
+    future: Future | None = None
+    prepared: Any = None
+    """Kept while a worker concludes, to conclude here if the worker cannot load the probe."""
+
+    def settle(self, pool: ProbePool | None) -> None:
+        """Wait for the worker, if any, and keep its numbers or its failure."""
+        if self.future is None:
+            return
+        try:
+            numbers = self.future.result()
+            if isinstance(numbers, Unloadable):
+                numbers = self.probe.conclude(self.prepared)
+            self.numbers = numbers
+        except BrokenProcessPool as exc:
+            if pool is not None:
+                pool.stop(f"a probe worker died ({exc})")
+            self.error = f"BrokenProcessPool: a probe worker died ({exc})"
+        except Exception as exc:  # isolate, as in the process
+            self.error = _describe(exc)
+        self.future, self.prepared = None, None
+
+
+class PendingOutcome:
+    """The outcome of :func:`start_probes`, some of whose numbers may still be computed by workers."""
+
+    def __init__(self, steps: list[_Step], pool: ProbePool | None) -> None:
+        self._steps, self._pool = steps, pool
+
+    def done(self) -> bool:
+        """Whether every number is in (so :meth:`result` will not wait)."""
+        return all(step.future is None or step.future.done() for step in self._steps)
+
+    def result(self) -> ProbeOutcome:
+        """Every probe's numbers and failures, in probe then layer order (waits for the workers)."""
+        outcome = ProbeOutcome()
+        for step in self._steps:
+            step.settle(self._pool)
+            per_layer = outcome.values.setdefault(step.probe.key, {})
+            if step.error is not None:
+                outcome.failures.append(ProbeFailure(step.probe.key, step.layer, step.error))
+            else:
+                per_layer[step.layer] = {k: finite_or_none(v) for k, v in step.numbers.items()}
+        return outcome
+
+
+def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
+                 on_step: Callable[[str, str], None] | None = None,
+                 pool: ProbePool | None = None) -> PendingOutcome:
+    """Measure every probe on every captured layer (model-scope probes once per run), the CPU halves of
+    split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``."""
+    steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
         targets = [None] if probe.scope == "model" else list(captured.layers)
-        per_layer = outcome.values.setdefault(probe.key, {})
         for layer in targets:
-            layer_name = MODEL_SCOPE_LAYER if layer is None else layer.name
+            step = _Step(probe, MODEL_SCOPE_LAYER if layer is None else layer.name)
+            steps.append(step)
             if on_step is not None:
-                on_step(probe.key, layer_name)
+                on_step(probe.key, step.layer)
             try:
-                numbers = probe.measure(layer, context)
-                per_layer[layer_name] = {k: finite_or_none(v) for k, v in numbers.items()}
+                if pool is not None and pool.active and probe.splits:
+                    step.prepared = probe.prepare(layer, context)
+                    step.future = pool.submit(probe, step.prepared)
+                    if step.future is None:
+                        step.numbers, step.prepared = probe.conclude(step.prepared), None
+                else:
+                    step.numbers = probe.measure(layer, context)
             except Exception as exc:  # isolate: one probe's failure must not end the study
-                outcome.failures.append(ProbeFailure(probe.key, layer_name, f"{type(exc).__name__}: {exc}"))
-    return outcome
+                step.error, step.prepared = _describe(exc), None
+    return PendingOutcome(steps, pool)
+
+
+def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
+               on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None) -> ProbeOutcome:
+    """Measure every probe on every captured layer (model-scope probes once per run) and return the numbers.
+
+    With ``pool``, the CPU halves of split probes run on its workers in parallel.
+    """
+    return start_probes(captured, probes, context, on_step, pool).result()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

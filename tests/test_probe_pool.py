@@ -1,0 +1,108 @@
+"""Parallel probing: split probes' CPU halves on worker processes give the numbers of the study's process."""
+
+import os
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from bnprobe.capture import capture
+from bnprobe.models import create_model
+from bnprobe.probes import build_probes
+from bnprobe.probes.base import Probe, ProbeContext
+from bnprobe.probes.pool import ProbePool, auto_workers
+from bnprobe.probes.runner import run_probes, start_probes
+from bnprobe.study import StudyConfig, run_study
+from bnprobe.train import TrainConfig
+
+
+class WhereProbe(Probe):
+    """Reports the process its ``conclude`` ran in, and fails on a layer named in ``fail_on``."""
+
+    name = "where"
+    needs: ClassVar = "vectors"
+
+    def __init__(self, fail_on: str = "") -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def prepare(self, layer, context):
+        return layer.name, float(layer.vectors().mean())
+
+    def conclude(self, prepared):
+        name, mean = prepared
+        if name == self.fail_on:
+            raise ValueError(f"refusing {name}")
+        return {"pid": float(os.getpid()), "mean": mean}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProbePool(2) as workers:
+        yield workers
+
+
+@pytest.fixture(scope="module")
+def captured():
+    torch.manual_seed(0)
+    model = create_model("cnn4", num_classes=4, in_chans=1, width=8)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 4
+    x = torch.randn(4, 1, 28, 28, generator=g)[y] * 2 + torch.randn(120, 1, 28, 28, generator=g)
+    probes = build_probes("sparsity,hdbscan(min_cluster_size=5),binary_patterns")
+    context = ProbeContext(model=model, inputs=x, labels=y, device=torch.device("cpu"))
+    return capture(model, (x, y), probes=probes), probes, context
+
+
+def test_workers_give_the_numbers_of_the_study_process(pool, captured):
+    result, probes, context = captured
+    alone = run_probes(result, probes, context)
+    parallel = run_probes(result, probes, context, pool=pool)
+    assert parallel.values == alone.values
+    assert not parallel.failures
+    assert list(parallel.values["hdbscan(min_cluster_size=5)"]) == result.names
+
+
+def test_split_probes_conclude_in_workers_and_failures_stay_isolated(pool, captured):
+    result, _, context = captured
+    probe = WhereProbe(fail_on=result.names[1])
+    outcome = start_probes(result, [probe], context, pool=pool).result()
+    per_layer = outcome.values[probe.key]
+    assert os.getpid() not in {numbers["pid"] for numbers in per_layer.values()} and per_layer  # concluded elsewhere
+    refused = result.names[1]
+    assert [(f.layer, f.error) for f in outcome.failures] == [(refused, f"ValueError: refusing {refused}")]
+    assert per_layer[result.names[0]]["mean"] == pytest.approx(float(result.layers[0].vectors().mean()))
+
+
+def test_a_probe_the_workers_cannot_import_concludes_here(pool, captured):
+    result, _, context = captured
+    local = type("NotebookProbe", (WhereProbe,), {"__module__": "__main__"})  # as if defined in a notebook
+    local.name = "notebook"
+    outcome = run_probes(result, [local()], context, pool=pool)
+    assert {numbers["pid"] for numbers in outcome.values["notebook"].values()} == {float(os.getpid())}
+    assert not outcome.failures
+
+
+def test_auto_workers_leave_small_machines_to_the_study_process():
+    assert auto_workers(2) == 0
+    assert auto_workers(4) == 3
+    assert auto_workers(16) == 15
+    assert not ProbePool(0).active
+
+
+def test_a_study_probed_in_parallel_files_the_same_numbers(tmp_path, tiny_split):
+    from bnprobe.data import Dataset
+
+    dataset = Dataset("tiny", tiny_split, tiny_split, int(tiny_split.y.max()) + 1)
+    values = []
+    for workers in (0, 2):
+        config = StudyConfig(model="cnn4", variants=["bn", "identity"], seeds=2, samples=64,
+                             probes=["sparsity", "hdbscan(min_cluster_size=5)"], device="cpu", probe_workers=workers,
+                             train=TrainConfig(epochs=1, batch_size=32))
+        results = run_study(config, dataset=dataset, out=tmp_path / f"w{workers}")
+        values.append([(run.variant, run.seed, run.probes) for run in results.runs])
+        assert [(run.variant, run.seed) for run in results.runs] == [("bn", 0), ("identity", 0), ("bn", 1),
+                                                                      ("identity", 1)]
+    assert values[0] == values[1]
+    assert np.isfinite(values[1][0][2]["hdbscan(min_cluster_size=5)"][results.layers[0]]["noise_fraction"])
