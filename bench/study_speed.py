@@ -8,7 +8,9 @@ in one process on random data of MNIST's shape (28x28 grey, 10 classes):
   seed, train it step by step (seeded permutation, one optimiser step per batch), evaluate it on the
   training and test sets, then capture its activations and run the probes, one run after another;
 * **bnprobe**: ``run_study`` on the same data and settings, with ``--fuse`` (``auto``: fused
-  training on CUDA only, as in ``bnprobe run``), writing its usual output folder.
+  training on CUDA only, as in ``bnprobe run``; there each fused step is replayed from a CUDA
+  graph) and ``--probe-workers`` (``auto``: one HDBSCAN worker per core but one, from 4 cores),
+  writing its usual output folder.  It prints how each variant trained and how its steps ran.
 
 Prints both wall times and plain / bnprobe (above 1: bnprobe is faster).  ``--quick`` shrinks the
 study so it runs in a minute or two on a CPU:
@@ -31,11 +33,13 @@ from bnprobe.data import Dataset, Split
 from bnprobe.models import create_model
 from bnprobe.probes.base import ProbeContext, build_probes
 from bnprobe.probes.runner import run_probes
-from bnprobe.study import StudyConfig, probe_subset, run_study
+from bnprobe.study import StudyConfig, StudyListener, probe_subset, run_study
 from bnprobe.surgery import make_variant
 from bnprobe.train import TrainConfig, evaluate, make_optimizer, make_schedule, resolve_device
 
 VARIANTS = ("bn", "identity")
+GPU_GOAL_SECONDS = 30.0
+GPU_GOAL_RATIO = 5.0
 PROBES = ("sparsity", "hdbscan")
 
 
@@ -77,13 +81,23 @@ def plain_study(dataset: Dataset, config: TrainConfig, seeds: int, samples: int,
             run_probes(captured, probes, context)
 
 
+class _SayHow(StudyListener):
+    """Prints which path each variant's training took."""
+
+    def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
+        print(f"          {variant}: {'fused' if reason is None else 'one run at a time: ' + reason}")
+
+    def fused_steps(self, variant: str, how: str) -> None:
+        print(f"          {variant} steps: {how}")
+
+
 def bnprobe_study(dataset: Dataset, config: TrainConfig, seeds: int, samples: int, device: torch.device,
-                  fuse: bool | None) -> None:
+                  fuse: bool | None, probe_workers: int | None) -> None:
     """The same study through ``run_study``, with its output folder in a temporary directory."""
     study = StudyConfig(model="cnn4", variants=list(VARIANTS), seeds=seeds, samples=samples, probes=list(PROBES),
-                        device=str(device), augment=False, fuse=fuse, train=config)
+                        device=str(device), augment=False, fuse=fuse, train=config, probe_workers=probe_workers)
     with tempfile.TemporaryDirectory() as out:
-        run_study(study, dataset=dataset, out=out)
+        run_study(study, dataset=dataset, out=out, listener=_SayHow())
 
 
 def main() -> None:
@@ -91,17 +105,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 seeds, 1 epoch, 2,048 samples, 512 probed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fuse", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--probe-workers", default="auto", help="HDBSCAN worker processes: a number or auto")
     args = parser.parse_args()
     seeds, epochs, train, samples = (2, 1, 2048, 512) if args.quick else (4, 10, 60_000, 5000)
     device = resolve_device(args.device)
     dataset = mnist_shaped(train, 1000 if not args.quick else 256)
     config = TrainConfig(epochs=epochs, batch_size=64, precision="fp32")
     fuse = {"auto": None, "on": True, "off": False}[args.fuse]
+    workers = None if args.probe_workers == "auto" else int(args.probe_workers)
     print(f"cnn4, {seeds} seeds x {len(VARIANTS)} variants x {epochs} epochs, {train} samples, batch 64, "
-          f"probes {','.join(PROBES)} on {samples}, {device}, fuse {args.fuse}, {torch.get_num_threads()} threads")
+          f"probes {','.join(PROBES)} on {samples}, {device}, fuse {args.fuse}, probe workers {args.probe_workers}, "
+          f"{torch.get_num_threads()} threads")
     timings = {}
     for name, study in (("plain", lambda: plain_study(dataset, config, seeds, samples, device)),
-                        ("bnprobe", lambda: bnprobe_study(dataset, config, seeds, samples, device, fuse))):
+                        ("bnprobe", lambda: bnprobe_study(dataset, config, seeds, samples, device, fuse, workers))):
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -110,7 +127,14 @@ def main() -> None:
             torch.cuda.synchronize()
         timings[name] = time.perf_counter() - started
         print(f"{name:>8}: {timings[name]:8.1f} s")
-    print(f"   ratio: {timings['plain'] / timings['bnprobe']:8.2f}x  (plain / bnprobe; above 1: bnprobe is faster)")
+    ratio = timings["plain"] / timings["bnprobe"]
+    print(f"   ratio: {ratio:8.2f}x  (plain / bnprobe; above 1: bnprobe is faster)")
+    if device.type == "cuda" and not args.quick:
+        held = timings["bnprobe"] <= GPU_GOAL_SECONDS and ratio >= GPU_GOAL_RATIO
+        goal = f"bnprobe <= {GPU_GOAL_SECONDS:.0f} s and >= {GPU_GOAL_RATIO:.0f}x"
+        print(f"GPU goal ({goal}): {'PASS' if held else 'FAIL'}")
+    else:
+        print(f"no-slowdown goal (ratio >= 1): {'PASS' if ratio >= 1 else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ def record_cuda_graph(step: Callable[..., tuple[torch.Tensor, ...]], inputs: lis
     graph's gradient tensor.  (Test doubles that emulate a graph on the CPU need them.)
     """
     graph = torch.cuda.CUDAGraph()
-    # thread_local: a CUDA call from another thread (a pin-memory thread, a progress display) must
-    # not invalidate the recording.
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    # The default ("global") capture mode, as in PyTorch's whole-network example: the backward pass
+    # runs on autograd's device thread, whose calls must be checked too.
+    with torch.cuda.graph(graph):
         outputs = step(*inputs)
     return outputs, graph.replay
 
@@ -127,6 +127,8 @@ class StepGraph:
             for p in self.params:
                 p.grad = None
             self._eager_only, self._inputs = True, []
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # nothing recorded ran; let the failed capture settle
             self.status = f"eager: the step could not be recorded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             return self.step(*inputs)
         self._outputs, self._replay = tuple(outputs), replay
