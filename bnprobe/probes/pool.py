@@ -7,11 +7,12 @@ gets its ``conclude`` calls sent here, and the study goes on capturing and prepa
 and runs -- or training -- while the workers cluster.
 
 Workers are started with ``spawn`` (safe after CUDA and threaded BLAS are initialised in the parent)
-at the first :meth:`ProbePool.submit`, each limited to one thread.  A probe and its prepared data
-travel pickled; a probe a worker cannot load (a class defined in a notebook's ``__main__``) or that
-cannot be pickled is concluded in the study's process instead, with the same numbers.  A worker that
-dies (out of memory) fails the probes it held; the pool then stops, and the rest run in the study's
-process.
+when the study starts (:meth:`ProbePool.start`) or at the first :meth:`ProbePool.submit`, each
+limited to one thread and with every probe module imported before the first task.  A probe and its
+prepared data travel pickled; a probe a worker cannot load (a class defined in a notebook's
+``__main__``) or that cannot be pickled is concluded in the study's process instead, with the same
+numbers.  A worker that dies (out of memory) fails the probes it held; the pool then stops, and the
+rest run in the study's process.
 """
 
 from __future__ import annotations
@@ -51,13 +52,17 @@ class Unloadable:
         self.reason = reason
 
 
-def _limit_threads() -> None:
-    """Worker initialiser: one thread per worker, for torch and for the BLAS behind numpy."""
+def _start_worker() -> None:
+    """Worker initialiser: one thread per worker (torch and the BLAS behind numpy), and every probe
+    module imported now -- while the study trains -- rather than with the first task."""
     import torch
     from threadpoolctl import threadpool_limits
 
+    from bnprobe.probes.base import list_probes
+
     torch.set_num_threads(1)
     threadpool_limits(1)
+    list_probes()
 
 
 def _conclude(task: bytes) -> dict[str, float] | Unloadable:
@@ -90,7 +95,7 @@ class ProbePool:
         """Start the workers now (they import bnprobe, torch and hdbscan: seconds), e.g. before training."""
         if self._executor is None and self.active:
             self._executor = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                         initializer=_limit_threads)
+                                                         initializer=_start_worker)
             for _ in range(self.workers):
                 self._executor.submit(int)  # each idle-less submit starts one more worker
 
