@@ -6,7 +6,7 @@ The Python API mirrors the pipeline, one function per stage::
     variant, report = bnprobe.make_variant(model, "identity")
     bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=3))
     captured = bnprobe.capture(variant, data.train, samples=500, probes=probes)
-    outcome = bnprobe.run_probes(captured, probes, context)
+    outcome = bnprobe.run_probes(captured, probes, context)   # pool=bnprobe.ProbePool(8): in parallel
 
 or all at once with :func:`run_study`.
 """
@@ -25,7 +25,8 @@ from bnprobe.probes import (
     list_probes,
     register_probe,
 )
-from bnprobe.probes.runner import ProbeOutcome, run_probes
+from bnprobe.probes.pool import ProbePool
+from bnprobe.probes.runner import ProbeOutcome, run_probes, start_probes
 from bnprobe.results import Results, RunResult
 from bnprobe.study import StudyConfig, reprobe_study, run_study
 from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
@@ -43,6 +44,7 @@ __all__ = [
     "Probe",
     "ProbeContext",
     "ProbeOutcome",
+    "ProbePool",
     "Results",
     "RunResult",
     "Split",
@@ -68,6 +70,7 @@ __all__ = [
     "run_probes",
     "reprobe_study",
     "run_study",
+    "start_probes",
     "swap_norms",
     "train_model",
 ]
