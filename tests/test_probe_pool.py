@@ -106,3 +106,27 @@ def test_a_study_probed_in_parallel_files_the_same_numbers(tmp_path, tiny_split)
                                                                       ("identity", 1)]
     assert values[0] == values[1]
     assert np.isfinite(values[1][0][2]["hdbscan(min_cluster_size=5)"][results.layers[0]]["noise_fraction"])
+
+
+def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
+    """A user's script that starts a pool at top level, with no ``__main__`` guard, runs once."""
+    import subprocess
+    import sys
+
+    marks = tmp_path / "marks.txt"
+    script = tmp_path / "study.py"
+    script.write_text(
+        "import os\n"
+        f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "from bnprobe.probes.clustering import HdbscanProbe, Reduced\n"
+        "from bnprobe.probes.pool import ProbePool\n"
+        "import numpy as np\n"
+        "points = np.repeat(np.eye(3, 5) * 10, 20, axis=0) + np.random.default_rng(0).normal(0, .3, (60, 5))\n"
+        "labels = np.repeat([0, 1, 2], 20)\n"
+        "with ProbePool(2) as pool:\n"
+        "    task = pool.submit(HdbscanProbe(), (Reduced(points, np.ones(60, bool), 5, 1.0), labels))\n"
+        "    print(task.result()['n_clusters'])\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3.0"]
+    assert len(marks.read_text().split()) == 1  # the workers did not run the script's top level

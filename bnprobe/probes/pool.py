@@ -18,9 +18,12 @@ rest run in the study's process.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import multiprocessing
 import os
 import pickle
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from bnprobe.params import check_int
@@ -65,6 +68,27 @@ def _start_worker() -> None:
     list_probes()
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While workers start, hide where ``__main__`` came from, so that they do not import it.
+
+    ``spawn`` re-imports the parent's main script in every child (as ``__mp_main__``): a user's
+    script that calls :func:`bnprobe.run_study` at top level, without an ``if __name__ == "__main__":``
+    guard, would run again in each worker.  The workers need nothing from it -- their tasks are
+    pickled bnprobe objects -- and a probe class defined there is concluded in the parent anyway.
+    """
+    main = sys.modules["__main__"]
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        main.__spec__ = None
+        if "__file__" in saved:
+            del main.__file__
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def _conclude(task: bytes) -> dict[str, float] | Unloadable:
     try:
         probe, prepared = pickle.loads(task)  # noqa: S301 - our own bytes, from the parent process
@@ -96,8 +120,9 @@ class ProbePool:
         if self._executor is None and self.active:
             self._executor = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                                          initializer=_start_worker)
-            for _ in range(self.workers):
-                self._executor.submit(int)  # each idle-less submit starts one more worker
+            with _main_module_hidden():
+                for _ in range(self.workers):
+                    self._executor.submit(int)  # while no worker is idle, each submit starts one more
 
     def submit(self, probe: Probe, prepared: Any) -> futures.Future | None:
         """Queue ``probe.conclude(prepared)`` on a worker; None when it must run in this process instead."""
