@@ -79,6 +79,7 @@ class StepGraph:
         self._outputs: tuple[torch.Tensor, ...] = ()
         self._grads: list[torch.Tensor | None] = []
         self._replay: Callable[[], None] | None = None
+        self._side: torch.cuda.Stream | None = None
         self.replays = 0
         """How many steps were replayed from the graph (for tests and reports)."""
 
@@ -108,7 +109,9 @@ class StepGraph:
     def _on_side_stream(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if self.device.type != "cuda":
             return self.step(*inputs)
-        side = torch.cuda.Stream(self.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
+        side = self._side
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             outputs = self.step(*inputs)
