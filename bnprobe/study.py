@@ -13,9 +13,10 @@ The dataset is loaded once and moved to the training device once; its augmentati
 every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every run
 (:mod:`bnprobe.trainstate`).  With ``resume=True`` a folder that already holds a study continues it:
 the configuration must match (a one-line error names the first field that differs; ``device``,
-``data_root``, ``max_memory`` and ``train.compile`` may change), finished runs are kept as they are,
-the interrupted run continues from its last epoch, and the remaining runs train as usual.  Without
-``resume`` the study starts from scratch and overwrites what it finds.
+``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change),
+finished runs are kept as they are, the interrupted run continues from its last epoch, and the
+remaining runs train as usual.  Without ``resume`` the study starts from scratch and overwrites
+what it finds.
 
 **Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
 trained together as one vmapped model before probing starts; each run keeps its seed, initial
@@ -50,7 +51,14 @@ import torch
 from torch import nn
 
 from bnprobe.augment import Augment
-from bnprobe.capture import DEFAULT_MAX_MEMORY, CaptureResult, capture, check_spatial
+from bnprobe.capture import (
+    DEFAULT_MAX_DEVICE_MEMORY,
+    DEFAULT_MAX_MEMORY,
+    CaptureResult,
+    capture,
+    check_max_device_memory,
+    check_spatial,
+)
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, current_world, process_group
@@ -67,8 +75,8 @@ from bnprobe.trainstate import checkpoint_path, first_difference, load_train_sta
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
-MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "train.compile", "fuse", "cuda_graph",
-                        "probe_workers")
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
+                        "cuda_graph", "probe_workers")
 """Config fields that say where or how fast a study runs, not what it computes."""
 
 
@@ -87,6 +95,8 @@ class StudyConfig:
     layers: str = "act"
     spatial: str = "flatten"
     max_memory: int | None = DEFAULT_MAX_MEMORY
+    max_device_memory: int | None | str = DEFAULT_MAX_DEVICE_MEMORY
+    """GPU memory the captured vectors may take (:func:`bnprobe.capture.capture`): ``"auto"``, bytes, None or 0."""
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: bool = True
     """Apply the dataset's augmentation policy while training."""
@@ -122,6 +132,7 @@ class StudyConfig:
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
         check_spatial(self.spatial)
+        check_max_device_memory(self.max_device_memory)
         self._check_overrides()
         build_probes(self.probes)  # fail now, not after an hour of training
 
@@ -265,7 +276,8 @@ class _Study:
         cache_dir = self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
         self.listener.capture_started(variant, seed, len(self.probe_split))
         return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
-                       spatial=self.config.spatial, max_memory=self.config.max_memory, cache_dir=cache_dir,
+                       spatial=self.config.spatial, max_memory=self.config.max_memory,
+                       max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
                        device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
 
     def probe(self, model: nn.Module, variant: str, seed: int,

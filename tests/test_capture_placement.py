@@ -150,3 +150,11 @@ def test_capture_fills_tensor_stores_when_the_plan_says_device(monkeypatch):
     for name in in_memory.names:
         np.testing.assert_array_equal(on_device[name].vectors(), in_memory[name].vectors())
         np.testing.assert_array_equal(on_device[name].vectors_tensor("cpu").numpy(), in_memory[name].vectors())
+
+
+def test_a_study_checks_its_device_budget_before_training():
+    from bnprobe.study import StudyConfig
+
+    assert StudyConfig(model="cnn4", max_device_memory=0).max_device_memory == 0
+    with pytest.raises(BnprobeError, match="max_device_memory must be"):
+        StudyConfig(model="cnn4", max_device_memory="half")

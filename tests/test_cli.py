@@ -101,6 +101,8 @@ def test_checkpoint_is_loaded_into_every_variant(tmp_path):
     (["run", "cnn4", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["report", "/nonexistent/study"], "no results at"),
     (["run", "cnn4", "--max-memory", "lots"], "--max-memory: cannot read 'lots' as a size"),
+    (["run", "cnn4", "--max-device-memory", "-1"], "--max-device-memory: cannot read '-1'; write auto"),
+    (["run", "cnn4", "--probe-workers", "many"], "--probe-workers: cannot read 'many'; give a number"),
     (["run", "cnn4", "--variants", "bn,groupnorm:x"], "groupnorm"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):

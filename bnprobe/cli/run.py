@@ -135,6 +135,9 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
               help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made.")
 @click.option("--max-memory", default="2GiB", show_default=True,
               help="Per-sample vectors above this size go to a memory-mapped cache in --out (e.g. 500MB, 4GiB).")
+@click.option("--max-device-memory", default="auto", show_default=True,
+              help="On a GPU, per-sample vectors up to this size stay in its memory (auto: half the free memory; "
+                   "0: never).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
@@ -143,7 +146,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, checkpoint: str | None,
-        max_memory: str, quiet: bool, as_json: bool) -> None:
+        max_memory: str, max_device_memory: str, quiet: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -162,6 +165,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers),
+        max_device_memory=parse_device_budget(max_device_memory),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
@@ -185,6 +189,17 @@ def parse_workers(text: str) -> int | None:
     if not text.strip().isdigit():
         raise BnprobeError(f"--probe-workers: cannot read {text!r}; give a number of processes (0 or more) or auto")
     return int(text)
+
+
+def parse_device_budget(text: str) -> int | str | None:
+    """``--max-device-memory``: ``auto``, a size such as ``8GiB``, ``0`` or ``none``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_bytes("--max-device-memory", text)
+    except BnprobeError:
+        raise BnprobeError(f"--max-device-memory: cannot read {text!r}; write auto, a size such as 8GiB, "
+                           "0 (never on the GPU) or none (no limit)") from None
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
