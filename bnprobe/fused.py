@@ -131,10 +131,14 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
     group = _FusedGroup(runs, train, config, device, augment, resume, cuda_graph)
     if on_start is not None:
         on_start()
-    while not group.finished:
-        group.train_epoch()
+    try:
+        while not group.finished:
+            group.train_epoch()
+    finally:
+        summary = group.graph_summary()
+        group.graph.release()  # its memory pool holds a whole step's activations
     if on_graph is not None:
-        on_graph(group.graph_summary())
+        on_graph(summary)
     results = []
     for run in group.runs:
         train_loss, train_acc = evaluate(run.model, train, device=device, precision=config.precision)

@@ -47,9 +47,12 @@ def record_cuda_graph(step: Callable[..., tuple[torch.Tensor, ...]], inputs: lis
     graph's gradient tensor.  (Test doubles that emulate a graph on the CPU need them.)
     """
     graph = torch.cuda.CUDAGraph()
-    # The default ("global") capture mode, as in PyTorch's whole-network example: the backward pass
-    # runs on autograd's device thread, whose calls must be checked too.
-    with torch.cuda.graph(graph):
+    capture_stream = torch.cuda.Stream()
+    # The outer stream context puts the current stream back even when the recording fails (the graph
+    # context's own exit raises first).  The default ("global") capture mode, as in PyTorch's
+    # whole-network example: the backward pass runs on autograd's device thread, whose calls must be
+    # checked too.
+    with torch.cuda.stream(capture_stream), torch.cuda.graph(graph, stream=capture_stream):
         outputs = step(*inputs)
     return outputs, graph.replay
 
@@ -105,6 +108,14 @@ class StepGraph:
             self._warm += 1
             return self._on_side_stream(inputs)
         return self._record(inputs)
+
+    def release(self) -> None:
+        """Free the graph, its memory pool and its static tensors (and the gradients bound to them)."""
+        if self._replay is not None:
+            for p in self.params:
+                p.grad = None
+        self._replay, self._inputs, self._outputs, self._grads, self._side = None, [], (), [], None
+        self._eager_only = True
 
     def _on_side_stream(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if self.device.type != "cuda":

@@ -334,7 +334,11 @@ def _probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> Probe
     """The study's probe workers, started now (they take seconds to start) when they will have work."""
     wanted = world.is_main and any(probe.splits for probe in probes)
     pool = ProbePool(config.probe_workers if wanted else 0)
-    pool.start()
+    try:
+        pool.start()
+    except BaseException:
+        pool.close()
+        raise
     return pool
 
 
@@ -351,65 +355,90 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     return {(run.variant, run.seed): run for run in saved.runs}
 
 
+class _Ledger:
+    """A study's runs: the finished ones, saved in study order after each is filed, and the probed
+    ones whose numbers workers are still computing."""
+
+    def __init__(self, results: Results, runs: dict[tuple[str, int], RunResult], order: list[tuple[str, int]],
+                 out_dir: Path | None, world: World, listener: StudyListener) -> None:
+        self.results, self.runs, self.order = results, runs, order
+        self.out_dir, self.world, self.listener = out_dir, world, listener
+        self.probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], float]] = {}
+
+    def save(self) -> None:
+        self.results.runs = [self.runs[key] for key in self.order if key in self.runs]
+        if self.out_dir is not None and self.world.is_main:
+            self.results.save(self.out_dir)
+
+    def expect(self, key: tuple[str, int], outcome: PendingOutcome, finish: Callable[[ProbeOutcome], RunResult],
+               started: float) -> None:
+        """File run ``key`` as ``finish(numbers)`` once ``outcome``'s numbers are in; file what is ready now."""
+        self.probing[key] = (outcome, finish, started)
+        self.settle(wait=False)
+
+    def settle(self, wait: bool) -> None:
+        """File the runs whose probe numbers are in (all of them with ``wait``), in study order."""
+        for key in [key for key in self.order if key in self.probing]:
+            outcome, finish, started = self.probing[key]
+            if not wait and not outcome.done():
+                continue
+            del self.probing[key]
+            self.runs[key] = finish(outcome.result())
+            self.save()
+            self.listener.run_done(self.runs[key], time.perf_counter() - started)
+
+
 def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
              resume: bool) -> None:
     """Train and probe every run not in ``runs`` (finished ones), saving ``results`` after each."""
-    config, listener, out_dir = study.config, study.listener, study.out_dir
-    order = [(variant, seed) for seed in range(config.seeds) for variant in config.variants]
+    config, listener = study.config, study.listener
+    ledger = _Ledger(results, runs, [(v, seed) for seed in range(config.seeds) for v in config.variants],
+                     study.out_dir, world, listener)
+    ledger.save()
+    listener.study_started(len(ledger.order))
+    try:
+        fused = _train_fused_groups(study, runs, resume)
+        for seed in range(config.seeds):
+            reference: CaptureResult | None = None
+            for variant in config.variants:
+                started = time.perf_counter()
+                kept = runs.get((variant, seed))
+                if kept is not None:
+                    pending = any((v, seed) not in runs for v in config.variants)
+                    if variant == REFERENCE_VARIANT and kept.diverged_at_epoch is None and pending and world.is_main:
+                        reference = study.capture(study.trained(variant, seed), variant, seed)
+                    listener.run_done(kept, time.perf_counter() - started)
+                    continue
+                if (variant, seed) in fused:
+                    model, report, trained = fused.pop((variant, seed))
+                else:
+                    model, report, trained = _train_one(study, variant, seed, resume)
+                if not world.is_main:
+                    continue
+                outcome, captured = PendingOutcome([], None), None
+                if trained.diverged_at_epoch is None:
+                    outcome, captured = study.probe(model, variant, seed, reference)
+                    results.layers = results.layers or captured.names
+                if variant == REFERENCE_VARIANT:
+                    reference = captured
+                del captured  # only the reference's vectors stay (often on the GPU) while the next run is captured
+                ledger.expect((variant, seed), outcome, partial(_run_result, variant, seed, trained, report), started)
+            study.clear_cache()  # probes' prepared data no longer reads the caches
+        ledger.settle(wait=True)
+    finally:
+        ledger.settle(wait=False)  # on an error, file the runs whose numbers are in before it propagates
 
-    def save() -> None:
-        results.runs = [runs[key] for key in order if key in runs]
-        if out_dir is not None and world.is_main:
-            results.save(out_dir)
 
-    probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], float]] = {}
-
-    def settle(wait: bool) -> None:
-        """File the runs whose probe numbers are in (all of them with ``wait``), in study order."""
-        for key in [key for key in order if key in probing]:
-            outcome, finish, started = probing[key]
-            if not wait and not outcome.done():
-                continue
-            del probing[key]
-            runs[key] = finish(outcome.result())
-            save()
-            listener.run_done(runs[key], time.perf_counter() - started)
-
-    save()
-    listener.study_started(len(order))
-    fused = _train_fused_groups(study, runs, resume)
-    for seed in range(config.seeds):
-        reference: CaptureResult | None = None
-        for variant in config.variants:
-            started = time.perf_counter()
-            kept = runs.get((variant, seed))
-            if kept is not None:
-                pending = any((v, seed) not in runs for v in config.variants)
-                if variant == REFERENCE_VARIANT and kept.diverged_at_epoch is None and pending and world.is_main:
-                    reference = study.capture(study.trained(variant, seed), variant, seed)
-                listener.run_done(kept, time.perf_counter() - started)
-                continue
-            if (variant, seed) in fused:
-                model, report, trained = fused.pop((variant, seed))
-            else:
-                model, report = study.variant(variant, seed)
-                listener.variant_made(variant, seed, report)
-                listener.training_started(variant, seed, config.train_for(variant).epochs)
-                trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
-                                      device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
-                                      augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
-            if not world.is_main:
-                continue
-            outcome, captured = PendingOutcome([], None), None
-            if trained.diverged_at_epoch is None:
-                outcome, captured = study.probe(model, variant, seed, reference)
-                results.layers = results.layers or captured.names
-            if variant == REFERENCE_VARIANT:
-                reference = captured
-            probing[(variant, seed)] = (outcome, partial(_run_result, variant, seed, trained, report), started)
-            settle(wait=False)
-        study.clear_cache()  # probes' prepared data no longer reads the caches
-    settle(wait=True)
+def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
+    """Make and train ``variant`` under ``seed`` alone (not fused)."""
+    config, listener = study.config, study.listener
+    model, report = study.variant(variant, seed)
+    listener.variant_made(variant, seed, report)
+    listener.training_started(variant, seed, config.train_for(variant).epochs)
+    trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
+                          device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
+                          augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
+    return model, report, trained
 
 
 def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, outcome: ProbeOutcome) -> RunResult:
@@ -467,19 +496,21 @@ def _announce_fused(listener: StudyListener, variant: str, made: dict[int, tuple
 
 def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource | None = None,
                   dataset: Dataset | None = None, device: str = "auto", data_root: str | None = None,
-                  listener: StudyListener | None = None) -> Results:
+                  probe_workers: int | None = None, listener: StudyListener | None = None) -> Results:
     """Probe the finished study in ``out`` again from its checkpoints, without retraining.
 
     Each run's final weights are loaded, its activations captured again on the same samples, and
     ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
     numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
     is kept.  Diverged runs are skipped.  A study trained on a custom ``model`` or ``dataset`` needs
-    them again here.
+    them again here.  ``probe_workers`` is this machine's (:attr:`StudyConfig.probe_workers`), not the
+    study's.
     """
     listener = listener or StudyListener()
     out_dir = Path(out)
     results = Results.load(out_dir)
     config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
+                                    "probe_workers": probe_workers,
                                     "data_root": data_root or results.config.get("data_root")})
     for what, given in (("model", model), ("dataset", dataset)):
         if results.config.get(f"custom_{what}") and given is None:

@@ -37,6 +37,28 @@ class WhereProbe(Probe):
         return {"pid": float(os.getpid()), "mean": mean}
 
 
+class DiesInWorkersProbe(WhereProbe):
+    """Kills any process but the one that built it when concluding: a worker dying (out of memory, say)."""
+
+    name = "dies"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parent = os.getpid()
+
+    def conclude(self, prepared):
+        if os.getpid() != self.parent:
+            os._exit(1)
+        return super().conclude(prepared)
+
+
+class ReturnsNoNumbersProbe(WhereProbe):
+    name = "no_numbers"
+
+    def conclude(self, prepared):
+        return {"mean": "not a number"}
+
+
 @pytest.fixture(scope="module")
 def pool():
     with ProbePool(2) as workers:
@@ -119,14 +141,58 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
         "import os\n"
         f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
         "from bnprobe.probes.clustering import HdbscanProbe, Reduced\n"
-        "from bnprobe.probes.pool import ProbePool\n"
+        "from bnprobe.probes.pool import ProbePool, pack_task\n"
         "import numpy as np\n"
         "points = np.repeat(np.eye(3, 5) * 10, 20, axis=0) + np.random.default_rng(0).normal(0, .3, (60, 5))\n"
         "labels = np.repeat([0, 1, 2], 20)\n"
         "with ProbePool(2) as pool:\n"
-        "    task = pool.submit(HdbscanProbe(), (Reduced(points, np.ones(60, bool), 5, 1.0), labels))\n"
+        "    task = pool.submit(pack_task(HdbscanProbe(), (Reduced(points, np.ones(60, bool), 5, 1.0), labels)))\n"
         "    print(task.result()['n_clusters'])\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3.0"]
     assert len(marks.read_text().split()) == 1  # the workers did not run the script's top level
+
+
+def test_probes_returning_no_numbers_fail_alone(pool, captured):
+    result, _, context = captured
+    for workers in (pool, None):
+        outcome = run_probes(result, [ReturnsNoNumbersProbe(), WhereProbe()], context, pool=workers)
+        assert [f.layer for f in outcome.failures] == result.names
+        assert all(f.error.startswith("ValueError: could not convert string to float") for f in outcome.failures)
+        assert list(outcome.values["where"]) == result.names
+
+
+def test_when_a_worker_dies_its_queued_work_is_concluded_here(captured):
+    result, _, context = captured
+    with ProbePool(1) as dying:
+        outcome = run_probes(result, [DiesInWorkersProbe()], context, pool=dying)
+        assert dying.stopped is not None and not dying.active
+    assert not outcome.failures
+    assert {numbers["pid"] for numbers in outcome.values["dies"].values()} == {float(os.getpid())}
+
+
+def test_submit_waits_for_room_in_the_queue():
+    from bnprobe.probes.clustering import HdbscanProbe, Reduced
+    from bnprobe.probes.pool import pack_task
+
+    points = np.repeat(np.eye(3, 5) * 10, 20, axis=0) + np.random.default_rng(0).normal(0, 0.3, (60, 5))
+    task = pack_task(HdbscanProbe(), (Reduced(points, np.ones(60, bool), 5, 1.0), np.repeat([0, 1, 2], 20)))
+    with ProbePool(1, max_pending_bytes=len(task)) as small:
+        first = small.submit(task)
+        second = small.submit(task)  # no room for two: waits for the first
+        assert first.done()
+        assert second.result()["n_clusters"] == 3
+
+
+def test_hdbscan_falls_back_to_the_cpu_when_the_device_runs_out_of_memory(captured):
+    from bnprobe.probes.clustering import HdbscanProbe
+
+    result, _, context = captured
+    layer = result.layers[-1]
+    expected = HdbscanProbe(min_cluster_size=5).measure(layer, context)
+
+    def out_of_memory(device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    crowded = type(layer)(**{**vars(layer), "load_tensor": out_of_memory})
+    assert HdbscanProbe(min_cluster_size=5).measure(crowded, context) == expected

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
+from bnprobe.cli.run import parse_workers
 from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
@@ -17,12 +18,15 @@ from bnprobe.study import reprobe_study
 @click.option("--probes", required=True, help="Comma list of probes, with parameters: 'hdbscan(dims=30)'.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--data-root", default=None, help="Folder with the dataset's files [default: as in the study].")
+@click.option("--probe-workers", default="auto", show_default=True,
+              help="Processes that run HDBSCAN in parallel: a number, or auto (one per core but one, from 4 cores).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
-def probe_command(out: str, probes: str, device: str, data_root: str | None, quiet: bool) -> None:
+def probe_command(out: str, probes: str, device: str, data_root: str | None, probe_workers: str, quiet: bool) -> None:
     """Run PROBES on every run of the study in OUT from its checkpoints and update its results.json.
 
     Those probes' numbers are added or replaced; training numbers and other probes are kept.
     """
     with RichListener(quiet=quiet) as listener:
-        results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root, listener=listener)
+        results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root,
+                                probe_workers=parse_workers(probe_workers), listener=listener)
     render(results, Console())

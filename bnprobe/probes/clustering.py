@@ -311,9 +311,22 @@ class HdbscanProbe(Probe):
                           reduced.explained_variance)
 
     def prepare(self, layer: LayerData, context: ProbeContext) -> tuple[Reduced, np.ndarray]:
-        """PCA (or distances) of the layer's vectors on the run's device, with the labels to score against."""
-        vectors = layer.vectors_tensor(context.device)
-        return self.reduce(vectors, context.device), _checked_labels(layer, vectors.shape[0])
+        """PCA (or distances) of the layer's vectors on the run's device, with the labels to score against.
+
+        Without device work to do (``dims=None``, not exact) the vectors stay on the host; when the
+        device runs out of memory, the PCA runs on the CPU instead (float64 throughout, so the same
+        numbers up to rounding).
+        """
+        device = context.device if self.exact or self.pca_dims is not None else torch.device("cpu")
+        vectors = None
+        try:
+            vectors = layer.vectors_tensor(device)
+            labels = _checked_labels(layer, vectors.shape[0])
+            return self.reduce(vectors, device), labels
+        except torch.cuda.OutOfMemoryError:
+            vectors = None  # drop the device copy before the host one is read
+            vectors = layer.vectors()
+            return self.reduce(vectors, torch.device("cpu")), _checked_labels(layer, vectors.shape[0])
 
     def conclude(self, prepared: tuple[Reduced, np.ndarray]) -> dict[str, float]:
         """Cluster the reduced vectors and score the clusters against the labels."""

@@ -11,8 +11,8 @@ when the study starts (:meth:`ProbePool.start`) or at the first :meth:`ProbePool
 limited to one thread and with every probe module imported before the first task.  A probe and its
 prepared data travel pickled; a probe a worker cannot load (a class defined in a notebook's
 ``__main__``) or that cannot be pickled is concluded in the study's process instead, with the same
-numbers.  A worker that dies (out of memory) fails the probes it held; the pool then stops, and the
-rest run in the study's process.
+numbers.  When a worker dies (out of memory), every task still queued fails with it: the pool stops
+taking work, and those tasks -- and the rest -- are concluded in the study's process.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ from typing import Any
 from bnprobe.params import check_int
 from bnprobe.probes.base import Probe
 
+DEFAULT_MAX_PENDING_BYTES = 1 << 30
+"""Pickled tasks waiting for workers, at most (1 GiB: PCA projections are ~1 MB a layer, but exact
+mode's distance matrices are 200 MB at 5,000 samples)."""
+MAX_PENDING_PER_WORKER = 4
+MAX_AUTO_WORKERS = 32
+"""Each worker holds torch, hdbscan and scikit-learn (a few hundred MB); more rarely pay off."""
 MIN_CORES_FOR_AUTO = 4
 """With fewer cores the study's own process, which already uses every core for capture and PCA,
 probes inline: workers would compete with it for the same cores and cost seconds to start."""
@@ -43,9 +49,10 @@ def available_cores() -> int:
 
 
 def auto_workers(cores: int | None = None) -> int:
-    """Workers for ``probe_workers=None``: one per core but one (for the study's process), from 4 cores; else 0."""
+    """Workers for ``probe_workers=None``: one per core but one (for the study's process), from 4 cores
+    and at most :data:`MAX_AUTO_WORKERS`; else 0."""
     cores = available_cores() if cores is None else cores
-    return cores - 1 if cores >= MIN_CORES_FOR_AUTO else 0
+    return min(cores - 1, MAX_AUTO_WORKERS) if cores >= MIN_CORES_FOR_AUTO else 0
 
 
 class Unloadable:
@@ -97,16 +104,33 @@ def _conclude(task: bytes) -> dict[str, float] | Unloadable:
     return probe.conclude(prepared)
 
 
+def pack_task(probe: Probe, prepared: Any) -> bytes | None:
+    """``(probe, prepared)`` pickled for a worker; None when either cannot be pickled."""
+    try:
+        return pickle.dumps((probe, prepared), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+def unpack_task(task: bytes) -> tuple[Probe, Any]:
+    """The ``(probe, prepared)`` of :func:`pack_task`, in this process."""
+    return pickle.loads(task)  # noqa: S301 - our own bytes
+
+
 class ProbePool:
     """Worker processes running :meth:`Probe.conclude`; use as a context manager, or :meth:`close`.
 
     ``workers`` is the number of processes (``None``: :func:`auto_workers`; 0: none, so every probe
-    runs in the calling process).
+    runs in the calling process).  At most ``max_pending_bytes`` of pickled tasks (and four per
+    worker) wait for the workers at a time: :meth:`submit` blocks until there is room, so a fast GPU
+    cannot pile up every run's prepared data in host memory.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES) -> None:
         self.workers = auto_workers() if workers is None else check_int("probe pool", "workers", workers, minimum=0)
+        self.max_pending_bytes = check_int("probe pool", "max_pending_bytes", max_pending_bytes, minimum=1)
         self._executor: futures.ProcessPoolExecutor | None = None
+        self._pending: dict[futures.Future, int] = {}
         self.stopped: str | None = None
         """Why the pool stopped taking work (a worker died), or None."""
 
@@ -124,20 +148,28 @@ class ProbePool:
                 for _ in range(self.workers):
                     self._executor.submit(int)  # while no worker is idle, each submit starts one more
 
-    def submit(self, probe: Probe, prepared: Any) -> futures.Future | None:
-        """Queue ``probe.conclude(prepared)`` on a worker; None when it must run in this process instead."""
+    def submit(self, task: bytes) -> futures.Future | None:
+        """Queue a :func:`pack_task` task on a worker, once there is room; None when the pool takes no work."""
         if not self.active:
             return None
-        try:
-            task = pickle.dumps((probe, prepared), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            return None
         self.start()
+        self._wait_for_room(len(task))
         try:
-            return self._executor.submit(_conclude, task)
+            future = self._executor.submit(_conclude, task)
         except futures.process.BrokenProcessPool as exc:
             self.stop(f"a probe worker died ({exc})")
             return None
+        self._pending[future] = len(task)
+        return future
+
+    def _wait_for_room(self, size: int) -> None:
+        while True:
+            self._pending = {future: n for future, n in self._pending.items() if not future.done()}
+            full = sum(self._pending.values()) + size > self.max_pending_bytes or \
+                len(self._pending) >= MAX_PENDING_PER_WORKER * self.workers
+            if not self._pending or not full:
+                return
+            futures.wait(list(self._pending), return_when=futures.FIRST_COMPLETED)
 
     def stop(self, reason: str) -> None:
         """Send no more work to the workers (after one died)."""

@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
 
 from bnprobe.capture import CaptureResult
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, LayerData, Probe, ProbeContext
-from bnprobe.probes.pool import ProbePool, Unloadable
+from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
 from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
@@ -52,28 +51,30 @@ class _Step:
 
     probe: Probe
     layer: str
-    numbers: dict[str, float] | None = None
+    numbers: dict[str, float | None] | None = None
     error: str | None = None
     future: Future | None = None
-    prepared: Any = None
-    """Kept while a worker concludes, to conclude here if the worker cannot load the probe."""
+    task: bytes | None = None
+    """The pickled task a worker concludes, kept to conclude it here if the worker cannot."""
 
     def settle(self, pool: ProbePool | None) -> None:
         """Wait for the worker, if any, and keep its numbers or its failure."""
         if self.future is None:
             return
         try:
-            numbers = self.future.result()
+            try:
+                numbers = self.future.result()
+            except BrokenProcessPool as exc:  # every queued task fails with a dead worker: redo it here
+                if pool is not None:
+                    pool.stop(f"a probe worker died ({exc})")
+                numbers = Unloadable(str(exc))
             if isinstance(numbers, Unloadable):
-                numbers = self.probe.conclude(self.prepared)
-            self.numbers = numbers
-        except BrokenProcessPool as exc:
-            if pool is not None:
-                pool.stop(f"a probe worker died ({exc})")
-            self.error = f"BrokenProcessPool: a probe worker died ({exc})"
+                probe, prepared = unpack_task(self.task)
+                numbers = probe.conclude(prepared)
+            self.numbers = _filed(numbers)
         except Exception as exc:  # isolate, as in the process
             self.error = _describe(exc)
-        self.future, self.prepared = None, None
+        self.future, self.task = None, None
 
 
 class PendingOutcome:
@@ -95,7 +96,7 @@ class PendingOutcome:
             if step.error is not None:
                 outcome.failures.append(ProbeFailure(step.probe.key, step.layer, step.error))
             else:
-                per_layer[step.layer] = {k: finite_or_none(v) for k, v in step.numbers.items()}
+                per_layer[step.layer] = step.numbers
         return outcome
 
 
@@ -103,7 +104,10 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                  on_step: Callable[[str, str], None] | None = None,
                  pool: ProbePool | None = None) -> PendingOutcome:
     """Measure every probe on every captured layer (model-scope probes once per run), the CPU halves of
-    split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``."""
+    split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``.
+
+    With a pool this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
+    """
     steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
@@ -115,14 +119,18 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                 on_step(probe.key, step.layer)
             try:
                 if pool is not None and pool.active and probe.splits:
-                    step.prepared = probe.prepare(layer, context)
-                    step.future = pool.submit(probe, step.prepared)
+                    prepared = probe.prepare(layer, context)
+                    task = pack_task(probe, prepared)
+                    step.future = pool.submit(task) if task is not None else None
                     if step.future is None:
-                        step.numbers, step.prepared = probe.conclude(step.prepared), None
+                        step.numbers = _filed(probe.conclude(prepared))
+                    else:
+                        step.task = task
+                    del prepared
                 else:
-                    step.numbers = probe.measure(layer, context)
+                    step.numbers = _filed(probe.measure(layer, context))
             except Exception as exc:  # isolate: one probe's failure must not end the study
-                step.error, step.prepared = _describe(exc), None
+                step.error = _describe(exc)
     return PendingOutcome(steps, pool)
 
 
@@ -133,6 +141,11 @@ def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeC
     With ``pool``, the CPU halves of split probes run on its workers in parallel.
     """
     return start_probes(captured, probes, context, on_step, pool).result()
+
+
+def _filed(numbers: dict[str, float]) -> dict[str, float | None]:
+    """A probe's numbers as results store them (NaN and inf as None); raises on anything else."""
+    return {str(name): finite_or_none(value) for name, value in numbers.items()}
 
 
 def _describe(exc: BaseException) -> str:
