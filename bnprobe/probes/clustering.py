@@ -318,7 +318,6 @@ class HdbscanProbe(Probe):
         numbers up to rounding).
         """
         device = context.device if self.exact or self.pca_dims is not None else torch.device("cpu")
-        vectors = None
         try:
             vectors = layer.vectors_tensor(device)
             labels = _checked_labels(layer, vectors.shape[0])

@@ -98,7 +98,7 @@ def _main_module_hidden() -> Iterator[None]:
 
 def _conclude(task: bytes) -> dict[str, float] | Unloadable:
     try:
-        probe, prepared = pickle.loads(task)  # noqa: S301 - our own bytes, from the parent process
+        probe, prepared = unpack_task(task)
     except Exception as exc:
         return Unloadable(f"{type(exc).__name__}: {exc}")
     return probe.conclude(prepared)
