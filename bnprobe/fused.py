@@ -322,9 +322,10 @@ class _FusedGroup:
 def _slice_state(state: dict, index: int) -> dict:
     """One run's optimiser state out of the stacked one: every per-parameter tensor's slice ``index``.
 
-    Scalars (Adam's ``step``) are shared by all runs and kept whole.
+    Scalars (Adam's ``step``) are shared by all runs and kept whole.  Slices are copies: a view would
+    keep (and a checkpoint would save) the whole stacked tensor.
     """
-    return {"state": {i: {name: value[index] if torch.is_tensor(value) and value.dim() > 0 else value
+    return {"state": {i: {name: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value
                           for name, value in entry.items()} for i, entry in state["state"].items()},
             "param_groups": state["param_groups"]}
 

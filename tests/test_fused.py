@@ -88,6 +88,8 @@ def test_each_fused_run_keeps_its_own_data_order_and_checkpoint(tmp_path):
             assert torch.allclose(entry["momentum_buffer"], fused["optimizer"]["state"][key]["momentum_buffer"],
                                   atol=1e-5)
         orders.append(fused["rng"][0]["order"])
+        # A run's own state, not a view into the stacked one: its file is the size of the run alone's.
+        assert (tmp_path / f"fused{seed}.pt").stat().st_size < 1.1 * (tmp_path / f"alone{seed}.pt").stat().st_size
     assert not torch.equal(orders[0], orders[1])
 
 
