@@ -29,6 +29,7 @@ Only CUDA tensors can be graphed: on other devices the wrapped function simply r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -43,17 +44,28 @@ def record_cuda_graph(step: Callable[..., tuple[torch.Tensor, ...]], inputs: lis
                       params: Sequence[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], Callable[[], None]]:
     """Record ``step(*inputs)`` into a CUDA graph without running it; return its outputs and the replay.
 
+    The graph is recorded on the inputs' device, which need not be the current one (``cuda:1``): a
+    capture stream on another device would record nothing while the kernels ran eagerly.  An empty
+    recording raises, so the caller falls back to eager steps rather than replay nothing.
+
     ``params`` is unused here: the recorded backward itself binds each parameter's ``.grad`` to the
     graph's gradient tensor.  (Test doubles that emulate a graph on the CPU need them.)
     """
+    device = inputs[0].device
     graph = torch.cuda.CUDAGraph()
-    capture_stream = torch.cuda.Stream()
-    # The outer stream context puts the current stream back even when the recording fails (the graph
-    # context's own exit raises first).  The default ("global") capture mode, as in PyTorch's
-    # whole-network example: the backward pass runs on autograd's device thread, whose calls must be
-    # checked too.
-    with torch.cuda.stream(capture_stream), torch.cuda.graph(graph, stream=capture_stream):
-        outputs = step(*inputs)
+    with torch.cuda.device(device), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        capture_stream = torch.cuda.Stream(device)
+        # The outer stream context puts the current stream back even when the recording fails (the
+        # graph context's own exit raises first).  The default ("global") capture mode, as in
+        # PyTorch's whole-network example: the backward pass runs on autograd's device thread, whose
+        # calls must be checked too.
+        with torch.cuda.stream(capture_stream), torch.cuda.graph(graph, stream=capture_stream):
+            outputs = step(*inputs)
+    for warning in caught:
+        if "graph is empty" in str(warning.message).lower():
+            raise RuntimeError(str(warning.message))
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return outputs, graph.replay
 
 
