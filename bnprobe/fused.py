@@ -322,18 +322,26 @@ class _FusedGroup:
 def _slice_state(state: dict, index: int) -> dict:
     """One run's optimiser state out of the stacked one: every per-parameter tensor's slice ``index``.
 
-    Scalars (Adam's ``step``) are shared by all runs and kept whole.  Slices are copies: a view would
-    keep (and a checkpoint would save) the whole stacked tensor.
+    Scalars (Adam's ``step``) are shared by all runs and kept whole.  Every tensor is a copy: a view
+    would keep (and a checkpoint would save) the whole stacked tensor, and a shared scalar would keep
+    counting with the stacked optimiser.
     """
-    return {"state": {i: {name: value[index].clone() if torch.is_tensor(value) and value.dim() > 0 else value
-                          for name, value in entry.items()} for i, entry in state["state"].items()},
+    return {"state": {i: {name: _own(value, index) for name, value in entry.items()}
+                      for i, entry in state["state"].items()},
             "param_groups": state["param_groups"]}
+
+
+def _own(value, index: int):
+    """Run ``index``'s copy of one optimiser state entry (see :func:`_slice_state`)."""
+    if not torch.is_tensor(value):
+        return value
+    return (value[index] if value.dim() > 0 else value).clone()
 
 
 def _stacked_state(states: list[dict]) -> dict:
     """The stacked optimiser's state from the runs' own (fresh or restored) states, which share their groups."""
     stacked = {i: {name: torch.stack([s["state"][i][name] for s in states])
-                   if torch.is_tensor(value) and value.dim() > 0 else value
+                   if torch.is_tensor(value) and value.dim() > 0 else _own(value, 0)
                    for name, value in entry.items()} for i, entry in states[0]["state"].items()}
     return {"state": stacked, "param_groups": states[0]["param_groups"]}
 
