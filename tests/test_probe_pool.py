@@ -11,7 +11,7 @@ from bnprobe.capture import capture
 from bnprobe.models import create_model
 from bnprobe.probes import build_probes
 from bnprobe.probes.base import Probe, ProbeContext
-from bnprobe.probes.pool import ProbePool, auto_workers
+from bnprobe.probes.pool import ProbePool, auto_workers, pack_task
 from bnprobe.probes.runner import run_probes, start_probes
 from bnprobe.study import StudyConfig, run_study
 from bnprobe.train import TrainConfig
@@ -103,6 +103,27 @@ def test_a_probe_the_workers_cannot_import_concludes_here(pool, captured):
     local.name = "notebook"
     outcome = run_probes(result, [local()], context, pool=pool)
     assert {numbers["pid"] for numbers in outcome.values["notebook"].values()} == {float(os.getpid())}
+    assert not outcome.failures
+
+
+class KeepsDeviceTensorsProbe(WhereProbe):
+    """Prepares a tensor that is not on the CPU (``meta`` stands in for a GPU here)."""
+
+    name = "device_tensor"
+
+    def prepare(self, layer, context):
+        return layer.name, float(layer.vectors().mean()), torch.empty(3, device="meta")
+
+    def conclude(self, prepared):
+        return super().conclude(prepared[:2])
+
+
+def test_prepared_gpu_tensors_are_concluded_here_not_sent_to_workers(pool, captured):
+    result, _, context = captured
+    assert pack_task(WhereProbe(), ("layer", torch.ones(2))) is not None
+    assert pack_task(WhereProbe(), {"nested": [torch.empty(2, device="meta")]}) is None
+    outcome = run_probes(result, [KeepsDeviceTensorsProbe()], context, pool=pool)
+    assert {numbers["pid"] for numbers in outcome.values["device_tensor"].values()} == {float(os.getpid())}
     assert not outcome.failures
 
 

@@ -10,21 +10,25 @@ Workers are started with ``spawn`` (safe after CUDA and threaded BLAS are initia
 when the study starts (:meth:`ProbePool.start`) or at the first :meth:`ProbePool.submit`, each
 limited to one thread and with every probe module imported before the first task.  A probe and its
 prepared data travel pickled; a probe a worker cannot load (a class defined in a notebook's
-``__main__``) or that cannot be pickled is concluded in the study's process instead, with the same
-numbers.  When a worker dies (out of memory), every task still queued fails with it: the pool stops
-taking work, and those tasks -- and the rest -- are concluded in the study's process.
+``__main__``), that cannot be pickled or whose prepared data holds GPU tensors is concluded in the
+study's process instead, with the same numbers.  When a worker dies (out of memory), every task
+still queued fails with it: the pool stops taking work, and those tasks -- and the rest -- are
+concluded in the study's process.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import io
 import multiprocessing
 import os
 import pickle
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 from bnprobe.params import check_int
 from bnprobe.probes.base import Probe
@@ -104,12 +108,23 @@ def _conclude(task: bytes) -> dict[str, float] | Unloadable:
     return probe.conclude(prepared)
 
 
+class _HostOnlyPickler(pickle.Pickler):
+    """A pickler that refuses tensors on a GPU: unpickling one would start CUDA in the worker."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
+            raise pickle.PicklingError(f"a tensor on {obj.device} stays in the study's process")
+        return NotImplemented
+
+
 def pack_task(probe: Probe, prepared: Any) -> bytes | None:
-    """``(probe, prepared)`` pickled for a worker; None when either cannot be pickled."""
+    """``(probe, prepared)`` pickled for a worker; None when either cannot be pickled or holds GPU tensors."""
+    buffer = io.BytesIO()
     try:
-        return pickle.dumps((probe, prepared), protocol=pickle.HIGHEST_PROTOCOL)
+        _HostOnlyPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((probe, prepared))
     except Exception:
         return None
+    return buffer.getvalue()
 
 
 def unpack_task(task: bytes) -> tuple[Probe, Any]:
