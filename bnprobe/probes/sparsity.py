@@ -58,8 +58,9 @@ class SparsityAccumulator:
         self.hoyer.append(_hoyer(flat).cpu())
         zeros_per_sample = flat_zero.sum(dim=1, dtype=torch.float64).cpu()
         width = flat_zero.shape[1]
-        for label in labels.cpu().unique().tolist():
-            mask = labels.cpu() == label
+        labels = labels.cpu()
+        for label in labels.unique().tolist():
+            mask = labels == label
             self.class_zeros[label] = self.class_zeros.get(label, 0.0) + float(zeros_per_sample[mask].sum())
             self.class_total[label] = self.class_total.get(label, 0) + int(mask.sum()) * width
 
