@@ -20,6 +20,7 @@ from fnmatch import fnmatch
 from torch import nn
 
 from bnprobe.errors import UnknownNameError
+from bnprobe.params import check_int
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -112,6 +113,7 @@ class PlainCNN(nn.Module):
 @register_model
 def cnn4(num_classes: int = 10, in_chans: int = 1, width: int = 32) -> nn.Module:
     """4-conv CNN of the Potgieter et al. MNIST study: 2 x (conv-BN-ReLU x 2, max-pool), GAP, linear."""
+    check_int("cnn4", "width", width, minimum=1)
     return PlainCNN([width, width, "M", 2 * width, 2 * width, "M"], num_classes, in_chans)
 
 

@@ -16,7 +16,9 @@ the configuration must match (a one-line error names the first field that differ
 ``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change),
 finished runs are kept as they are, the interrupted run continues from its last epoch, and the
 remaining runs train as usual.  Without ``resume`` the study starts from scratch and overwrites
-what it finds.
+what it finds -- but only once every variant has been made and captured on one sample, so a variant
+or ``layers`` the model cannot take fails before a file there is replaced.  Capture caches live in
+``cache/<variant>-seed<k>/`` and are removed when the seed is done.
 
 **Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
 trained together as one vmapped model before probing starts; each run keeps its seed, initial
@@ -38,10 +40,12 @@ Under torchrun (:mod:`bnprobe.distributed`) every process trains; only rank 0 pr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -55,6 +59,7 @@ from bnprobe.capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
     CaptureResult,
+    CaptureWarning,
     capture,
     check_max_device_memory,
     check_spatial,
@@ -65,7 +70,7 @@ from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
-from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes
+from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_or_none
@@ -113,8 +118,11 @@ class StudyConfig:
     4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
 
     def __post_init__(self) -> None:
-        self.variants = list(self.variants)
-        self.probes = list(self.probes)
+        # A comma list is accepted where a list is, as on the command line.
+        self.variants = [v.strip() for v in self.variants.split(",") if v.strip()] \
+            if isinstance(self.variants, str) else list(self.variants)
+        self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
+        self.train = _as_train_config(self.train)
         for variant in self.variants:
             if variant == REFERENCE_VARIANT:
                 continue
@@ -165,6 +173,19 @@ class StudyConfig:
         train_fields = {f.name for f in fields(TrainConfig)}
         values["train"] = TrainConfig(**{k: v for k, v in data.get("train", {}).items() if k in train_fields})
         return cls(**values)
+
+
+def _as_train_config(value: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+    """``train`` as given, or built from a dict of :class:`TrainConfig`'s fields (``{"epochs": 3}``)."""
+    if isinstance(value, TrainConfig):
+        return value
+    if isinstance(value, Mapping):
+        known = [f.name for f in fields(TrainConfig)]
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise BnprobeError(f"train: unknown setting {unknown[0]!r}; settings: {', '.join(known)}")
+        return TrainConfig(**value)
+    raise BnprobeError(f"train must be a TrainConfig or a dict of its settings, got {type(value).__name__}")
 
 
 class StudyListener:
@@ -271,9 +292,13 @@ class _Study:
             raise BnprobeError(f"checkpoint {path} does not fit {variant}: {str(exc).splitlines()[0]}") from None
         return model.to(self.device)
 
+    def cache_dir(self, variant: str, seed: int) -> Path | None:
+        """Where the capture of one run keeps vectors that fit no memory budget."""
+        return self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
+
     def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
-        cache_dir = self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
+        cache_dir = self.cache_dir(variant, seed)
         self.listener.capture_started(variant, seed, len(self.probe_split))
         return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
                        spatial=self.config.spatial, max_memory=self.config.max_memory,
@@ -297,9 +322,32 @@ class _Study:
         return outcome, captured
 
     def clear_cache(self) -> None:
-        """Remove the capture caches (once a seed's runs no longer need them)."""
-        if self.out_dir is not None:
-            shutil.rmtree(self.out_dir / "cache", ignore_errors=True)
+        """Remove the capture caches (once a seed's runs no longer need them).
+
+        Only the study's own run folders go, and ``cache/`` itself once empty: a ``cache/`` that the
+        user keeps in the output folder keeps its files.
+        """
+        if self.out_dir is None:
+            return
+        for variant in self.config.variants:
+            for seed in range(self.config.seeds):
+                shutil.rmtree(self.cache_dir(variant, seed), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.out_dir / "cache").rmdir()
+
+    def check_variants(self) -> None:
+        """Make every variant of seed 0's model and capture it on one sample, untrained.
+
+        A variant the model cannot take (``groupnorm:7`` on 32 channels) or ``layers`` that select
+        nothing then fail now, before anything trains or a file in the output folder is replaced.
+        """
+        one = (self.probe_split.x[:1], self.probe_split.y[:1])
+        for variant in self.config.variants:
+            model, _ = self.variant(variant, 0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CaptureWarning)  # the real capture says it
+                capture(model, one, layers=self.config.layers, spatial=self.config.spatial, vectors=False,
+                        device=self.device)
 
 
 def run_study(config: StudyConfig, *, out: str | Path | None = None, model: ModelSource | None = None,
@@ -326,6 +374,7 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
         if not has_batchnorm(study.base(0)):
             raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
                                    "pick a CNN with BatchNorm")
+        study.check_variants()
         _run_all(study, results, runs, world, resume)
     return results
 

@@ -1,0 +1,115 @@
+"""Bad input: one line, exit code 2, no traceback -- and nothing already written is lost."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bnprobe.cli import cli
+from bnprobe.data import Split
+from bnprobe.errors import BnprobeError
+from bnprobe.models import create_model
+from bnprobe.study import StudyConfig, run_study
+from bnprobe.train import TrainConfig, train_model
+
+TINY = ["--epochs", "1", "--samples", "60", "--batch-size", "64", "--device", "cpu", "--probes", "sparsity",
+        "--quiet"]
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output, result.output
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "study"
+    result = _run("run", "cnn4", "--variants", "bn,identity", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--layers", "attn"], "no module matches layers='attn'"),
+    (["--variants", "bn,groupnorm:7"], "groupnorm:7 needs a channel count divisible by 7"),
+], ids=["layers-select-nothing", "groups-do-not-divide"])
+def test_a_bad_variant_or_layer_fails_before_anything_is_trained_or_replaced(finished, args, message):
+    files = {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()}
+    options = [a for a in TINY if a not in ("--probes", "sparsity")]
+    _one_line_error(_run("run", "cnn4", "--out", finished, *options, *args), message)
+    assert {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()} == files
+
+
+def test_a_cache_folder_the_user_keeps_in_out_keeps_its_files(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "mine.txt").write_text("keep")
+    config = StudyConfig(model="cnn4", variants=["bn", "identity"], samples=40, probes=["sparsity", "hdbscan"],
+                         device="cpu", max_memory=0, train=TrainConfig(epochs=1))  # max_memory 0: vectors on disk
+    results = run_study(config, out=tmp_path)
+    assert all("hdbscan" in run.probes for run in results.runs)  # read from the on-disk cache
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["mine.txt"]  # its own run folders are gone
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[]", "holds a JSON list, not a study's results"),
+    (b"\xff\xfe", "is not a text file"),
+    (json.dumps({"schema_version": 1, "model": "cnn4", "dataset": "digits",
+                 "runs": [{"variant": "bn", "seed": 0, "train_accuracy": "high", "test_accuracy": None,
+                           "final_loss": None}]}).encode(), "run/model/train_accuracy is 'high', not a number"),
+], ids=["list", "binary", "non-numeric"])
+def test_report_refuses_files_that_are_not_results(tmp_path, content, message):
+    (tmp_path / "results.json").write_bytes(content)
+    _one_line_error(_run("report", tmp_path / "results.json"), message)
+
+
+def test_a_path_the_file_system_refuses_is_bad_input(tmp_path):
+    (tmp_path / "afile").write_text("")
+    _one_line_error(_run("run", "cnn4", "--out", tmp_path / "afile" / "sub", *TINY), "Not a directory")
+
+
+def test_a_truncated_weights_file_is_bad_input(finished, tmp_path):
+    (tmp_path / "cut.pt").write_bytes((finished / "checkpoints" / "bn-seed0.pt").read_bytes()[:5000])
+    _one_line_error(_run("run", "cnn4", "--checkpoint", tmp_path / "cut.pt", "--out", tmp_path / "o", *TINY),
+                    "cannot read checkpoint")
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--grad-clip", "0"], "grad_clip must be > 0"),
+    (["--lr", "0"], "lr must be > 0"),
+])
+def test_values_that_would_train_nothing_are_refused(tmp_path, option, message):
+    _one_line_error(_run("run", "cnn4", "--out", tmp_path / "o", *TINY, *option), message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_without_channels_is_refused():
+    with pytest.raises(BnprobeError, match="cnn4: width must be >= 1, got 0"):
+        create_model("cnn4", num_classes=10, width=0)
+
+
+def test_resuming_from_another_models_checkpoint_says_so(tmp_path):
+    x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 4
+    config = TrainConfig(epochs=1, batch_size=16)
+    train_model(create_model("cnn4", num_classes=4, in_chans=1, width=8), Split(x, y), config=config, device="cpu",
+                checkpoint=tmp_path / "run.pt")
+    with pytest.raises(BnprobeError, match="holds another model's weights .*; delete it"):
+        train_model(create_model("cnn4", num_classes=4, in_chans=1, width=4), Split(x, y), config=config, device="cpu",
+                    checkpoint=tmp_path / "run.pt", resume=True)
+
+
+def test_a_study_config_takes_comma_lists_and_a_dict_of_training_settings():
+    config = StudyConfig(model="cnn4", variants="bn, identity", probes="sparsity,hdbscan(dims=30,min_cluster_size=5)",
+                         train={"epochs": 2, "lr": 0.01})
+    assert config.variants == ["bn", "identity"]
+    assert config.probes == ["sparsity", "hdbscan(dims=30,min_cluster_size=5)"]
+    assert config.train == TrainConfig(epochs=2, lr=0.01)
+    with pytest.raises(BnprobeError, match="train: unknown setting 'epoch'; settings: epochs, batch_size"):
+        StudyConfig(model="cnn4", train={"epoch": 2})
+    with pytest.raises(BnprobeError, match="train must be a TrainConfig or a dict of its settings, got int"):
+        StudyConfig(model="cnn4", train=5)
