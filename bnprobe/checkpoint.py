@@ -53,8 +53,9 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)}: {str(exc).partition(chr(10))[0]}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({str(exc).partition(chr(10))[0]}); "
+                           "give a file saved with torch.save(model.state_dict(), ...)") from None
     if isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
     if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):

@@ -26,10 +26,12 @@ def check_int(owner: str, name: str, value: Any, *, minimum: int | None = None,
 
 
 def check_float(owner: str, name: str, value: Any, *, minimum: float | None = None,
-                maximum: float | None = None) -> float:
-    """Return ``value`` as a float within the bounds, or raise a one-line error."""
+                maximum: float | None = None, positive: bool = False) -> float:
+    """Return ``value`` as a float within the bounds (above 0 if ``positive``), or raise a one-line error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BnprobeError(f"{owner}: {name} must be a number, got {value!r}")
+    if positive and not value > 0:
+        raise BnprobeError(f"{owner}: {name} must be > 0, got {value}")
     if minimum is not None and value < minimum:
         raise BnprobeError(f"{owner}: {name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:

@@ -99,7 +99,7 @@ class Results:
             raise BnprobeError(f"results schema version {version!r} is not {SCHEMA_VERSION}; "
                                "re-run the study with this bnprobe version")
         return cls(model=data["model"], dataset=data["dataset"], config=data.get("config", {}),
-                   runs=[RunResult(**r) for r in data.get("runs", [])], layers=data.get("layers", []))
+                   runs=[_run_from_dict(r) for r in data.get("runs", [])], layers=data.get("layers", []))
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/results.json`` atomically and return its path."""
@@ -134,10 +134,31 @@ class Results:
         if not path.is_file():
             raise BnprobeError(f"no results at {path}; give a study folder written by `bnprobe run`")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise BnprobeError(f"{path} is not a text file; give the results.json written by `bnprobe run`") from None
         except json.JSONDecodeError as exc:
             raise BnprobeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data)
+        if not isinstance(data, dict):
+            raise BnprobeError(f"{path} holds a JSON {type(data).__name__}, not a study's results; "
+                               "give the results.json written by `bnprobe run`")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BnprobeError(f"{path} is not a bnprobe results file ({type(exc).__name__}: {exc}); "
+                               "re-run the study or restore the file") from None
+
+
+def _run_from_dict(data: dict) -> RunResult:
+    """A saved run; ValueError when one of its numbers is not a number (a hand-edited file)."""
+    run = RunResult(**data)
+    for probe, layers in run.numbers().items():
+        for layer, metrics in layers.items():
+            for metric, value in metrics.items():
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"{run.variant} seed {run.seed}: {probe}/{layer}/{metric} is {value!r}, "
+                                     "not a number")
+    return run
 
 
 def _new_file_mode() -> int:

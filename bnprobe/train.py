@@ -81,16 +81,16 @@ class TrainConfig:
         check_int("train", "epochs", self.epochs, minimum=1)
         check_int("train", "batch_size", self.batch_size, minimum=1)
         check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
-        check_float("train", "lr", self.lr, minimum=0.0)
+        check_float("train", "lr", self.lr, positive=True)  # 0 would train nothing
         check_float("train", "momentum", self.momentum, minimum=0.0, maximum=1.0)
         check_float("train", "weight_decay", self.weight_decay, minimum=0.0)
         check_choice("train", "schedule", self.schedule, SCHEDULES)
         check_float("train", "label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0)
         check_choice("train", "precision", self.precision, PRECISIONS)
-        if self.grad_clip is not None:
-            check_float("train", "grad_clip", self.grad_clip, minimum=0.0)
+        if self.grad_clip is not None:  # None, not 0, turns clipping off: 0 would stop every update
+            check_float("train", "grad_clip", self.grad_clip, positive=True)
         if self.agc is not None:
-            check_float("train", "agc", self.agc, minimum=0.0)
+            check_float("train", "agc", self.agc, positive=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -354,7 +354,11 @@ class _Run:
         if len(state["rng"]) != self.world.size:
             raise BnprobeError(f"checkpoint {path} was written by {len(state['rng'])} processes, this run has "
                                f"{self.world.size}; resume with the same number")
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise BnprobeError(f"checkpoint {path} holds another model's weights ({str(exc).splitlines()[0]}); "
+                               "delete it, or resume in the folder of the study that wrote it") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])

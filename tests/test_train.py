@@ -79,7 +79,7 @@ def test_config_validation():
         TrainConfig(epochs=0)
     with pytest.raises(BnprobeError, match="precision must be one of auto, fp32, bf16, fp16; got 'fp8'"):
         TrainConfig(precision="fp8")
-    with pytest.raises(BnprobeError, match="agc must be >= 0.0"):
+    with pytest.raises(BnprobeError, match="agc must be > 0, got -1.0"):
         TrainConfig(agc=-1.0)
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
@@ -156,7 +156,7 @@ def test_per_variant_settings():
         StudyConfig(model="cnn4", variants=["bn"], probes=["sparsity"], overrides={"groupnorm": {"lr": 0.1}})
     with pytest.raises(BnprobeError, match="epochs cannot differ between variants"):
         StudyConfig(model="cnn4", variants=["bn"], probes=["sparsity"], overrides={"bn": {"epochs": 2}})
-    with pytest.raises(BnprobeError, match="lr must be >= 0.0"):
+    with pytest.raises(BnprobeError, match="lr must be > 0, got -1.0"):
         StudyConfig(model="cnn4", variants=["bn"], probes=["sparsity"], overrides={"bn": {"lr": -1.0}})
 
 
@@ -174,7 +174,7 @@ def test_per_variant_option_syntax():
 @pytest.mark.parametrize(("args", "message"), [
     (["--lr", "fast"], "--lr: 'fast' is not a number; give e.g. 0.01 or bn=0.1,identity=0.02"),
     (["--lr", "nonorm=0.1"], "lr set for variant 'nonorm', which is not in variants (bn, identity)"),
-    (["--agc", "-1"], "agc must be >= 0.0"),
+    (["--agc", "-1"], "agc must be > 0, got -1.0"),
     (["--precision", "fp8"], "precision must be one of auto, fp32, bf16, fp16"),
     (["--schedule", "warm"], "schedule must be one of cosine, onecycle, constant"),
     (["--optimizer", "lion"], "optimizer must be one of sgd, adam, adamw"),

@@ -1,7 +1,8 @@
 """The ``bnprobe`` command line: a thin shell that parses, calls the Python API and renders.
 
 Bad input raises :class:`bnprobe.errors.BnprobeError` somewhere in the API; here it becomes one line
-on stderr and exit code 2, with no traceback.
+on stderr and exit code 2, with no traceback.  So does a path the file system refuses (a file where a
+folder should be, no permission): the options name the paths, so they are input too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import click
 
 from bnprobe.errors import BnprobeError
 
+PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
@@ -17,6 +20,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BnprobeError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except PATH_ERRORS as exc:
+            click.echo(f"error: cannot use {exc.filename}: {exc.strerror}; check the paths given to this command",
+                       err=True)
             ctx.exit(2)
 
 
