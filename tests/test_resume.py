@@ -149,6 +149,9 @@ def test_probe_a_finished_study_again(finished, tmp_path):
         assert new["probes"]["sparsity"] == old["probes"]["sparsity"]  # same weights, same samples, same numbers
         assert {k: v for k, v in new.items() if k != "probes"} == {k: v for k, v in old.items() if k != "probes"}
     assert set(after["runs"][0]["probes"]["binary_patterns"]) == set(after["layers"])
+    # The CSV and plots hold the same numbers as results.json, the new probe's included.
+    assert any(row.split(",")[2] == "binary_patterns" for row in (out / "results.csv").read_text().splitlines())
+    assert (out / "plots" / "binary_patterns.png").is_file()
 
 
 def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path):
