@@ -7,7 +7,7 @@ A study file holds the same settings as the command line, under the option names
     dataset = "digits"
     variants = ["bn", "identity", "groupnorm:8"]
     seeds = 4
-    lr = { bn = 0.1, identity = 0.02 }      # per-variant values, as --lr bn=0.1,identity=0.02
+    lr = { bn = 3e-3, identity = 5e-4 }     # per-variant values, as --lr bn=3e-3,identity=5e-4
 
     [probes.hdbscan]                         # probes with their parameters
     min_cluster_size = 20
@@ -20,24 +20,28 @@ tables become ``variant=value`` lists.  Options given on the command line win ov
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from bnprobe.errors import BnprobeError
 
 
-def read_study_file(path: str | Path, options: Iterable[str]) -> dict[str, Any]:
-    """The settings in ``path`` as ``{option name: command-line value}`` for the given option names."""
+def read_study_file(path: str | Path, options: Iterable[str] | Mapping[str, str]) -> dict[str, Any]:
+    """The settings in ``path`` as ``{parameter: command-line value}``.
+
+    ``options`` maps each setting's name (the option's, ``compile`` for ``--compile``) to the name of
+    the parameter it fills (``compile_``); a plain list of names means each fills its namesake.
+    """
     data = _load(Path(path))
-    known = set(options)
+    known = dict(options) if isinstance(options, Mapping) else {name: name for name in options}
     settings: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
             raise BnprobeError(f"study file {path}: unknown setting {key!r}; settings are the options of "
                                f"`bnprobe run`: {', '.join(sorted(n.replace('_', '-') for n in known))}")
-        settings[name] = _probes(value) if name == "probes" else _plain(value)
+        settings[known[name]] = _probes(value) if name == "probes" else _plain(value)
     return settings
 
 

@@ -20,7 +20,7 @@ from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
 from bnprobe.studyfile import read_study_file
 from bnprobe.train import TrainConfig
 
-PER_VARIANT_HELP = "A number for every variant, or per variant: '0.01,bn=0.1' (bn 0.1, the others 0.01)."
+PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
 
 
 def default_out(model: str) -> Path:
@@ -79,8 +79,14 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
     """Eager callback: the study file's settings become the defaults of every other option."""
     if path:
-        names = [p.name for p in ctx.command.params if p.name and p.name != "config"]
+        names = {_setting_name(p): p.name for p in ctx.command.params if p.name and p.name != "config"}
         ctx.default_map = {**(ctx.default_map or {}), **read_study_file(path, names)}
+
+
+def _setting_name(param: click.Parameter) -> str:
+    """A study file's name for ``param``: its long option's (``json`` for ``--json``), or the argument's."""
+    long = [opt for opt in param.opts if opt.startswith("--")] if isinstance(param, click.Option) else []
+    return long[0][2:].replace("-", "_") if long else str(param.name)
 
 
 @cli.command()
