@@ -8,7 +8,8 @@ The Python API mirrors the pipeline, one function per stage::
     captured = bnprobe.capture(variant, data.train, samples=500, probes=probes)
     outcome = bnprobe.run_probes(captured, probes, context)   # pool=bnprobe.ProbePool(8): in parallel
 
-or all at once with :func:`run_study`.
+or all at once with :func:`run_study` (your own loaders: ``bnprobe.Dataset.from_loaders``), then
+``bnprobe.render(results)`` in the terminal and ``bnprobe.write_outputs(results, out)`` on disk.
 """
 
 from bnprobe.capture import CaptureResult, CaptureWarning, capture
@@ -27,6 +28,7 @@ from bnprobe.probes import (
 )
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import ProbeOutcome, run_probes, start_probes
+from bnprobe.report import render, write_outputs
 from bnprobe.results import Results, RunResult
 from bnprobe.study import StudyConfig, reprobe_study, run_study
 from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
@@ -67,10 +69,12 @@ __all__ = [
     "make_variant",
     "register_model",
     "register_probe",
+    "render",
     "run_probes",
     "reprobe_study",
     "run_study",
     "start_probes",
     "swap_norms",
     "train_model",
+    "write_outputs",
 ]

@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from bnprobe.activations import is_activation, is_gate
+from bnprobe.data import inputs_and_labels
 from bnprobe.errors import BnprobeError
 from bnprobe.fx_capture import plan_functional
 from bnprobe.probes.base import Accumulator, LayerData, Probe
@@ -256,7 +257,7 @@ def _batches(data, samples: int | None, batch_size: int) -> tuple[Iterator, int]
             raise BnprobeError("capture needs (inputs, labels) tensors or a DataLoader over a sized "
                                "dataset, so it knows how many samples to expect") from None
         n = total if samples is None else min(samples, total)
-        return (tuple(b[:2]) for b in data), n
+        return (inputs_and_labels(b) for b in data), n
     raise BnprobeError(f"capture cannot read data of type {type(data).__name__}; "
                        "pass (inputs, labels) tensors or a DataLoader")
 

@@ -22,9 +22,10 @@ the quick default study is better served by the plain images.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,43 @@ class Dataset:
     def to(self, device: torch.device | str) -> Dataset:
         """The dataset with both splits on ``device``: moved once, then sliced there by the trainer."""
         return replace(self, train=self.train.to(device), test=self.test.to(device))
+
+    @classmethod
+    def from_loaders(cls, train: Iterable, test: Iterable, *, name: str = "custom",
+                     num_classes: int | None = None, augment: Augment | None = None) -> Dataset:
+        """A dataset from your own ``DataLoader`` s (or any iterables of ``(inputs, labels)`` batches).
+
+        Each loader is read once, in its own order, and held as tensors: a study trains every run on
+        the same data, moves it to the device once and probes a fixed subset, which a loader that
+        shuffles or augments on the fly cannot give.  Give ``augment`` for augmentation on the device.
+        ``num_classes`` defaults to the largest label + 1.  For data too large to hold, train with
+        :func:`bnprobe.train_model` and capture with :func:`bnprobe.capture`, which read loaders
+        batch by batch.
+        """
+        splits = [_read_loader(loader, what) for loader, what in ((train, "train"), (test, "test"))]
+        if num_classes is None:
+            num_classes = int(max(int(s.y.max()) for s in splits)) + 1
+        return cls(name, splits[0], splits[1], num_classes, augment=augment)
+
+
+def inputs_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(inputs, labels)`` of one loader batch: a tuple or list whose first two items are tensors."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and all(isinstance(t, torch.Tensor) for t in batch[:2]):
+        return batch[0], batch[1]
+    kind = f"a dict with keys {', '.join(map(str, batch))}" if isinstance(batch, Mapping) else type(batch).__name__
+    raise BnprobeError(f"a data batch must be (inputs, labels) tensors, got {kind}; "
+                       "give a DataLoader whose dataset returns (image, label) pairs")
+
+
+def _read_loader(loader: Iterable, what: str) -> Split:
+    xs, ys = [], []
+    for batch in loader:
+        x, y = inputs_and_labels(batch)
+        xs.append(x.detach().float().cpu())
+        ys.append(y.detach().long().cpu())
+    if not xs:
+        raise BnprobeError(f"the {what} loader gave no batches")
+    return Split(torch.cat(xs), torch.cat(ys))
 
 
 def permuted_subset(split: Split, n: int, seed: int) -> Split:

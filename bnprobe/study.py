@@ -360,13 +360,14 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     ``resume`` continues the study already in ``out`` (see the module docstring).
     """
     listener = listener or StudyListener()
+    _check_dataset(dataset)
     device = resolve_device(config.device)
     probes = build_probes(config.probes)
     with process_group(device) as world, _probe_pool(config, probes, world) as pool:
         data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
         source: ModelSource = model if model is not None else config.model
         study = _Study(config, source, data, probes, device, Path(out) if out is not None else None, listener, pool)
-        results = Results(model=config.model if isinstance(source, str) else _name_of(source), dataset=data.name,
+        results = Results(model=config.model, dataset=data.name,
                           config={**config.to_dict(), "device": str(device),
                                   "samples_probed": len(study.probe_split),
                                   "custom_model": model is not None, "custom_dataset": dataset is not None})
@@ -377,6 +378,13 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
         study.check_variants()
         _run_all(study, results, runs, world, resume)
     return results
+
+
+def _check_dataset(dataset: object) -> None:
+    """A study's own data must be a :class:`Dataset`; loaders are read into one by ``Dataset.from_loaders``."""
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise BnprobeError(f"a study's dataset must be a bnprobe.Dataset, got {type(dataset).__name__}; "
+                           "wrap your loaders: bnprobe.Dataset.from_loaders(train_loader, test_loader)")
 
 
 def _probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
@@ -556,6 +564,7 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     study's.
     """
     listener = listener or StudyListener()
+    _check_dataset(dataset)
     out_dir = Path(out)
     results = Results.load(out_dir)
     config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
@@ -598,11 +607,6 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
         results.save(study.out_dir)
         study.listener.run_done(run, time.perf_counter() - started)
     study.clear_cache()
-
-
-def _name_of(source: ModelSource) -> str:
-    """The name a study reports for a user's model: a class's or function's name, or the module's type."""
-    return getattr(source, "__name__", type(source).__name__)
 
 
 def _lookup(reference: CaptureResult | None):

@@ -46,7 +46,7 @@ from torch import nn
 
 from bnprobe import distributed
 from bnprobe.augment import Augment
-from bnprobe.data import Split
+from bnprobe.data import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
 from bnprobe.trainstate import FORMAT, VERSION, first_difference, load_train_state, save_atomic
@@ -170,7 +170,8 @@ def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator
             yield data.x[idx], data.y[idx]
     else:
         for batch in data:
-            yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            x, y = inputs_and_labels(batch)
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def _num_batches(data: Split | Iterable, batch_size: int, world: distributed.World) -> int:

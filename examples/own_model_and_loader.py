@@ -55,13 +55,13 @@ def main() -> None:
             ari = outcome.values["hdbscan"][layer]["ari"]
             print(f"  {layer:14s} channel sparsity {sparsity:.3f}   HDBSCAN ARI {ari:.3f}")
 
-    # The same comparison, seeds and all, in one call:
+    # The same comparison, seeds and all, in one call.  A study holds its data as tensors (every run
+    # trains on the same data and is probed on the same samples), so the loaders are read once:
+    own_data = bnprobe.Dataset.from_loaders(probe_loader, test_loader, name="digits-from-loaders")
     config = bnprobe.StudyConfig(model="SmallCNN", variants=["bn", "identity"], seeds=2, samples=1000,
                                  train=bnprobe.TrainConfig(epochs=3, lr=3e-3), device="cpu")
-    results = bnprobe.run_study(config, model=SmallCNN, dataset=data)
-    from bnprobe.report import render
-
-    render(results)
+    results = bnprobe.run_study(config, model=SmallCNN, dataset=own_data)
+    bnprobe.render(results)
 
 
 if __name__ == "__main__":
