@@ -21,11 +21,12 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -171,8 +172,16 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
                 for p, v in sig.parameters.items() if p in cls.param_names()}
 
     def get_params(self) -> dict[str, Any]:
-        """The configured parameter values (scikit-learn's ``get_params``)."""
-        return {p: getattr(self, p) for p in self.param_names() if hasattr(self, p)}
+        """The configured parameter values (scikit-learn's ``get_params``).
+
+        As in scikit-learn, ``__init__`` stores each parameter under its own name: the probe's key,
+        its ``repr`` and the copies sent to worker processes are built from these attributes.
+        """
+        missing = [p for p in self.param_names() if not hasattr(self, p)]
+        if missing:
+            raise TypeError(f"probe {self.name!r}: __init__ must store each parameter as self.<name>; "
+                            f"missing: {', '.join(missing)}")
+        return {p: getattr(self, p) for p in self.param_names()}
 
     @property
     def key(self) -> str:
@@ -230,19 +239,38 @@ _REGISTRY: dict[str, ProbeInfo] = {}
 _PLUGINS_LOADED = False
 
 
-def register_probe(name: str, *, source: str = "built-in") -> Callable[[type[Probe]], type[Probe]]:
-    """Class decorator: make a :class:`Probe` subclass available as ``name``."""
+def register_probe(name: str, *, source: str | None = None) -> Callable[[type[Probe]], type[Probe]]:
+    """Class decorator: make a :class:`Probe` subclass available as ``name``.
+
+    ``source`` is what ``bnprobe probes`` lists as its origin: ``built-in`` for bnprobe's own, else
+    the class's module (``__main__`` in a notebook).  Registering a name that another class holds
+    replaces it with a warning, as timm's ``register_model`` does; re-running the cell that defines
+    the same class does not warn.
+    """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
         raise ValueError(f"probe name {name!r} must be an identifier (letters, digits, _ or -)")
 
     def decorate(cls: type[Probe]) -> type[Probe]:
         if not (isinstance(cls, type) and issubclass(cls, Probe)):
             raise TypeError(f"@register_probe({name!r}) needs a Probe subclass, got {cls!r}")
+        for attribute, allowed in (("needs", get_args(Need)), ("scope", get_args(Scope))):
+            if getattr(cls, attribute) not in allowed:
+                raise TypeError(f"probe {name!r}: {attribute} must be one of {', '.join(allowed)}, "
+                                f"got {getattr(cls, attribute)!r}")
+        old = _REGISTRY.get(name)
+        if old is not None and old.cls is not None and _qualified(old.cls) != _qualified(cls):
+            warnings.warn(f"probe {name!r} ({_qualified(old.cls)}) is replaced by {_qualified(cls)}",
+                          stacklevel=2)
         cls.name = name
-        _REGISTRY[name] = ProbeInfo(name=name, cls=cls, source=source)
+        origin = source or ("built-in" if cls.__module__.startswith("bnprobe.") else cls.__module__)
+        _REGISTRY[name] = ProbeInfo(name=name, cls=cls, source=origin)
         return cls
 
     return decorate
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 _BUILTIN_MODULES = ("bnprobe.probes.sparsity", "bnprobe.probes.clustering", "bnprobe.probes.attribution")
