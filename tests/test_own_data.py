@@ -75,3 +75,13 @@ def test_batches_that_are_not_pairs_are_named_in_one_line():
         bnprobe.train_model(SmallNet(), loader, config=bnprobe.TrainConfig(epochs=1), device="cpu")
     with pytest.raises(BnprobeError, match=message):
         bnprobe.capture(SmallNet(), loader)
+
+
+def test_a_context_whose_samples_are_not_the_captured_ones_is_refused():
+    x, y = _tensors(40, 0)
+    model = SmallNet()
+    probes = bnprobe.build_probes("sparsity")
+    captured = bnprobe.capture(model, (x, y), probes=probes)
+    context = bnprobe.ProbeContext(model=model, inputs=x[:10], labels=y[:10], device=torch.device("cpu"))
+    with pytest.raises(BnprobeError, match="ProbeContext.inputs has 10 samples but 40 were captured"):
+        bnprobe.run_probes(captured, probes, context)

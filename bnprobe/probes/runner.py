@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from bnprobe.capture import CaptureResult
+from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, LayerData, Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
 from bnprobe.results import finite_or_none
@@ -100,6 +101,15 @@ class PendingOutcome:
         return outcome
 
 
+def _check_context(captured: CaptureResult, context: ProbeContext) -> None:
+    """Probes that read the model compare its inputs with the captured layers sample by sample."""
+    for what in ("inputs", "labels"):
+        given = getattr(context, what)
+        if given is not None and len(given) != len(captured.labels):
+            raise BnprobeError(f"ProbeContext.{what} has {len(given)} samples but {len(captured.labels)} were "
+                               f"captured; pass the captured samples (capture(..., samples=N) takes the first N)")
+
+
 def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
                  on_step: Callable[[str, str], None] | None = None,
                  pool: ProbePool | None = None) -> PendingOutcome:
@@ -107,7 +117,9 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
     split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``.
 
     With a pool this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
+    ``context.inputs`` and ``labels``, when given, must be the captured samples, in their order.
     """
+    _check_context(captured, context)
     steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
