@@ -119,6 +119,7 @@ def test_probes_lists_builtins():
     assert result.exit_code == 0
     for name in ("sparsity", "hdbscan"):
         assert name in result.output
+    assert "…" not in result.output and "n_steps=50" in result.output  # defaults whole at 80 columns
 
 
 def test_console_script_is_installed():

@@ -14,11 +14,11 @@ def probes_command() -> None:
     """List every probe (built-in and plugins) with its source and parameters."""
     table = Table(title="probes")
     for column in ("name", "source", "needs", "description", "parameters"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # whole names and defaults, however narrow the terminal
     for info in list_probes(include_broken=True):
         if info.broken:
             table.add_row(info.name, info.source, "—", f"[red]broken: {info.error}[/red]", "")
             continue
-        params = ", ".join(f"{k}={v!r}" for k, v in info.cls.param_defaults().items())
+        params = "\n".join(f"{k}={v!r}" for k, v in info.cls.param_defaults().items())
         table.add_row(info.name, info.source, info.cls.needs, info.cls.description, params or "—")
     Console().print(table)
