@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 
+from bnprobe.errors import BnprobeError
 from bnprobe.probes import base, get_probe, list_probes
 from bnprobe.probes.base import Probe, register_probe
 
@@ -37,6 +38,14 @@ def test_taking_over_a_name_warns_but_redefining_the_same_class_does_not():
     assert type(get_probe("sparsity")).__module__ == "__main__"
 
 
+def test_a_notebook_probe_registered_before_the_plugins_load_is_not_replaced_by_one(monkeypatch):
+    """The installed bnprobe-cka plugin also provides 'cka'; the user's class, registered first, wins."""
+    monkeypatch.setattr(base, "_PLUGINS_LOADED", False)
+    with pytest.warns(UserWarning, match="probe 'cka' .bnprobe_cka.CKAProbe. is replaced by __main__.MyCKA"):
+        register_probe("cka")(_probe_class("MyCKA"))
+    assert type(get_probe("cka")).__qualname__ == "MyCKA"
+
+
 @pytest.mark.parametrize(("attribute", "value"), [("needs", "pixels"), ("scope", "network")])
 def test_needs_and_scope_are_checked_at_the_decorator(attribute, value):
     with pytest.raises(TypeError, match=f"probe 'odd': {attribute} must be one of .*, got '{value}'"):
@@ -50,6 +59,6 @@ def test_a_parameter_not_stored_under_its_name_is_named_not_dropped():
 
     cls = _probe_class("ForgetfulProbe", __init__=init, needs="vectors")
     register_probe("forgetful")(cls)
-    with pytest.raises(TypeError, match="probe 'forgetful': __init__ must store each parameter as self.<name>; "
-                                        "missing: k"):
+    with pytest.raises(BnprobeError, match="probe 'forgetful' .__main__.ForgetfulProbe.: __init__ must store each "
+                                           "parameter as self.<name>; missing: k"):
         _ = get_probe("forgetful", k=3).key

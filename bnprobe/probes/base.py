@@ -174,13 +174,13 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
     def get_params(self) -> dict[str, Any]:
         """The configured parameter values (scikit-learn's ``get_params``).
 
-        As in scikit-learn, ``__init__`` stores each parameter under its own name: the probe's key,
-        its ``repr`` and the copies sent to worker processes are built from these attributes.
+        As in scikit-learn, ``__init__`` stores each parameter under its own name: the probe's key
+        (what its numbers are filed under) and its ``repr`` are built from these attributes.
         """
         missing = [p for p in self.param_names() if not hasattr(self, p)]
         if missing:
-            raise TypeError(f"probe {self.name!r}: __init__ must store each parameter as self.<name>; "
-                            f"missing: {', '.join(missing)}")
+            raise BnprobeError(f"probe {self.name!r} ({type(self).__module__}.{type(self).__qualname__}): "
+                               f"__init__ must store each parameter as self.<name>; missing: {', '.join(missing)}")
         return {p: getattr(self, p) for p in self.param_names()}
 
     @property
@@ -244,8 +244,9 @@ def register_probe(name: str, *, source: str | None = None) -> Callable[[type[Pr
 
     ``source`` is what ``bnprobe probes`` lists as its origin: ``built-in`` for bnprobe's own, else
     the class's module (``__main__`` in a notebook).  Registering a name that another class holds
-    replaces it with a warning, as timm's ``register_model`` does; re-running the cell that defines
-    the same class does not warn.
+    -- a built-in's, a plugin's -- replaces it with a warning, as timm's ``register_model`` does
+    (the built-ins and plugins are loaded first, so yours wins); re-running the cell that defines the
+    same class does not warn.
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
         raise ValueError(f"probe name {name!r} must be an identifier (letters, digits, _ or -)")
@@ -257,6 +258,8 @@ def register_probe(name: str, *, source: str | None = None) -> Callable[[type[Pr
             if getattr(cls, attribute) not in allowed:
                 raise TypeError(f"probe {name!r}: {attribute} must be one of {', '.join(allowed)}, "
                                 f"got {getattr(cls, attribute)!r}")
+        if not cls.__module__.startswith("bnprobe."):
+            _load_plugins()  # so the user's class replaces a built-in or plugin, not the other way round
         old = _REGISTRY.get(name)
         if old is not None and old.cls is not None and _qualified(old.cls) != _qualified(cls):
             warnings.warn(f"probe {name!r} ({_qualified(old.cls)}) is replaced by {_qualified(cls)}",
@@ -297,11 +300,9 @@ def _load_plugins() -> None:
             cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Probe)):
                 raise TypeError(f"{ep.value} is not a bnprobe Probe subclass")
+            register_probe(ep.name, source=dist)(cls)  # the decorator's checks, for plugins too
         except Exception as exc:  # a broken plugin must not break bnprobe
             _REGISTRY[ep.name] = ProbeInfo(ep.name, None, dist, f"{type(exc).__name__}: {exc}")
-            continue
-        cls.name = ep.name
-        _REGISTRY[ep.name] = ProbeInfo(ep.name, cls, dist)
 
 
 def list_probes(include_broken: bool = False) -> list[ProbeInfo]:
