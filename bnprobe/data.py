@@ -100,15 +100,29 @@ def inputs_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(inputs, labels)`` of one loader batch: a tuple or list whose first two items are tensors."""
     if isinstance(batch, (tuple, list)) and len(batch) >= 2 and all(isinstance(t, torch.Tensor) for t in batch[:2]):
         return batch[0], batch[1]
-    kind = f"a dict with keys {', '.join(map(str, batch))}" if isinstance(batch, Mapping) else type(batch).__name__
+    if isinstance(batch, Mapping):
+        kind = f"a dict with keys {', '.join(map(str, batch))}"
+    elif isinstance(batch, (tuple, list)):
+        kind = f"a {type(batch).__name__} of {', '.join(type(item).__name__ for item in batch[:3])}"
+    else:
+        kind = type(batch).__name__
     raise BnprobeError(f"a data batch must be (inputs, labels) tensors, got {kind}; "
                        "give a DataLoader whose dataset returns (image, label) pairs")
 
 
 def _read_loader(loader: Iterable, what: str) -> Split:
+    """One loader's batches as a split of float images ``(N, C, H, W)`` and class indices ``(N,)``."""
     xs, ys = [], []
     for batch in loader:
         x, y = inputs_and_labels(batch)
+        if y.dim() == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if not x.is_floating_point() or x.dim() != 4:
+            raise BnprobeError(f"the {what} loader gives {x.dtype} inputs of shape {tuple(x.shape)}; a study needs "
+                               "float images (N, C, H, W), e.g. transforms.ToDtype(torch.float32, scale=True)")
+        if y.is_floating_point() or y.is_complex() or y.dim() != 1 or len(y) != len(x):
+            raise BnprobeError(f"the {what} loader gives {y.dtype} labels of shape {tuple(y.shape)} for {len(x)} "
+                               "inputs; a study needs one integer class index per input (not one-hot)")
         xs.append(x.detach().float().cpu())
         ys.append(y.detach().long().cpu())
     if not xs:

@@ -77,11 +77,31 @@ def test_batches_that_are_not_pairs_are_named_in_one_line():
         bnprobe.capture(SmallNet(), loader)
 
 
-def test_a_context_whose_samples_are_not_the_captured_ones_is_refused():
+def test_a_context_whose_samples_are_not_the_captured_ones_is_refused_where_a_probe_reads_them():
     x, y = _tensors(40, 0)
     model = SmallNet()
-    probes = bnprobe.build_probes("sparsity")
+    probes = bnprobe.build_probes("sparsity,attribution(samples=8,n_steps=4)")
     captured = bnprobe.capture(model, (x, y), probes=probes)
     context = bnprobe.ProbeContext(model=model, inputs=x[:10], labels=y[:10], device=torch.device("cpu"))
     with pytest.raises(BnprobeError, match="ProbeContext.inputs has 10 samples but 40 were captured"):
         bnprobe.run_probes(captured, probes, context)
+    # Probes that never read the inputs take a placeholder context, as the docs show.
+    placeholder = bnprobe.ProbeContext(model=model, inputs=torch.zeros(0), labels=torch.zeros(0),
+                                       device=torch.device("cpu"))
+    assert bnprobe.run_probes(captured, probes[:1], placeholder).values["sparsity"]
+
+
+@pytest.mark.parametrize(("batches", "message"), [
+    ([((torch.rand(4, 1, 12, 12) * 255).to(torch.uint8), torch.arange(4))], "torch.uint8 inputs of shape"),
+    ([(torch.rand(4, 1, 12, 12), torch.eye(4)[:, :3])], "torch.float32 labels of shape (4, 3) for 4 inputs"),
+    ([(torch.rand(4, 1, 12, 12), torch.arange(3))], "labels of shape (3,) for 4 inputs"),
+], ids=["uint8-images", "one-hot-labels", "fewer-labels"])
+def test_loaders_a_study_cannot_use_are_named(batches, message):
+    with pytest.raises(BnprobeError, match=f"the train loader gives .*{message.replace('(', '.').replace(')', '.')}"):
+        bnprobe.Dataset.from_loaders(batches, batches)
+
+
+def test_labels_of_shape_n_by_1_are_class_indices():
+    x, y = _tensors(8, 0)
+    data = bnprobe.Dataset.from_loaders([(x, y[:, None])], [(x, y[:, None])])
+    assert torch.equal(data.train.y, y) and data.num_classes == 3

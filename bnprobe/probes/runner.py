@@ -101,8 +101,13 @@ class PendingOutcome:
         return outcome
 
 
-def _check_context(captured: CaptureResult, context: ProbeContext) -> None:
-    """Probes that read the model compare its inputs with the captured layers sample by sample."""
+def _check_context(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext) -> None:
+    """Probes that read the model compare its inputs with the captured layers sample by sample.
+
+    Other probes never read ``context.inputs``, so a placeholder context is fine for them.
+    """
+    if not any(probe.needs == "model" for probe in probes):
+        return
     for what in ("inputs", "labels"):
         given = getattr(context, what)
         if given is not None and len(given) != len(captured.labels):
@@ -117,9 +122,9 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
     split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``.
 
     With a pool this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
-    ``context.inputs`` and ``labels``, when given, must be the captured samples, in their order.
+    For probes that read the model, ``context.inputs`` and ``labels`` must be the captured samples.
     """
-    _check_context(captured, context)
+    _check_context(captured, probes, context)
     steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
