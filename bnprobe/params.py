@@ -6,10 +6,16 @@ parameter was wrong and what values it takes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from bnprobe.errors import BnprobeError
+
+
+def split_list(text: str) -> list[str]:
+    """``"bn, identity,"`` -> ``["bn", "identity"]``: a comma list as the command line takes it."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def check_int(owner: str, name: str, value: Any, *, minimum: int | None = None,
@@ -28,8 +34,8 @@ def check_int(owner: str, name: str, value: Any, *, minimum: int | None = None,
 def check_float(owner: str, name: str, value: Any, *, minimum: float | None = None,
                 maximum: float | None = None, positive: bool = False) -> float:
     """Return ``value`` as a float within the bounds (above 0 if ``positive``), or raise a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BnprobeError(f"{owner}: {name} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BnprobeError(f"{owner}: {name} must be a finite number, got {value!r}")
     if positive and not value > 0:
         raise BnprobeError(f"{owner}: {name} must be > 0, got {value}")
     if minimum is not None and value < minimum:

@@ -144,6 +144,8 @@ class Results:
                                "give the results.json written by `bnprobe run`")
         try:
             return cls.from_dict(data)
+        except BnprobeError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BnprobeError(f"{path} is not a bnprobe results file ({type(exc).__name__}: {exc}); "
                                "re-run the study or restore the file") from None

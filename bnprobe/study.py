@@ -70,13 +70,14 @@ from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
+from bnprobe.params import split_list
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_or_none
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
-from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state
+from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state, run_stem
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
@@ -119,8 +120,7 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
-        self.variants = [v.strip() for v in self.variants.split(",") if v.strip()] \
-            if isinstance(self.variants, str) else list(self.variants)
+        self.variants = split_list(self.variants) if isinstance(self.variants, str) else list(self.variants)
         self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
         self.train = _as_train_config(self.train)
         for variant in self.variants:
@@ -294,7 +294,7 @@ class _Study:
 
     def cache_dir(self, variant: str, seed: int) -> Path | None:
         """Where the capture of one run keeps vectors that fit no memory budget."""
-        return self.out_dir / "cache" / f"{variant}-seed{seed}" if self.out_dir is not None else None
+        return self.out_dir / "cache" / run_stem(variant, seed) if self.out_dir is not None else None
 
     def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""

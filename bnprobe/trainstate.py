@@ -37,8 +37,12 @@ CHECKPOINT_DIR = "checkpoints"
 
 def checkpoint_path(out_dir: str | Path, variant: str, seed: int) -> Path:
     """``OUT/checkpoints/<variant>-seed<seed>.pt``, with characters unsafe in file names replaced."""
-    safe = re.sub(r"[^A-Za-z0-9_.+=-]", "_", variant)
-    return Path(out_dir) / CHECKPOINT_DIR / f"{safe}-seed{seed}.pt"
+    return Path(out_dir) / CHECKPOINT_DIR / f"{run_stem(variant, seed)}.pt"
+
+
+def run_stem(variant: str, seed: int) -> str:
+    """``<variant>-seed<seed>`` with characters unsafe in file names (``:`` of ``groupnorm:8``) replaced."""
+    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', variant)}-seed{seed}"
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

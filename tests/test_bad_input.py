@@ -113,3 +113,27 @@ def test_a_study_config_takes_comma_lists_and_a_dict_of_training_settings():
         StudyConfig(model="cnn4", train={"epoch": 2})
     with pytest.raises(BnprobeError, match="train must be a TrainConfig or a dict of its settings, got int"):
         StudyConfig(model="cnn4", train=5)
+
+
+def test_a_file_system_error_about_no_given_path_is_a_bug_and_shown_in_full(monkeypatch, finished):
+    import bnprobe.cli.report as report_cli
+
+    def fail(_path):
+        raise FileNotFoundError("an internal file went missing")
+
+    monkeypatch.setattr(report_cli.Results, "load", fail)
+    result = _run("report", finished)
+    assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
+
+
+def test_a_results_file_of_another_schema_says_so_once(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 2, "model": "cnn4", "dataset": "digits"}))
+    result = _run("report", tmp_path)
+    _one_line_error(result, "results schema version 2 is not 1; re-run the study with this bnprobe version")
+    assert "not a bnprobe results file" not in result.output
+
+
+@pytest.mark.parametrize("setting", ["momentum", "weight_decay", "label_smoothing", "lr"])
+def test_training_settings_must_be_finite(setting):
+    with pytest.raises(BnprobeError, match=f"train: {setting} must be a finite number, got nan"):
+        TrainConfig(**{setting: float("nan")})

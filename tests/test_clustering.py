@@ -250,7 +250,7 @@ def test_binary_patterns_dead_layer():
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"eps": "small"}, "eps must be a number"),
+    ({"eps": "small"}, "eps must be a finite number"),
     ({"reduce": "median"}, "reduce must be one of mean, max"),
 ])
 def test_binary_patterns_parameter_errors(params, message):

@@ -172,7 +172,7 @@ def test_per_variant_option_syntax():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--lr", "fast"], "--lr: 'fast' is not a number; give e.g. 0.01 or bn=0.1,identity=0.02"),
+    (["--lr", "fast"], "--lr: 'fast' is not a number; give e.g. 1e-3 or bn=3e-3,identity=5e-4"),
     (["--lr", "nonorm=0.1"], "lr set for variant 'nonorm', which is not in variants (bn, identity)"),
     (["--agc", "-1"], "agc must be > 0, got -1.0"),
     (["--precision", "fp8"], "precision must be one of auto, fp32, bf16, fp16"),

@@ -22,6 +22,8 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
         except PATH_ERRORS as exc:
+            if exc.filename is None:  # not about a path the command was given: a bug, shown in full
+                raise
             click.echo(f"error: cannot use {exc.filename}: {exc.strerror}; check the paths given to this command",
                        err=True)
             ctx.exit(2)

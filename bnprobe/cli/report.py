@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
+from bnprobe.params import split_list
 from bnprobe.report import Metrics, render, summary_json, write_outputs
 from bnprobe.results import Results
 
@@ -23,7 +24,7 @@ def parse_metrics(text: str) -> Metrics:
         return None
     if text.strip() == "all":
         return "all"
-    return [name.strip() for name in text.split(",") if name.strip()]
+    return split_list(text)
 
 
 @cli.command("report")

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.cli.run import PER_VARIANT_HELP, default_out, train_settings
+from bnprobe.params import split_list
 from bnprobe.presets import (
     PRESETS,
     VERDICT_LABELS,
@@ -148,7 +149,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     if list_:
         click.echo("\n".join(list_lines()))
         return
-    variant_list = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    variant_list = split_list(variants) if variants else None
     shared, overrides = per_variant_changes(variant_list or list(get_preset(preset).variants), {
         "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
         "grad_clip": grad_clip, "agc": agc})

@@ -13,6 +13,7 @@ from rich.console import Console
 from bnprobe.cli import cli
 from bnprobe.distributed import launched_world
 from bnprobe.errors import BnprobeError
+from bnprobe.params import split_list
 from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render, summary_json, write_outputs
@@ -51,7 +52,7 @@ def _number(option: str, text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise BnprobeError(f"{option}: {text.strip()!r} is not a number; give e.g. 0.01 or bn=0.1,identity=0.02") \
+        raise BnprobeError(f"{option}: {text.strip()!r} is not a number; give e.g. 1e-3 or bn=3e-3,identity=5e-4") \
             from None
 
 
@@ -162,7 +163,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         raise BnprobeError("no MODEL given; name one (bnprobe run resnet18) or set model in the --config file")
     if resume and out is None:
         raise BnprobeError("--resume needs --out: the folder of the study to continue")
-    variant_list = [v.strip() for v in variants.split(",") if v.strip()]
+    variant_list = split_list(variants)
     shared, overrides = train_settings(variant_list, {
         "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
         "grad_clip": grad_clip, "agc": agc})
