@@ -103,8 +103,8 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
     probes = [p for p in a.probe_keys if p in b.probe_keys]
     if not any(set(probe_layers(a, p)) & set(probe_layers(b, p)) for p in probes):
         raise BnprobeError(f"the studies share no probe layer ({labels[0]}: {a.model}, {', '.join(a.probe_keys)}; "
-                           f"{labels[1]}: {b.model}, {', '.join(b.probe_keys)}); compare studies of one model "
-                           "that ran a probe in common (add one with `bnprobe probe OUT --probes ...`)")
+                           f"{labels[1]}: {b.model}, {', '.join(b.probe_keys)}); compare studies of one model that "
+                           "captured the same layers (--layers) with a probe in common (`bnprobe probe OUT --probes`)")
     for label, study, source in zip(labels, (a, b), sources or ("", ""), strict=True):
         console.print(f"[bold]{label}[/bold]: {study.model} on {study.dataset}, {', '.join(study.variants)} × "
                       f"{len(study.seeds)} seeds" + (f" ({source})" if source else ""), highlight=False)

@@ -140,3 +140,14 @@ def test_bad_numbers_and_a_missing_layer_module(tiny_split):
     captured = capture(model, (tiny_split.x, tiny_split.y % 3))
     with pytest.raises(BnprobeError, match="no module is known for layer 2"):
         get_probe("layer_attribution").measure(captured["2"], _context(model, tiny_split.x, tiny_split.y % 3))
+
+
+@pytest.mark.parametrize(("probe", "method", "reason"), [
+    ("attribution", "LRP", "needs a propagation rule for every layer"),
+    ("attribution", "Lime", "all zeros"),
+    ("layer_attribution", "LayerLRP", "fails in captum"),
+    ("layer_attribution", "LayerFeatureAblation", "thousands of passes"),
+])
+def test_methods_that_cannot_give_a_result_here_are_refused_with_the_reason(probe, method, reason):
+    with pytest.raises(BnprobeError, match=f"captum's {method} .*{reason}.*; valid: "):
+        get_probe(probe, method=method)

@@ -156,7 +156,7 @@ def test_probes_come_from_the_registry_and_specs():
     ({"min_cluster_size": 2.5}, "min_cluster_size must be an integer"),
     ({"min_samples": 0}, "min_samples must be >= 1"),
     ({"dims": 0}, "dims must be >= 1"),
-    ({"dims": "all"}, "dims must be an integer, none or 'auto'"),
+    ({"dims": "all"}, "dims must be an integer, None or 'auto'"),
     ({"exact": "yes"}, "exact must be true or false"),
     ({"clusters": 3}, "unknown parameter"),
 ])
@@ -251,6 +251,7 @@ def test_binary_patterns_dead_layer():
 
 @pytest.mark.parametrize(("params", "message"), [
     ({"eps": "small"}, "eps must be a finite number"),
+    ({"eps": -1}, "eps must be >= 0.0, got -1"),
     ({"reduce": "median"}, "reduce must be one of mean, max"),
 ])
 def test_binary_patterns_parameter_errors(params, message):

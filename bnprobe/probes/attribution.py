@@ -60,6 +60,11 @@ _SUPPLIED_TO_INIT = {"forward_func", "model", "layer"}
 _EXCLUDED = {
     "ShapleyValues": "enumerates every ordering of the input elements and never finishes on an image",
     "LayerFeaturePermutation": "applies the target twice (captum 0.9) and fails on every classifier",
+    "LayerFeatureAblation": "ablates the layer's elements one forward pass each: thousands of passes a sample on a "
+                            "conv layer",
+    "LRP": "needs a propagation rule for every layer, and the no-BN variants' replacements have none",
+    "LayerLRP": "fails in captum 0.9 (no relevance is recorded for the layer)",
+    "Lime": "fits a sparse surrogate over every pixel from 50 samples without a feature mask: all zeros",
 }
 """Classes that would build but cannot give a result here, with the reason."""
 

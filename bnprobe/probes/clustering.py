@@ -256,7 +256,7 @@ class HdbscanProbe(Probe):
         self.min_cluster_size = check_int(owner, "min_cluster_size", min_cluster_size, minimum=2)
         self.min_samples = check_int(owner, "min_samples", min_samples, minimum=1, allow_none=True)
         if isinstance(dims, str) and dims != "auto":
-            raise BnprobeError(f"{owner}: dims must be an integer, none or 'auto', got {dims!r}")
+            raise BnprobeError(f"{owner}: dims must be an integer, None or 'auto', got {dims!r}")
         self.dims = dims if dims == "auto" else check_int(owner, "dims", dims, minimum=1, allow_none=True)
         if not isinstance(exact, bool):
             raise BnprobeError(f"{owner}: exact must be true or false, got {exact!r}")
@@ -402,7 +402,7 @@ class BinaryPatternsProbe(Probe):
     def __init__(self, *, eps: float = 0.0, reduce: str = "mean", **unknown: Any) -> None:
         super().__init__(**unknown)
         owner = f"probe {self.name}"
-        self.eps = check_float(owner, "eps", eps)
+        self.eps = check_float(owner, "eps", eps, minimum=0.0)
         self.reduce = check_choice(owner, "reduce", reduce, ("mean", "max"))
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
