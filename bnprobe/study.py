@@ -142,7 +142,11 @@ class StudyConfig:
         check_spatial(self.spatial)
         check_max_device_memory(self.max_device_memory)
         self._check_overrides()
-        build_probes(self.probes)  # fail now, not after an hour of training
+        probes = build_probes(self.probes)  # fail now, not after an hour of training
+        comparing = [p.key for p in probes if p.compares_with_reference]
+        if comparing and REFERENCE_VARIANT not in self.variants:
+            raise BnprobeError(f"probe {comparing[0]} compares each variant with the {REFERENCE_VARIANT} run; "
+                               f"add {REFERENCE_VARIANT} to the variants")
 
     def _check_overrides(self) -> None:
         for variant, values in self.overrides.items():

@@ -148,8 +148,9 @@ def test_a_study_compares_each_variant_with_bn():
     assert 0.0 <= identity.probes["cka"]["2"]["cka"] < 1.0
 
 
-def test_a_study_without_bn_records_the_failure():
-    (run,) = _tiny_study(("identity",)).runs
-    assert run.probes["cka"] == {}
-    assert [(f["probe"], f["layer"]) for f in run.failures] == [("cka", "2")]
-    assert "add the bn variant" in run.failures[0]["error"]
+def test_a_study_without_bn_is_refused_before_it_trains(monkeypatch):
+    import bnprobe.study
+
+    monkeypatch.setattr(bnprobe.study, "train_model", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(BnprobeError, match="probe cka compares each variant with the bn run; add bn to the variants"):
+        _tiny_study(("identity",))

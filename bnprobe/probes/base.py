@@ -117,6 +117,9 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
     scope: ClassVar[Scope] = "layer"
     key_metric: ClassVar[str] = ""
     """The metric the terminal report shows for this probe (the JSON holds them all)."""
+    compares_with_reference: ClassVar[bool] = False
+    """True for a probe that reads the ``bn`` run's layers (``context.reference``): a study that
+    runs it must include the ``bn`` variant, which it checks before training."""
 
     def __init__(self, **params: Any) -> None:
         if params:

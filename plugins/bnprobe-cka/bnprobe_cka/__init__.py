@@ -122,6 +122,7 @@ class CKAProbe(Probe):
     needs = "vectors"
     scope = "layer"
     key_metric = "cka"
+    compares_with_reference = True  # a study without the bn variant is refused before it trains
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """``{"cka": value}``; the ``bn`` run compares the layer with itself."""
