@@ -46,6 +46,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(state)
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words (not its advice to unpickle untrusted code)."""
+    first = str(exc).strip().partition("\n")[0]
+    if first.startswith("Weights only load failed") or isinstance(exc, pickle.UnpicklingError):
+        return "not a torch.save file of tensors"
+    return first or ("the file is empty or cut short" if isinstance(exc, EOFError) else type(exc).__name__)
+
+
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``{name: tensor}`` weights stored at ``path``, without a ``module.`` prefix."""
     if not os.path.isfile(path):
@@ -54,7 +62,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({str(exc).partition(chr(10))[0]}); "
+        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({_load_failure(exc)}); "
                            "give a file saved with torch.save(model.state_dict(), ...)") from None
     if isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)

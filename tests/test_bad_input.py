@@ -137,3 +137,12 @@ def test_a_results_file_of_another_schema_says_so_once(tmp_path):
 def test_training_settings_must_be_finite(setting):
     with pytest.raises(BnprobeError, match=f"train: {setting} must be a finite number, got nan"):
         TrainConfig(**{setting: float("nan")})
+
+
+@pytest.mark.parametrize(("content", "reason"), [(b"garbage\n", "not a torch.save file of tensors"),
+                                                 (b"", "the file is empty or cut short")], ids=["text", "empty"])
+def test_a_weights_file_that_is_not_one_says_why_without_torchs_advice(tmp_path, content, reason):
+    (tmp_path / "w.pt").write_bytes(content)
+    result = _run("surgery", "cnn4", "--to", "fold", "--checkpoint", tmp_path / "w.pt")
+    _one_line_error(result, f"({reason}); give a file saved with torch.save")
+    assert "weights_only" not in result.output
