@@ -175,7 +175,7 @@ class StudyConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         train_fields = {f.name for f in fields(TrainConfig)}
-        values["train"] = TrainConfig(**{k: v for k, v in data.get("train", {}).items() if k in train_fields})
+        values["train"] = {k: v for k, v in data.get("train", {}).items() if k in train_fields}  # built on init
         return cls(**values)
 
 
