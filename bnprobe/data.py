@@ -92,7 +92,7 @@ class Dataset:
         """
         splits = [_read_loader(loader, what) for loader, what in ((train, "train"), (test, "test"))]
         if num_classes is None:
-            num_classes = int(max(int(s.y.max()) for s in splits)) + 1
+            num_classes = max(int(s.y.max()) for s in splits) + 1
         return cls(name, splits[0], splits[1], num_classes, augment=augment)
 
 
