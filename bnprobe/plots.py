@@ -1,50 +1,109 @@
 """Figures of a study's numbers, drawn from :class:`bnprobe.stats.MetricStats` rows.
 
 The figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas (no
-pyplot, no GUI, no global state), at a fixed size so a figure of ``k`` panels is always
-``figure_pixels(k)`` pixels:
+pyplot, no GUI, no global state), sized by :func:`figure_inches` from the number of panels and of
+layers, so that nothing a reader needs is dropped:
 
 * :func:`metric_figure` -- one panel per metric: the metric by layer in forward order, one line of
   markers per variant with the standard deviation over seeds as error bars (the layout of Potgieter
-  et al.'s channel-sparsity figure).  It takes any probe's rows: sparsity, HDBSCAN's ari, nmi,
-  n_clusters and noise_fraction, or a plugin's.
-* :func:`accuracy_figure` -- train and test accuracy per variant as bars with error bars.
+  et al.'s channel-sparsity figure).  It takes any layer-scope probe's rows: sparsity, HDBSCAN's
+  ari, nmi, n_clusters and noise_fraction, or a plugin's.  Every layer is named on the x axis,
+  side by side when the names fit, else written upwards; past :data:`LAYERS_PER_PANEL` layers the
+  panel widens by :data:`LAYER_INCHES` a layer (one panel a row), however deep the model, so the
+  names never overlap.
+* :func:`bar_figure` -- bars per variant with error bars, a group of bars per metric: train and test
+  accuracy, and the numbers of a model-scope probe (e.g. ``attribution``, filed under the layer
+  ``model``), which have no layer axis.
+* :func:`probe_figure` -- whichever of the two fits a probe's rows.
+
+Each title names the probe, the model and the dataset, wrapped to the figure's width.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
+from bnprobe.probes.base import MODEL_SCOPE_LAYER
 from bnprobe.stats import MetricStats
 
 PANEL_INCHES = (5.0, 3.4)
 DPI = 100
 MAX_COLUMNS = 2
-MAX_TICK_LABELS = 16
-"""More layers than this get every k-th name on the x axis, so the names stay readable."""
+LAYERS_PER_PANEL = 28
+"""Layers that fit, each named, on a panel of the default width; a deeper model widens its panels."""
+LAYER_INCHES = 0.15
+"""x-axis room per layer on a widened panel: a 7-point name written upwards is about 0.1 inch wide."""
+PANEL_MARGIN_INCHES = 1.0
+"""Room on a panel besides its x axis (the y axis's labels and ticks)."""
+TICK_FONT = 7
+LABEL_CHAR_INCHES = 0.06
+"""Width of a character of a 7-point tick label (an upper bound), for the room below the axis."""
+LABEL_ROOM_INCHES = 0.3
+"""Length of upward tick label that :data:`PANEL_INCHES` has room for; longer names make the panel taller."""
+LABEL_GAP_INCHES = 0.15
+"""Least space between two names written side by side."""
+TITLE_FONT = 11
+TITLE_CHAR_INCHES = 0.09
+"""Width of a character of the title (an upper bound), to wrap it inside the figure."""
+TITLE_LINE_INCHES = 0.22
+"""Height of a line of the title: a title of several lines makes the figure taller."""
 DODGE = 0.08
 """Horizontal offset between variants at one layer, so their error bars do not hide each other."""
 
 
-def grid_shape(panels: int) -> tuple[int, int]:
-    """``(rows, columns)`` of a figure with ``panels`` panels, at most :data:`MAX_COLUMNS` wide."""
-    columns = min(panels, MAX_COLUMNS)
+def grid_shape(panels: int, layers: int = 0) -> tuple[int, int]:
+    """``(rows, columns)`` of a figure with ``panels`` panels: at most :data:`MAX_COLUMNS` wide, one
+    panel a row once ``layers`` widen the panels."""
+    columns = min(panels, MAX_COLUMNS if layers <= LAYERS_PER_PANEL else 1)
     return math.ceil(panels / columns), columns
 
 
-def figure_pixels(panels: int) -> tuple[int, int]:
-    """``(width, height)`` in pixels of a figure with ``panels`` panels."""
-    rows, columns = grid_shape(panels)
-    return round(columns * PANEL_INCHES[0] * DPI), round(rows * PANEL_INCHES[1] * DPI)
+def _panel_width(layers: Sequence[str]) -> float:
+    return max(PANEL_INCHES[0], len(layers) * LAYER_INCHES + PANEL_MARGIN_INCHES)
 
 
-def _figure(panels: int) -> tuple[Figure, list]:
-    rows, columns = grid_shape(panels)
-    fig = Figure(figsize=(columns * PANEL_INCHES[0], rows * PANEL_INCHES[1]), dpi=DPI, layout="constrained")
+def upright_labels(layers: Sequence[str]) -> bool:
+    """Whether the names of ``layers`` fit side by side under a panel's x axis (else they are written upwards)."""
+    longest = max((len(name) for name in layers), default=0) * LABEL_CHAR_INCHES
+    return len(layers) * (longest + LABEL_GAP_INCHES) <= _panel_width(layers) - PANEL_MARGIN_INCHES
+
+
+def title_lines(text: str, width_inches: float) -> list[str]:
+    """``text`` wrapped to a figure ``width_inches`` wide (long probe keys and model names broken too)."""
+    return textwrap.wrap(text, max(20, int(width_inches / TITLE_CHAR_INCHES)), break_on_hyphens=False)
+
+
+def figure_inches(panels: int, layers: Sequence[str] = (), title: str = "") -> tuple[float, float]:
+    """``(width, height)`` in inches of a figure with ``panels`` panels whose x axes name ``layers``.
+
+    A panel is :data:`PANEL_INCHES`, wider by :data:`LAYER_INCHES` a layer past
+    :data:`LAYERS_PER_PANEL` and, when the names are written upwards, taller by the length of the
+    longest name past :data:`LABEL_ROOM_INCHES`; a ``title`` of more than one line adds its lines.
+    """
+    rows, columns = grid_shape(panels, len(layers))
+    longest = max((len(name) for name in layers), default=0) * LABEL_CHAR_INCHES
+    extra = 0.0 if upright_labels(layers) else max(0.0, longest - LABEL_ROOM_INCHES)
+    width = columns * _panel_width(layers)
+    lines = max(1, len(title_lines(title, width)))
+    return width, rows * (PANEL_INCHES[1] + extra) + (lines - 1) * TITLE_LINE_INCHES
+
+
+def figure_pixels(panels: int, layers: Sequence[str] = (), title: str = "") -> tuple[int, int]:
+    """``(width, height)`` in pixels of :func:`figure_inches`."""
+    width, height = figure_inches(panels, layers, title)
+    return round(width * DPI), round(height * DPI)
+
+
+def _figure(panels: int, title: str, layers: Sequence[str] = ()) -> tuple[Figure, list]:
+    """A figure of ``panels`` panels (see :func:`figure_inches`) under ``title``, never clipped."""
+    rows, columns = grid_shape(panels, len(layers))
+    fig = Figure(figsize=figure_inches(panels, layers, title), dpi=DPI, layout="constrained")
+    fig.suptitle("\n".join(title_lines(title, fig.get_figwidth())), fontsize=TITLE_FONT)
     axes = fig.subplots(rows, columns, squeeze=False).ravel().tolist()
     for ax in axes[panels:]:
         ax.set_visible(False)
@@ -56,17 +115,31 @@ def _seed_note(rows: Sequence[MetricStats]) -> str:
     return f"mean ± std over {most} seeds" if most > 1 else "1 seed"
 
 
-def metric_figure(rows: Sequence[MetricStats]) -> Figure:
+def _title(what: str, study: str, rows: Sequence[MetricStats]) -> str:
+    """``hdbscan — resnet18 on cifar10 (mean ± std over 3 seeds)``."""
+    return f"{what}{f' — {study}' if study else ''} ({_seed_note(rows)})"
+
+
+def _legend(fig: Figure, ax, columns: int) -> None:
+    if ax.get_legend_handles_labels()[0]:  # no series when every value is null
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=columns)
+
+
+def _short(value: float) -> str:
+    """A bar's label: three decimals, or three significant digits for very small or large numbers."""
+    return f"{value:.3f}" if value == 0 or 0.01 <= abs(value) < 1000 else f"{value:.2e}"
+
+
+def metric_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
     """One panel per metric in ``rows`` (non-empty, one probe; in their order): the metric by layer,
-    a series per variant."""
+    a series per variant; ``study`` (``"resnet18 on cifar10"``) goes into the title."""
     metrics = list(dict.fromkeys(row.metric for row in rows))
-    fig, axes = _figure(len(metrics))
-    probe = rows[0].probe
-    fig.suptitle(f"{probe} ({_seed_note(rows)})")
+    layers = list(dict.fromkeys(row.layer for row in rows))
+    variants = list(dict.fromkeys(row.variant for row in rows))
+    fig, axes = _figure(len(metrics), _title(rows[0].probe, study, rows), layers)
+    upright = upright_labels(layers)
     for ax, metric in zip(axes, metrics, strict=True):
         mine = [row for row in rows if row.metric == metric]
-        layers = list(dict.fromkeys(row.layer for row in mine))
-        variants = list(dict.fromkeys(row.variant for row in mine))
         for k, variant in enumerate(variants):
             offset = (k - (len(variants) - 1) / 2) * DODGE
             points = [(layers.index(row.layer) + offset, row.summary) for row in mine
@@ -75,38 +148,58 @@ def metric_figure(rows: Sequence[MetricStats]) -> Figure:
                 continue
             ax.errorbar([x for x, _ in points], [s.mean for _, s in points],
                         yerr=[s.std or 0.0 for _, s in points], marker="o", markersize=4, capsize=3,
-                        linewidth=1.2, label=variant)
-        step = math.ceil(len(layers) / MAX_TICK_LABELS)
-        ax.set_xticks(range(0, len(layers), step), layers[::step], rotation=45, ha="right", fontsize=7)
+                        linewidth=1.2, label=variant, color=f"C{k}")
+        ax.set_xticks(range(len(layers)), layers, rotation=0 if upright else 90, fontsize=TICK_FONT)
+        ax.set_xlim(-0.5, len(layers) - 0.5)
         ax.set_xlabel("layer (forward order)")
         ax.set_ylabel(metric)
         ax.set_title(metric, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:  # no series when every value is null
-        axes[0].legend(fontsize=8)
+    _legend(fig, axes[0], len(variants))
     return fig
 
 
-def accuracy_figure(rows: Sequence[MetricStats]) -> Figure:
-    """Bars per variant, one per metric in ``rows`` (train and test accuracy), std over seeds as error bars."""
+def bar_figure(rows: Sequence[MetricStats], study: str = "", what: str = "", ylim: tuple[float, float] | None = None,
+               ) -> Figure:
+    """Bars per variant (the x axis), a bar per metric in ``rows`` side by side, std over seeds as error
+    bars, the mean written on each bar.
+
+    For numbers without a layer axis: train and test accuracy, a model-scope probe's metrics.
+    ``what`` (default: the probe's key) and ``study`` go into the title; ``ylim`` fixes the y range.
+    """
     metrics = list(dict.fromkeys(row.metric for row in rows))
     variants = list(dict.fromkeys(row.variant for row in rows))
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = _figure(1, _title(what or rows[0].probe, study, rows))
     width = 0.8 / len(metrics)
     for k, metric in enumerate(metrics):
         by_variant = {row.variant: row.summary for row in rows if row.metric == metric}
         summaries = [by_variant.get(variant) for variant in variants]
         xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(variants))]
-        bars = ax.bar(xs, [s.mean if s else math.nan for s in summaries], width,
+        ax.bar(xs, [s.mean if s else math.nan for s in summaries], width,
                       yerr=[(s.std or 0.0) if s else 0.0 for s in summaries], capsize=3,
                       label=metric.replace("_", " "))
-        ax.bar_label(bars, labels=[f"{s.mean:.3f}" if s else "" for s in summaries], fontsize=7, padding=2)
+        for x, summary in zip(xs, summaries, strict=True):
+            if summary is not None:  # above the error bar, not on it
+                ax.annotate(_short(summary.mean), (x, summary.mean + (summary.std or 0.0)), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(variants)), variants)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"accuracy ({_seed_note(rows)})", fontsize=10)
-    fig.legend(fontsize=8, loc="outside lower center", ncols=len(metrics))
+    ax.set_xlabel("variant")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    else:
+        ax.margins(y=0.12)  # room for the labels above the error bars
+    ax.set_ylabel(metrics[0] if len(metrics) == 1 else what or "value")
+    ax.grid(axis="y", alpha=0.3)
+    _legend(fig, ax, len(metrics))
     return fig
+
+
+def probe_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
+    """A probe's figure: :func:`bar_figure` for a model-scope probe (every row at the layer ``model``),
+    else :func:`metric_figure`."""
+    if all(row.layer == MODEL_SCOPE_LAYER for row in rows):
+        return bar_figure(rows, study)
+    return metric_figure(rows, study)
 
 
 def png_bytes(fig: Figure) -> bytes:

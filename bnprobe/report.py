@@ -290,18 +290,25 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
                   reference: str = REFERENCE_VARIANT) -> list[Path]:
     """Write ``results.csv`` and ``plots/*.png`` with a CSV of the plotted numbers beside each PNG.
 
-    ``plots/accuracy.png``: train and test accuracy per variant.  ``plots/<probe>.png``: one panel
-    per metric of :func:`plot_metrics`, by layer.  Returns the paths written.
+    ``plots/accuracy.png``: train and test accuracy per variant, as bars.  ``plots/<probe>.png``: one
+    panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
+    layer ``model`` only) as bars per variant.  Returns the paths written.
     """
-    from bnprobe.plots import accuracy_figure, metric_figure, png_bytes  # matplotlib only when plotting
+    from bnprobe.plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
 
     out_dir = Path(out_dir)
     written = [results.save_csv(out_dir)]
+    study = f"{results.model} on {results.dataset}"
+
     def rows(probe: str, chosen: Sequence[str]) -> list[MetricStats]:
         return [row for metric in chosen for row in metric_stats(results, probe, metric, reference)]
 
+    def accuracy_figure(stats: list[MetricStats]):
+        return bar_figure(stats, study, what="accuracy", ylim=(0, 1.1))
+
     figures = [("accuracy", accuracy_figure, rows(RUN_PROBE, ACCURACY_METRICS))]
-    figures += [(file_stem(probe), metric_figure, rows(probe, plot_metrics(results, probe, metrics)))
+    figures += [(file_stem(probe), lambda stats: probe_figure(stats, study),
+                 rows(probe, plot_metrics(results, probe, metrics)))
                 for probe in results.probe_keys]
     for stem, draw, stats in figures:
         if not stats:
