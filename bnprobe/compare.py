@@ -3,14 +3,17 @@
 Two studies share nothing but seed numbers (another model config, epoch count or dataset means
 other weights and other data), so B − A is a difference of independent means over seeds with
 Welch's t interval (:func:`bnprobe.stats.welch_difference`), ``*`` where it excludes 0.  Only what
-both studies have is compared; what one of them lacks is listed, and a pair with no probe layer in
-common is an error.
+both studies have is compared -- for two models, the accuracies and the model-scope probes (filed
+under the layer ``model``), and any layer names they share; what one of them lacks is listed, and so
+is every config field in which they differ (:func:`config_lines`).  A pair with no variant in common
+has nothing to compare and is an error.  :func:`comparison_json` is the same as plain data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -28,6 +31,7 @@ from bnprobe.report import (
 )
 from bnprobe.results import RUN_PROBE, Results
 from bnprobe.stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
+from bnprobe.trainstate import config_differences
 
 
 @dataclass(frozen=True)
@@ -79,20 +83,82 @@ def comparison_table(rows: Sequence[ComparedStats], labels: tuple[str, str] = ("
     return table
 
 
+def only_in_one(a: Results, b: Results) -> dict[str, dict[str, list[str]]]:
+    """``{kind: {"a": [...], "b": [...]}}``: the variants, probes and layers that only A or only B has."""
+    return {kind.replace("_keys", "s"): {side: [x for x in getattr(mine, kind) if x not in getattr(theirs, kind)]
+                                         for side, mine, theirs in (("a", a, b), ("b", b, a))}
+            for kind in ("variants", "probe_keys", "layers")}
+
+
 def mismatches(a: Results, b: Results, labels: tuple[str, str] = ("A", "B")) -> list[str]:
     """One line per kind of thing (variants, probes, layers) that only one of the studies has."""
-    lines = []
-    for kind in ("variants", "probe_keys", "layers"):
-        for label, mine, theirs in ((labels[0], a, b), (labels[1], b, a)):
-            missing = [x for x in getattr(mine, kind) if x not in getattr(theirs, kind)]
-            if missing:
-                lines.append(f"{kind.replace('_keys', 's')} only in {label}: {', '.join(missing)}")
-    return lines
+    return [f"{kind} only in {label}: {', '.join(missing)}"
+            for kind, sides in only_in_one(a, b).items()
+            for label, missing in zip(labels, sides.values(), strict=True) if missing]
+
+
+def study_config(results: Results) -> dict[str, Any]:
+    """What :func:`config_differences` compares of a study: its config, with the model and dataset."""
+    return {"model": results.model, "dataset": results.dataset, **results.config}
+
+
+def config_lines(a: Results, b: Results) -> list[str]:
+    """One line per config field that differs, dotted: ``model: cnn4 vs resnet18``, ``train.epochs: 5 vs 10``."""
+    return [f"{field}: {_value(old)} vs {_value(new)}"
+            for field, old, new in config_differences(study_config(a), study_config(b))]
+
+
+def _value(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def shared_probes(a: Results, b: Results) -> list[str]:
+    """The probe keys both studies have, in A's order."""
+    return [p for p in a.probe_keys if p in b.probe_keys]
+
+
+def _check_shared(a: Results, b: Results, labels: tuple[str, str]) -> None:
+    if not any(v in b.variants for v in a.variants):
+        raise BnprobeError(f"the studies share no variant ({labels[0]}: {', '.join(a.variants)}; {labels[1]}: "
+                           f"{', '.join(b.variants)}); compare studies that ran at least one variant in common")
+
+
+def comparison_json(a: Results, b: Results, sources: tuple[str, str] | None = None) -> dict:
+    """The comparison as plain JSON-safe data (what ``bnprobe compare --json`` prints).
+
+    ``probes``: ``{PROBE: {LAYER: {METRIC: {VARIANT: {"a", "b", "difference"}}}}}`` for every metric
+    both studies have at every shared layer and variant (the pseudo-probe ``run`` included), where
+    ``a`` and ``b`` are ``{"mean", "std", "n"}`` (as in :func:`bnprobe.report.summary_json`) and
+    ``difference`` is B − A, ``{"estimate", "low", "high", "n", "excludes_zero"}`` or null.
+    """
+    _check_shared(a, b, ("A", "B"))
+    probes: dict = {}
+    for probe in [RUN_PROBE, *shared_probes(a, b)]:
+        for metric in (m for m in probe_metrics(a, probe) if m in probe_metrics(b, probe)):
+            for row in compare_stats(a, b, probe, metric):
+                probes.setdefault(probe, {}).setdefault(row.layer, {}).setdefault(metric, {})[row.variant] = {
+                    side: s.to_dict() if s else {"mean": None, "std": None, "n": 0}
+                    for side, s in (("a", row.a), ("b", row.b))} | {
+                    "difference": row.difference.to_dict() if row.difference else None}
+
+    def study(results: Results, source: str) -> dict:
+        return {"source": source, "model": results.model, "dataset": results.dataset,
+                "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
+                "probes": results.probe_keys}
+
+    return {"schema_version": a.schema_version,
+            **{label: study(results, source) for label, results, source in
+               zip("ab", (a, b), sources or (None, None), strict=True)},
+            "config_differences": [{"field": field, "a": old, "b": new} for field, old, new in
+                                   config_differences(study_config(a), study_config(b))],
+            "only_in_one": only_in_one(a, b), "confidence": CONFIDENCE, "interval_method": WELCH_METHOD,
+            "probes": probes}
 
 
 def render_comparison(a: Results, b: Results, console: Console | None = None, labels: tuple[str, str] = ("A", "B"),
                       metrics: Metrics = None, sources: tuple[str, str] | None = None) -> None:
-    """Print, per probe and metric both studies have, the comparison table; then the accuracies.
+    """Print the config differences, then per probe and metric both studies have the comparison table;
+    then the accuracies.
 
     ``metrics`` as in :func:`bnprobe.report.render` (default: each probe's key metric); the
     accuracies always show train and test.  ``sources`` (e.g. the two folders) name where each
@@ -100,17 +166,18 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
     """
     console = console or Console()
     check_metrics(a, metrics)
-    probes = [p for p in a.probe_keys if p in b.probe_keys]
-    if not any(set(probe_layers(a, p)) & set(probe_layers(b, p)) for p in probes):
-        raise BnprobeError(f"the studies share no probe layer ({labels[0]}: {a.model}, {', '.join(a.probe_keys)}; "
-                           f"{labels[1]}: {b.model}, {', '.join(b.probe_keys)}); compare studies of one model that "
-                           "captured the same layers (--layers) with a probe in common (`bnprobe probe OUT --probes`)")
+    _check_shared(a, b, labels)
     for label, study, source in zip(labels, (a, b), sources or ("", ""), strict=True):
         console.print(f"[bold]{label}[/bold]: {study.model} on {study.dataset}, {', '.join(study.variants)} × "
                       f"{len(study.seeds)} seeds" + (f" ({source})" if source else ""), highlight=False)
+    differences = config_lines(a, b)
+    console.print(f"[bold]config differences[/bold] ({labels[0]} vs {labels[1]}):" if differences
+                  else "same config", highlight=False)
+    for line in differences:
+        console.print(f"  {line}", highlight=False, markup=False)
     for line in mismatches(a, b, labels):
         console.print(f"[yellow]{line}[/yellow]", highlight=False)
-    for probe in probes:
+    for probe in shared_probes(a, b):
         shared = [m for m in select_metrics(a, probe, metrics) if m in probe_metrics(b, probe)]
         for metric in shared:
             rows = compare_stats(a, b, probe, metric)

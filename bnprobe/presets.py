@@ -34,7 +34,7 @@ from bnprobe.data import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models import create_model
 from bnprobe.probes.base import REFERENCE_VARIANT, build_probes
-from bnprobe.report import probe_metrics, write_outputs
+from bnprobe.report import probe_metrics, summary_json, write_outputs
 from bnprobe.results import Results, write_atomic
 from bnprobe.stats import Difference, Summary, paired_difference, summarise
 from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
@@ -310,6 +310,11 @@ class Reproduction:
                     variant: {**(gap.to_dict() if gap else {"mean": None, "std": None, "n": 0}),
                               "difference": d.to_dict() if (d := self.gap_differences.get(variant)) else None}
                     for variant, gap in self.gaps.items()}}
+
+    def summary_json(self) -> dict:
+        """What ``bnprobe reproduce --json`` prints: :func:`bnprobe.report.summary_json` of the results,
+        with :meth:`to_dict` (``verdicts.json``) under ``"reproduction"``."""
+        return {**summary_json(self.results), "reproduction": self.to_dict()}
 
 
 def generalisation_gaps(results: Results) -> dict[str, dict[int, float]]:

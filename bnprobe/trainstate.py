@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,12 @@ def load_train_state(path: str | Path) -> dict:
     return dict(state)
 
 
-def first_difference(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = (), prefix: str = "") -> str | None:
-    """The first field (dotted, e.g. ``train.lr``) whose value differs, as ``field: saved vs current``.
+def config_differences(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = (),
+                       prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every field (dotted, e.g. ``train.lr``) whose value differs, as ``(field, saved value, current value)``.
 
-    Nested mappings are compared field by field; fields named in ``ignore`` (dotted) are skipped.
+    Nested mappings are compared field by field, in ``current``'s order and then the fields only
+    ``saved`` has; a missing field's value is ``"<missing>"``; fields named in ``ignore`` (dotted) are skipped.
     """
     for key in list(current) + [k for k in saved if k not in current]:
         name = f"{prefix}{key}"
@@ -81,11 +83,15 @@ def first_difference(saved: Mapping, current: Mapping, ignore: tuple[str, ...] =
             continue
         old, new = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            inner = first_difference(old, new, ignore, prefix=f"{name}.")
-            if inner is not None:
-                return inner
+            yield from config_differences(old, new, ignore, prefix=f"{name}.")
         elif _plain(old) != _plain(new):
-            return f"{name} is {_plain(old)!r} there and {_plain(new)!r} now"
+            yield name, _plain(old), _plain(new)
+
+
+def first_difference(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = ()) -> str | None:
+    """The first of :func:`config_differences`, as ``field is saved there and current now``; None if none."""
+    for name, old, new in config_differences(saved, current, ignore):
+        return f"{name} is {old!r} there and {new!r} now"
     return None
 
 

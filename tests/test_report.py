@@ -226,14 +226,59 @@ def test_cli_compare_puts_two_studies_side_by_side(tmp_path):
     assert "hdbscan — ari" in result.output and "run — test_accuracy" in result.output
 
 
-def test_cli_compare_refuses_studies_without_a_common_layer(tmp_path):
+def _other_model(model: str = "resnet18", epochs: int = 10) -> Results:
+    """The hand-made study as if of another model: other layer names, another config, an attribution."""
+    other = _study()
+    other.model = other.config["model"] = model
+    other.config["train"] = {"epochs": epochs, "lr": 0.001}
+    other.layers = [f"other.{layer}" for layer in LAYERS]
+    for run in other.runs:
+        run.probes = {p: {f"other.{k}": v for k, v in layers.items()} for p, layers in run.probes.items()}
+        run.probes["attribution"] = {"model": {"gini": 0.6 + 0.01 * run.seed}}
+    return other
+
+
+def test_cli_compare_across_models_compares_what_they_share_and_lists_config_differences(tmp_path):
+    a = _study()
+    a.config.update(model="cnn4", train={"epochs": 5, "lr": 0.001})
+    for run in a.runs:
+        run.probes["attribution"] = {"model": {"gini": 0.5}}
+    a.save(tmp_path / "a")
+    _other_model().save(tmp_path / "b")
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b")], terminal_width=160)
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert "model: cnn4 vs resnet18" in lines and "train.epochs: 5 vs 10" in lines
+    assert "train.lr: 0.001 vs 0.001" not in lines and not any(line.startswith("samples_probed") for line in lines)
+    assert "layers only in A: features.2, features.5" in lines
+    assert "attribution — gini (mean ± std over seeds)" in result.output  # a model-scope probe is shared
+    gini = next(line for line in lines if line.startswith("model ") and "0.500" in line)
+    assert gini.split()[:6] == ["model", "bn", "0.500", "±", "0.000", "0.610"]
+    assert "run — test_accuracy" in result.output and "sparsity — channel_sparsity" not in result.output
+
+    as_json = CliRunner().invoke(cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert {"field": "model", "a": "cnn4", "b": "resnet18"} in data["config_differences"]
+    assert {"field": "train.epochs", "a": 5, "b": 10} in data["config_differences"]
+    assert len(data["config_differences"]) == 2
+    cell = data["probes"]["attribution"]["model"]["gini"]["identity"]
+    assert cell["a"] == {"mean": 0.5, "std": 0.0, "n": 3} and cell["b"]["mean"] == pytest.approx(0.61)
+    assert cell["difference"]["estimate"] == pytest.approx(0.11)
+    accuracy = data["probes"]["run"]["model"]["test_accuracy"]["bn"]
+    assert accuracy["a"]["mean"] == pytest.approx(0.95) and accuracy["difference"]["estimate"] == pytest.approx(0.0)
+    assert set(data["probes"]) == {"run", "attribution"} and data["only_in_one"]["layers"]["a"] == LAYERS
+    assert data["a"]["model"] == "cnn4" and data["b"]["source"] == str(tmp_path / "b")
+
+
+def test_cli_compare_refuses_studies_without_a_common_variant(tmp_path):
     _study().save(tmp_path / "a")
     other = _study()
     for run in other.runs:
-        run.probes = {p: {f"other.{k}": v for k, v in layers.items()} for p, layers in run.probes.items()}
+        run.variant = f"{run.variant}2"
     other.save(tmp_path / "b")
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
-    assert result.exit_code == 2 and "share no probe layer" in result.output
+    assert result.exit_code == 2 and "share no variant" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

@@ -139,3 +139,15 @@ def test_reproduce_end_to_end_on_tiny_mnist_files(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["samples_probed"] == 100 and len(results["runs"]) == 4
     assert (out / "plots" / "sparsity.png").is_file()
+
+    again = _run("reproduce", "potgieter2025", "--dataset", "mnist", "--data-root", str(tmp_path / "data"),
+                 "--epochs", "1", "--seeds", "2", "--samples", "100", "--train-subset", "200", "--device", "cpu",
+                 "--out", str(out), "--quiet", "--resume", "--json")  # the finished runs are kept: no training
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)  # stdout is the JSON alone; the recipe lines went to stderr
+    assert summary["reproduction"]["verdicts"] == saved["verdicts"]
+    assert summary["reproduction"]["generalisation_gap"] == saved["generalisation_gap"]
+    bn = [r for r in results["runs"] if r["variant"] == "bn"]
+    accuracy = summary["probes"]["run"]["model"]["test_accuracy"]["bn"]
+    assert accuracy["n"] == 2 and accuracy["mean"] == pytest.approx(sum(r["test_accuracy"] for r in bn) / 2)
+    assert "sgd lr 0.01" in again.stderr and "rule: " not in again.stderr  # no tables beside the JSON

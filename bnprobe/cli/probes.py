@@ -1,17 +1,37 @@
-"""``bnprobe probes``: which probes are installed, where they come from, what they take."""
+"""``bnprobe probes``: which probes are installed, where they come from, what they take and emit."""
 
 from __future__ import annotations
 
+import click
 from rich.console import Console
 from rich.table import Table
 
 from bnprobe.cli import cli
-from bnprobe.probes.base import list_probes
+from bnprobe.probes.base import ProbeInfo, list_probes
+
+
+def metrics_table(info: ProbeInfo) -> Table:
+    """The metrics ``info``'s probe declares (``Probe.metrics``): definition, range and direction."""
+    table = Table(title=f"{info.name} — metrics (key: {info.cls.key_metric})", title_justify="left")
+    for column in ("metric", "definition", "range", "direction"):
+        table.add_column(column, overflow="fold")
+    for name, metric in info.cls.metrics.items():
+        table.add_row(name, metric.definition, metric.range, metric.direction)
+    if not info.cls.metrics:
+        table.add_row("—", "this probe declares no metrics", "", "")
+    return table
 
 
 @cli.command("probes")
-def probes_command() -> None:
+@click.option("--metrics", "show_metrics", is_flag=True,
+              help="List each probe's metrics: definition, range and whether higher is better (docs/metrics.md).")
+def probes_command(show_metrics: bool) -> None:
     """List every probe (built-in and plugins) with its source and parameters."""
+    console = Console()
+    if show_metrics:
+        for info in list_probes():
+            console.print(metrics_table(info), markup=False)
+        return
     table = Table(title="probes")
     for column in ("name", "source", "needs", "description", "parameters"):
         table.add_column(column, overflow="fold")  # whole names and defaults, however narrow the terminal
@@ -21,4 +41,4 @@ def probes_command() -> None:
             continue
         params = "\n".join(f"{k}={v!r}" for k, v in info.cls.param_defaults().items())
         table.add_row(info.name, info.source, info.cls.needs, info.cls.description, params or "—")
-    Console().print(table)
+    console.print(table)

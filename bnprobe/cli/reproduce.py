@@ -6,6 +6,8 @@ value, and one given replaces it.  The per-variant options (``--lr``...) read as
 
 from __future__ import annotations
 
+import json
+
 import click
 from rich.console import Console
 
@@ -134,13 +136,16 @@ def list_lines() -> list[str]:
 @click.option("--augment/--no-augment", default=None, help=f"The dataset's augmentation. {KEEP}")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")
 def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
               data_root: str | None, model: str | None, width: int | None, variants: str | None, seeds: int | None,
               samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
-              precision: str | None, compile_: bool, augment: bool | None, resume: bool, quiet: bool) -> None:
+              precision: str | None, compile_: bool, augment: bool | None, resume: bool, quiet: bool,
+              as_json: bool) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
@@ -164,13 +169,16 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
                       model_kwargs={"width": width} if width is not None else {})
     study = build_study(preset, dataset, quick=quick, changes=changes)
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
-    console = Console()
+    console = Console(stderr=as_json)
     console.print(f"[bold]{study.preset}[/bold] on [bold]{dataset}[/bold]{' (quick)' if quick else ''}: "
                   f"{get_preset(preset).paper}", highlight=False)
     for line in recipe_lines(study):
         console.print(f"  {line}", highlight=False, markup=False)
     with RichListener(quiet=quiet) as listener:
         reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume)
-    render_reproduction(reproduction, console)
+    if as_json:
+        click.echo(json.dumps(reproduction.summary_json(), indent=2, allow_nan=False))
+    else:
+        render_reproduction(reproduction, console)
     console.print(f"results: {out_dir}/results.json, results.csv, plots/, verdicts.json", highlight=False)
 

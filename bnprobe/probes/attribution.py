@@ -50,6 +50,7 @@ from torch import nn
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_int
 from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, Scope, register_probe
+from bnprobe.probes.metrics import Metric
 
 TOP_PERCENT = 5
 """``top5_mass`` is the share of the attribution mass in this percentage of the elements."""
@@ -264,6 +265,15 @@ class _CaptumProbe(Probe):
 
     needs: ClassVar[Need] = "model"
     key_metric = "gini"
+    metrics: ClassVar[dict[str, Metric]] = {
+        "gini": Metric("mean over samples of the Gini coefficient of |attribution| (all-zero samples left out; "
+                       "null when every sample is)", "0 (spread evenly) to (n-1)/n (one element)"),
+        "top5_mass": Metric("mean over samples of the share of |attribution| in the top 5 % of the elements "
+                            "(at least one)", "0.05 or more (even spread) to 1"),
+        "convergence_delta": Metric("mean |delta| of captum's completeness check; only for methods that offer "
+                                    "one (IntegratedGradients, DeepLift, LayerConductance, ...)", "0 and up",
+                                    "lower is better"),
+    }
     layer_methods: ClassVar[bool] = False
 
     def _configure(self, method: str, samples: int, internal_batch_size: int, n_steps: int) -> None:

@@ -10,7 +10,7 @@ The study loop and the report never special-case a probe; they only read three d
 * ``scope`` -- ``"layer"`` (measured once per captured layer) or ``"model"`` (once per run; its
   numbers are filed under the layer name ``"model"``);
 * ``name``, ``description`` and ``key_metric`` -- what ``bnprobe probes`` lists and the terminal
-  report shows first.
+  report shows first; ``metrics`` -- what each number means (``bnprobe probes --metrics``).
 
 Probes are found through :func:`register_probe` (built-ins) and the ``bnprobe.probes`` entry-point
 group (plugins: ordinary installed packages, imported only when the registry is first asked).
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bnprobe.errors import BnprobeError, UnknownNameError
+from bnprobe.probes.metrics import Metric
 
 ENTRY_POINT_GROUP = "bnprobe.probes"
 MODEL_SCOPE_LAYER = "model"
@@ -117,6 +118,8 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
     scope: ClassVar[Scope] = "layer"
     key_metric: ClassVar[str] = ""
     """The metric the terminal report shows for this probe (the JSON holds them all)."""
+    metrics: ClassVar[dict[str, Metric]] = {}
+    """Every metric the probe emits -> its definition, range and direction (:mod:`bnprobe.probes.metrics`)."""
     compares_with_reference: ClassVar[bool] = False
     """True for a probe that reads the ``bn`` run's layers (``context.reference``): a study that
     runs it must include the ``bn`` variant, which it checks before training."""

@@ -26,6 +26,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
 from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, register_probe
+from bnprobe.probes.metrics import Metric
 
 DEFAULT_DIMS = 50
 """PCA dimensions of the default HDBSCAN run: enough to keep the class structure of a CNN layer, few
@@ -248,6 +249,23 @@ class HdbscanProbe(Probe):
     description: ClassVar[str] = "HDBSCAN clusters of the representation vectors vs the class labels"
     needs: ClassVar[Need] = "vectors"
     key_metric: ClassVar[str] = "ari"
+    metrics: ClassVar[dict[str, Metric]] = {
+        "n_clusters": Metric("number of clusters HDBSCAN found", "0 to samples / min_cluster_size"),
+        "noise_fraction": Metric("share of samples HDBSCAN labelled noise (non-finite samples included)", "0 to 1"),
+        "ari": Metric("adjusted Rand index of the clusters against the class labels, on all samples with noise as "
+                      "one more cluster (scikit-learn)", "-0.5 to 1 (0: chance)", "higher is better"),
+        "nmi": Metric("normalised mutual information of the clusters and the class labels, on all samples with "
+                      "noise as one more cluster (scikit-learn)", "0 to 1", "higher is better"),
+        "purity": Metric("over the non-noise samples, the share that belongs to its cluster's most common class; "
+                         "null without clusters", "0 to 1", "higher is better"),
+        "persistence": Metric("mean of hdbscan's cluster_persistence_: how long the clusters live in the "
+                              "hierarchy; null without clusters", "0 to 1", "higher is better"),
+        "dbcv": Metric("hdbscan's relative_validity_, the DBCV index on the minimum spanning tree; null without "
+                       "clusters", "-1 to 1", "higher is better"),
+        "dims_used": Metric("dimensions clustered: the PCA's, or the vectors' own without PCA", "1 to features"),
+        "explained_variance": Metric("fraction of the variance the PCA kept (1 without PCA)", "0 to 1",
+                                     "higher is better"),
+    }
 
     def __init__(self, *, min_cluster_size: int = 10, min_samples: int | None = None,
                  dims: int | str | None = "auto", exact: bool = False, **unknown: Any) -> None:
@@ -398,6 +416,14 @@ class BinaryPatternsProbe(Probe):
     description: ClassVar[str] = "per-channel active sets (implicit clusters) and their class purity"
     needs: ClassVar[Need] = "vectors"
     key_metric: ClassVar[str] = "active_set_purity"
+    metrics: ClassVar[dict[str, Metric]] = {
+        "active_set_size": Metric("mean over channels of the fraction of samples the channel is active on "
+                                  "(activity > eps)", "0 to 1"),
+        "active_set_purity": Metric("mean over live channels of the share of the active set in its most common "
+                                    "class; null when every channel is dead", "0 to 1 (about 1/classes: chance)",
+                                    "higher is better"),
+        "dead_channel_fraction": Metric("fraction of channels active on no probed sample", "0 to 1"),
+    }
 
     def __init__(self, *, eps: float = 0.0, reduce: str = "mean", **unknown: Any) -> None:
         super().__init__(**unknown)

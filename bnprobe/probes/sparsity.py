@@ -28,6 +28,7 @@ import torch
 
 from bnprobe.params import check_float
 from bnprobe.probes.base import StreamingProbe, register_probe
+from bnprobe.probes.metrics import Metric
 
 
 class SparsityAccumulator:
@@ -103,6 +104,25 @@ class SparsityProbe(StreamingProbe):
 
     description = "fraction of (near-)zero activations per channel, sample and class; Hoyer sparsity"
     key_metric = "channel_sparsity"
+    metrics = {
+        "channel_sparsity": Metric("mean over channels of the fraction of zeros (|a| <= eps) in the channel, over "
+                                   "every probed sample and position", "0 to 1"),
+        "channel_sparsity_q10": Metric("10th percentile over channels of that per-channel fraction of zeros",
+                                       "0 to 1"),
+        "channel_sparsity_q50": Metric("median over channels of the per-channel fraction of zeros", "0 to 1"),
+        "channel_sparsity_q90": Metric("90th percentile over channels of the per-channel fraction of zeros",
+                                       "0 to 1"),
+        "sample_sparsity": Metric("mean over samples of the fraction of zeros in the sample's whole representation",
+                                  "0 to 1"),
+        "dead_channel_fraction": Metric("share of channels that are zero for every probed sample and position",
+                                        "0 to 1"),
+        "hoyer": Metric("mean over samples of Hoyer's sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1) of the sample's "
+                        "representation; an all-zero sample counts as 1", "0 (all equal) to 1 (one non-zero)"),
+        "class_sparsity_<label>": Metric("fraction of zeros over the samples of class <label> (one metric per "
+                                         "class label)", "0 to 1"),
+        "class_sparsity_spread": Metric("largest minus smallest class_sparsity_<label>: how much sparsity depends "
+                                        "on the class", "0 to 1"),
+    }
 
     def __init__(self, eps: float = 0.0) -> None:
         self.eps = check_float("sparsity", "eps", eps, minimum=0.0)

@@ -31,6 +31,7 @@ import torch
 
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import REFERENCE_VARIANT, LayerData, Probe, ProbeContext
+from bnprobe.probes.metrics import Metric
 
 __all__ = ["CKAProbe", "linear_cka"]
 
@@ -122,6 +123,9 @@ class CKAProbe(Probe):
     needs = "vectors"
     scope = "layer"
     key_metric = "cka"
+    metrics = {"cka": Metric("linear centred kernel alignment of this layer's vectors with the same layer's in the "
+                             "bn run of the same seed (1 in the bn run itself); null when either is constant",
+                             "0 (no shared linear structure) to 1 (same up to rotation and scale)")}
     compares_with_reference = True  # a study without the bn variant is refused before it trains
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:

@@ -1,0 +1,85 @@
+"""Every metric a built-in probe (or the cka plugin) emits is declared in code and documented in
+docs/metrics.md, and every declared or documented one is emitted: run on a tiny capture."""
+
+import re
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from bnprobe.capture import capture
+from bnprobe.cli import cli
+from bnprobe.probes import ProbeContext, build_probes
+from bnprobe.probes.metrics import declared, documented_probes, generated_part, metrics_markdown
+from bnprobe.probes.runner import run_probes
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+SPECS = {"sparsity": "sparsity", "hdbscan": "hdbscan(min_cluster_size=5)", "binary_patterns": "binary_patterns",
+         "attribution": "attribution(samples=8,n_steps=4)",  # IntegratedGradients: with convergence_delta
+         "layer_attribution": "layer_attribution(method=LayerConductance,samples=8,n_steps=4)", "cka": "cka"}
+"""One spec per documented probe, with a method that emits every declared metric."""
+
+
+def _emitted() -> dict[str, set[str]]:
+    """``{probe name: metric names}`` from running every documented probe on a tiny CNN."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    x, y = torch.randn(60, 1, 8, 8), torch.arange(60) % 3
+    probes = build_probes(list(SPECS.values()))
+    captured = capture(model, (x, y), probes=probes, vectors=True)
+    context = ProbeContext(model=model, inputs=x, labels=y, device=torch.device("cpu"),
+                           layer_modules=captured.modules)  # variant bn: cka compares each layer with itself
+    outcome = run_probes(captured, probes, context)
+    assert not outcome.failures, outcome.failures
+    return {probe.name: {m for layer in outcome.values[probe.key].values() for m in layer} for probe in probes}
+
+
+def test_emitted_declared_and_documented_metrics_are_the_same():
+    infos = {info.name: info for info in documented_probes()}
+    assert set(infos) == set(SPECS)  # every built-in and the cka plugin
+    text = DOC.read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^### `([\w-]+)`.*?\n(.*?)(?=^### |\Z)", generated_part(text), re.S | re.M))
+    emitted = _emitted()
+    assert emitted["sparsity"] >= {"class_sparsity_0", "class_sparsity_2"}  # a family, declared once
+    for name, info in infos.items():
+        metrics = info.cls.metrics
+        assert all(declared(metrics, m) for m in emitted[name]), (name, emitted[name] - set(metrics))
+        assert {declared(metrics, m) for m in emitted[name]} == set(metrics), name  # none declared but not emitted
+        rows = set(re.findall(r"^\| `([^`]+)` \|", documented[name], re.M))
+        assert rows == set(metrics), name
+        assert info.cls.key_metric in metrics
+        for metric in metrics.values():
+            assert metric.definition and metric.range
+            assert metric.direction in ("higher is better", "lower is better", "neither")
+
+
+def test_the_doc_tables_are_the_generated_ones_with_the_defaults_bnprobe_probes_prints():
+    text = DOC.read_text(encoding="utf-8")
+    assert generated_part(text) == metrics_markdown(documented_probes()), \
+        "docs/metrics.md is stale: python -c 'from bnprobe.probes.metrics import rewrite; rewrite(\"docs/metrics.md\")'"
+    listing = CliRunner().invoke(cli, ["probes"], env={"COLUMNS": "200"}).output
+    for info in documented_probes():
+        for key, value in info.cls.param_defaults().items():
+            assert f"{key}={value!r}" in listing and f"`{key}={value!r}`" in text
+    assert "`dims='auto'`" in text and "50 dimensions" in text
+
+
+def test_bnprobe_probes_metrics_lists_every_declared_metric():
+    result = CliRunner().invoke(cli, ["probes", "--metrics"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for info in documented_probes():
+        assert f"{info.name} — metrics (key: {info.cls.key_metric})" in result.output
+        for name, metric in info.cls.metrics.items():
+            line = next(line for line in result.output.splitlines() if f"│ {name} " in line)
+            assert metric.direction in line
+
+
+def test_a_metric_family_matches_its_members_only():
+    metrics = {"class_sparsity_<label>": None, "class_sparsity_spread": None, "hoyer": None}
+    assert declared(metrics, "class_sparsity_7") == "class_sparsity_<label>"
+    assert declared(metrics, "class_sparsity_spread") == "class_sparsity_spread"
+    assert declared(metrics, "hoyer") == "hoyer" and declared(metrics, "hoyer2") is None
+    assert declared(metrics, "class_sparsity_") is None
