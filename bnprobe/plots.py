@@ -120,9 +120,10 @@ def _title(what: str, study: str, rows: Sequence[MetricStats]) -> str:
     return f"{what}{f' — {study}' if study else ''} ({_seed_note(rows)})"
 
 
-def _legend(fig: Figure, ax, columns: int) -> None:
+def _legend(fig: Figure, ax, entries: int) -> None:
+    """The legend of ``ax``'s series below the panels (not over the data), at most four a row."""
     if ax.get_legend_handles_labels()[0]:  # no series when every value is null
-        fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=columns)
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=min(entries, 4))
 
 
 def _short(value: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bnprobe.cli import cli
@@ -16,7 +17,7 @@ def metrics_table(info: ProbeInfo) -> Table:
     for column in ("metric", "definition", "range", "direction"):
         table.add_column(column, overflow="fold")
     for name, metric in info.cls.metrics.items():
-        table.add_row(name, metric.definition, metric.range, metric.direction)
+        table.add_row(*(escape(text) for text in (name, metric.definition, metric.range, metric.direction)))
     if not info.cls.metrics:
         table.add_row("—", "this probe declares no metrics", "", "")
     return table
@@ -30,7 +31,7 @@ def probes_command(show_metrics: bool) -> None:
     console = Console()
     if show_metrics:
         for info in list_probes():
-            console.print(metrics_table(info), markup=False)
+            console.print(metrics_table(info))
         return
     table = Table(title="probes")
     for column in ("name", "source", "needs", "description", "parameters"):
