@@ -55,7 +55,7 @@ def timing_text(timings: RunTimings) -> str:
         return "kept (finished before --resume)"
     parts = []
     if timings.train is not None:
-        fused = f" fused, {timings.fused_runs} runs together" if timings.fused_runs > 1 else ""
+        fused = f" shared by {timings.fused_runs} fused runs" if timings.fused_runs > 1 else ""
         parts.append(f"train {duration(timings.train)}{fused}")
     parts += [f"capture {duration(timings.capture)}", f"probe {duration(timings.probe)}"]
     return f"done in {duration(timings.total)} ({', '.join(parts)})"

@@ -95,7 +95,7 @@ def test_fused_training_reports_every_run_and_epoch(tmp_path):
     for seed in (0, 1):
         for epoch in (1, 2):
             assert len(_matching(EPOCH_LINE.format(variant="bn", seed=seed, epoch=epoch), lines)) == 1, lines
-        assert len(_matching(DONE_LINE.format(variant="bn", seed=seed, fused=", fused, 2 runs together"),
+        assert len(_matching(DONE_LINE.format(variant="bn", seed=seed, fused=" shared by 2 fused runs"),
                              lines)) == 1, lines
 
 
