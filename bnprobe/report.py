@@ -305,7 +305,8 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
     ``probes`` has the shape of ``results.json``'s, one level deeper:
     ``{PROBE: {LAYER: {METRIC: {VARIANT: {"mean", "std", "n", "difference"}}}}}``, every metric of
     every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
-    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.
+    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.  ``flags`` lists
+    every run's flags (:mod:`bnprobe.flags`) as ``{"variant", "seed", "name", "message"}``.
     """
     probes: dict = {}
     for probe in [RUN_PROBE, *results.probe_keys]:
@@ -318,7 +319,8 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
             "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
             "reference": reference if reference in results.variants else None,
             "confidence": CONFIDENCE, "interval_method": PAIRED_METHOD, "probes": probes,
-            "failures": sum(len(run.failures) for run in results.runs)}
+            "failures": sum(len(run.failures) for run in results.runs),
+            "flags": [{"variant": run.variant, "seed": run.seed, **flag} for run in results.runs for flag in run.flags]}
 
 
 def file_stem(probe: str) -> str:

@@ -14,7 +14,7 @@ import bnprobe.train as train_module
 from bnprobe.data import Dataset, Split
 from bnprobe.flags import CHECKS, at_chance, chance_threshold, run_flags
 from bnprobe.fused import FusedRun, train_fused
-from bnprobe.report import write_outputs
+from bnprobe.report import summary_json, write_outputs
 from bnprobe.results import HISTORY_COLUMNS, Results, RunResult, finite_history
 from bnprobe.train import TrainConfig, TrainResult, train_model
 
@@ -106,6 +106,8 @@ def test_history_and_flags_go_into_results_json_and_history_csv(tmp_path):
     assert rows[1:5] == [["bn", "0", "1", "loss", "1.5"], ["bn", "0", "1", "accuracy", "0.25"],
                          ["bn", "0", "1", "test_accuracy", "0.5"], ["bn", "0", "1", "lr", "0.01"]]
     assert ["bn", "0", "2", "loss", ""] in rows and len(rows) == 9
+    assert summary_json(loaded)["flags"] == [{"variant": "bn", "seed": 0, "name": "at_chance",
+                                              "message": "not above chance"}]
 
 
 def test_results_without_history_or_flags_still_load(tmp_path):
