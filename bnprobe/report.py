@@ -256,17 +256,17 @@ def comparison_note(results: Results, reference: str = REFERENCE_VARIANT) -> str
     """One line when the study has nothing to compare (a single variant), else None."""
     if len(results.variants) != 1:
         return None
-    return (f"only one variant ({results.variants[0]}): nothing to compare; run with two or more, "
-            f"e.g. --variants {reference},identity")
+    return f"one variant ({results.variants[0]}): nothing to compare; add one, e.g. --variants {reference},identity"
 
 
 def render(results: Results, console: Console | None = None, metrics: Metrics = None,
            reference: str = REFERENCE_VARIANT) -> None:
-    """Print a table and depth profile per probe and metric, the accuracy lines and any probe failures."""
+    """Print a table and depth profile per probe and metric, the run lines (with flags) and any probe failures."""
     console = console or Console()
     check_metrics(results, metrics)
+    variants, seeds = len(results.variants), len(results.seeds)
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
-                  f"{len(results.variants)} variants × {len(results.seeds)} seed{'s' * (len(results.seeds) != 1)}, "
+                  f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples")
     note = comparison_note(results, reference)
     if note is not None:
@@ -278,7 +278,6 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
             profile = depth_profile(metric_stats(results, probe, metric, reference))
             if profile is not None:
                 console.print(profile)
-    seeds = len(results.seeds)
     console.print(f"[bold]runs[/bold] ({f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
     for variant in results.variants:
         for line in run_lines(results, variant, reference):

@@ -175,5 +175,5 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     with RichListener(quiet=quiet, verbose=verbose) as listener:
         reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume)
     render_reproduction(reproduction, console)
-    console.print(f"results: {out_dir}/results.json, results.csv, plots/, verdicts.json", highlight=False)
+    console.print(f"results: {out_dir}/results.json, results.csv, history.csv, plots/, verdicts.json", highlight=False)
 

@@ -188,7 +188,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
             click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
         else:
             render(results, console)
-        console.print(f"results: {out_dir / 'results.json'}, results.csv, plots/", highlight=False)
+        console.print(f"results: {out_dir / 'results.json'}, results.csv, history.csv, plots/", highlight=False)
 
 
 def parse_workers(text: str) -> int | None:
