@@ -233,6 +233,7 @@ class _FusedGroup:
         loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
+        lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
         for x, y in self._stacked_batches():
             self.optimizer.zero_grad(set_to_none=True)
             losses, predicted = self.graph(x, y)

@@ -310,6 +310,7 @@ class _Run:
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
+        lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
         for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
             if self.augment is not None:
                 x = self.augment(x, self.augment_rng)
