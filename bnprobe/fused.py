@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -67,7 +68,7 @@ from bnprobe.train import (
     _num_batches,
     _Run,
     autocast_dtype,
-    evaluate,
+    epoch_record,
     make_optimizer,
     make_schedule,
     resolve_device,
@@ -122,13 +123,14 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
     CUDA graph (on CUDA only); ``on_graph`` is called after training with how the steps ran, e.g.
     ``"CUDA graph, 9370 of 9380 steps replayed"`` or ``"eager: CUDA graphs need a CUDA device"``.
     """
+    started = time.perf_counter()
     device = resolve_device(device)
     blocker = fusion_blocker(config, train, device, len(runs))
     if blocker is not None:
         raise FusionUnavailable(blocker)
     train = train.to(device)
     test = test.to(device) if test is not None else None
-    group = _FusedGroup(runs, train, config, device, augment, resume, cuda_graph)
+    group = _FusedGroup(runs, train, config, device, augment, resume, cuda_graph, test)
     if on_start is not None:
         on_start()
     try:
@@ -139,25 +141,15 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
         group.graph.release()  # its memory pool holds a whole step's activations
     if on_graph is not None:
         on_graph(summary)
-    results = []
-    for run in group.runs:
-        train_loss, train_acc = evaluate(run.model, train, device=device, precision=config.precision)
-        test_loss, test_acc = (None, None)
-        if test is not None:
-            test_loss, test_acc = evaluate(run.model, test, device=device, precision=config.precision)
-        results.append(TrainResult(train_accuracy=train_acc, test_accuracy=test_acc,
-                                   final_loss=run.history[-1]["loss"], test_loss=test_loss,
-                                   epochs_run=len(run.history), diverged_at_epoch=run.diverged_at_epoch,
-                                   history=run.history))
-    return results
+    return [run.result(test, started, fused_runs=len(group.runs)) for run in group.runs]
 
 
 class _FusedGroup:
     """The stacked state of K runs and the step that advances them together."""
 
     def __init__(self, fused: list[FusedRun], train: Split, config: TrainConfig, device: torch.device,
-                 augment: Augment | None, resume: bool, cuda_graph: bool = True) -> None:
-        self.fused, self.train, self.config, self.device = fused, train, config, device
+                 augment: Augment | None, resume: bool, cuda_graph: bool = True, test: Split | None = None) -> None:
+        self.fused, self.train, self.config, self.device, self.test = fused, train, config, device, test
         world = distributed.World()
         for item in fused:
             item.model.to(device)
@@ -241,6 +233,7 @@ class _FusedGroup:
         loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
+        lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
         for x, y in self._stacked_batches():
             self.optimizer.zero_grad(set_to_none=True)
             losses, predicted = self.graph(x, y)
@@ -248,6 +241,7 @@ class _FusedGroup:
             if config.grad_clip is not None:
                 self._clip_per_run(config.grad_clip)
             self.optimizer.step()
+            lr = self.optimizer.param_groups[0]["lr"]
             self.schedule.step()
             loss_sum += losses * y.shape[1]
             correct += (predicted == y).sum(dim=1)
@@ -259,12 +253,13 @@ class _FusedGroup:
             if not self.active[index]:
                 continue
             run.epoch += 1
-            record = {"epoch": run.epoch, "loss": losses[index], "accuracy": accuracies[index]}
+            record = epoch_record(run.epoch, losses[index], accuracies[index], lr)
             run.history.append(record)
             if not math.isfinite(losses[index]):
                 run.diverged_at_epoch = run.epoch
                 self.active[index] = False
             self._write_back(index)
+            run.evaluate_epoch(record, self.test)
             item = self.fused[index]
             if item.checkpoint is not None:
                 _set_global_rng(self.global_rng[index], self.device)  # what ``_Run.save`` records as this run's

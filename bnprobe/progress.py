@@ -1,11 +1,24 @@
-"""Rich progress for a running study with ETA: the whole study, and its current stage.
+"""Progress of a running study, on a terminal and off one (a log file, a notebook, a cluster job).
 
-Stages: training (a step per epoch), capture (a step per batch of probed samples) and probes (a step
-per probe and layer).  Each stage bar shows done/total, elapsed time and the time left; the study
-bar's time left is estimated from the runs finished so far.
+On a terminal: one bar for the whole study and one for its current stage -- training (a step per
+epoch), capture (a step per batch of probed samples) and probes (a step per probe and layer) --
+each with done/total, elapsed time and the time left; the study bar's time left is estimated from
+the runs finished so far.
+
+Off a terminal (:attr:`rich.console.Console.is_terminal` false) bars would print nothing until the
+end, so plain labelled lines are printed instead: one per run and epoch (variant, seed, epoch,
+train-mode loss, test accuracy, elapsed, time left), and during capture and probing at most one
+every :data:`HEARTBEAT_SECONDS`, so a log never stays silent long.
+
+Everywhere, every run ends with one line that names it and splits its time into train / capture /
+probe (:class:`bnprobe.study.RunTimings`), or says it was kept (``--resume``).  How training was
+planned (fused or one run at a time, and why) and how fused steps ran are internal notes, printed
+only with ``verbose``.
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -18,21 +31,63 @@ from rich.progress import (
 )
 
 from bnprobe.results import RunResult
-from bnprobe.study import StudyListener
+from bnprobe.stats import format_value
+from bnprobe.study import RunTimings, StudyListener
 from bnprobe.surgery import SwapReport
+
+HEARTBEAT_SECONDS = 30.0
+"""Off a terminal, the longest a capture or probe stage goes without a line."""
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: ``4.2s``, ``3m05s``, ``1h02m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def timing_text(timings: RunTimings) -> str:
+    """``done in 12.3s (train 10.1s, capture 1.2s, probe 1.0s)``, or ``kept`` for a run kept on resume."""
+    if timings.kept:
+        return "kept (finished before --resume)"
+    parts = []
+    if timings.train is not None:
+        fused = f" shared by {timings.fused_runs} fused runs" if timings.fused_runs > 1 else ""
+        parts.append(f"train {duration(timings.train)}{fused}")
+    parts += [f"capture {duration(timings.capture)}", f"probe {duration(timings.probe)}"]
+    return f"done in {duration(timings.total)} ({', '.join(parts)})"
+
+
+def done_line(run: RunResult, timings: RunTimings) -> str:
+    """The line that closes a run: which run, where its time went, its accuracies (and what measured them)."""
+    diverged = f"; diverged at epoch {run.diverged_at_epoch}, not probed" if run.diverged_at_epoch is not None else ""
+    return (f"{run.variant} seed {run.seed} {timing_text(timings)}: "
+            f"train acc (eval mode) {format_value(run.train_accuracy)}, "
+            f"test acc {format_value(run.test_accuracy)}{diverged}")
 
 
 class RichListener(StudyListener):
-    """Shows one bar for the whole study and one for the current stage; quiet prints nothing."""
+    """Progress bars on a terminal, labelled lines off one (module docstring); ``quiet`` prints nothing,
+    ``verbose`` adds the internal notes."""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
+    def __init__(self, console: Console | None = None, quiet: bool = False, verbose: bool = False) -> None:
         self.console = console or Console(stderr=True)
-        self.quiet = quiet
+        self.quiet, self.verbose = quiet, verbose
+        self.lines = not self.console.is_terminal  # off a terminal: lines instead of bars
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 console=self.console, transient=True, disable=quiet)
+                                 console=self.console, transient=True, disable=quiet or self.lines)
         self.study_task = None
         self.stage_task = None
+        self.clock = time.monotonic
+        self._runs: tuple[int, int] = (0, 0)  # done, total
+        self._stage_text = ""
+        self._stage_count: tuple[int, int] = (0, 0)
+        self._stage_started = self._last_line = 0.0
+        self._training: dict[tuple[str, int], tuple[float, int, int]] = {}  # started, first epoch, epochs
 
     def __enter__(self) -> RichListener:
         return self
@@ -41,52 +96,79 @@ class RichListener(StudyListener):
         if self.study_task is not None:
             self.progress.stop()
 
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)  # a log does not wrap
+            self._last_line = self.clock()
+
     def study_started(self, total_runs: int) -> None:
         self.progress.start()  # only now: input errors found earlier print one clean line
         self.study_task = self.progress.add_task("study", total=total_runs)
+        self._runs = (0, total_runs)
+        self._last_line = self.clock()
 
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:
-        if not self.quiet:
-            what = "model as built" if variant == "bn" else f"{report.n_swapped} norm layers swapped"
-            self.progress.console.print(f"[bold]{variant}[/bold] seed {seed}: {what}", highlight=False)
+        what = "model as built" if variant == "bn" else f"{report.n_swapped} norm layers swapped"
+        self._say(f"{variant} seed {seed}: {what}")
 
     def _stage(self, description: str, total: int) -> None:
         if self.stage_task is not None:
             self.progress.remove_task(self.stage_task)
         self.stage_task = self.progress.add_task(description, total=total)
+        self._stage_text, self._stage_count, self._stage_started = description, (0, total), self.clock()
+
+    def _advance_stage(self, steps: int, unit: str) -> None:
+        """Advance the stage bar; off a terminal, a line when none was printed for a while."""
+        self.progress.advance(self.stage_task, steps)
+        done, total = self._stage_count[0] + steps, self._stage_count[1]
+        self._stage_count = (done, total)
+        now = self.clock()
+        if self.lines and now - self._last_line >= HEARTBEAT_SECONDS:
+            self._say(f"{self._stage_text}: {done}/{total} {unit}, {duration(now - self._stage_started)} elapsed")
 
     def training_started(self, variant: str, seed: int, epochs: int) -> None:
         self._stage(f"train {variant} seed {seed}", epochs)
+        self._training[(variant, seed)] = (self.clock(), -1, epochs)
 
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None:
+        started, first, epochs = self._training.get((variant, seed), (self.clock(), epoch - 1, epoch))
+        first = epoch - 1 if first < 0 else first  # a resumed run starts past epoch 0
+        self._training[(variant, seed)] = (started, first, epochs)
+        loss = format_value(metrics["loss"])
         self.progress.update(self.stage_task, completed=epoch,
-                             description=f"train {variant} seed {seed} loss {metrics['loss']:.3f}")
+                             description=f"train {variant} seed {seed} loss {loss}")
+        if not self.lines:
+            return
+        elapsed = self.clock() - started
+        left = elapsed / (epoch - first) * (epochs - epoch)
+        test = metrics.get("test_accuracy")
+        test_text = f", test acc {format_value(test)}" if test is not None else ""
+        self._say(f"{variant} seed {seed} epoch {epoch}/{epochs}: loss {loss} (train mode){test_text}, "
+                  f"{duration(elapsed)} elapsed, eta {duration(left)}")
 
     def capture_started(self, variant: str, seed: int, samples: int) -> None:
         self._stage(f"capture {variant} seed {seed}", samples)
 
     def capture_batch(self, variant: str, seed: int, samples: int) -> None:
-        self.progress.advance(self.stage_task, samples)
+        self._advance_stage(samples, "samples")
 
     def probing_started(self, variant: str, seed: int, steps: int) -> None:
         self._stage(f"probe {variant} seed {seed}", steps)
 
     def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None:
-        self.progress.advance(self.stage_task)
+        self._advance_stage(1, "probe steps")
 
     def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
-        if not self.quiet:
+        if self.verbose:
             how = "fused into one vmapped model" if reason is None else f"one run at a time: {reason}"
-            self.progress.console.print(f"[bold]{variant}[/bold] seeds {', '.join(map(str, seeds))}: {how}",
-                                        highlight=False)
+            self._say(f"{variant} seeds {', '.join(map(str, seeds))}: {how}")
 
     def fused_steps(self, variant: str, how: str) -> None:
-        if not self.quiet:
-            self.progress.console.print(f"[bold]{variant}[/bold] fused steps: {how}", highlight=False)
+        if self.verbose:
+            self._say(f"{variant} fused steps: {how}")
 
-    def run_done(self, run: RunResult, seconds: float) -> None:
+    def run_finished(self, run: RunResult, timings: RunTimings) -> None:
         self.progress.advance(self.study_task)
-        if not self.quiet:
-            test = f"{run.test_accuracy:.3f}" if run.test_accuracy is not None else "—"
-            self.progress.console.print(f"  done in {seconds:.1f}s: train acc {run.train_accuracy:.3f}, "
-                                        f"test acc {test}", highlight=False)
+        done, total = self._runs[0] + 1, self._runs[1]
+        self._runs = (done, total)
+        self._say(f"[{done}/{total}] {done_line(run, timings)}")

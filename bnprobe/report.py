@@ -7,10 +7,15 @@ metric and variant, the mean ± sample standard deviation over seeds and the dif
 In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
 forward order, a column per variant and a ``Δ`` column per non-reference variant, ``*`` where the
 interval excludes 0; under it a sparkline per variant shows the trend through depth.  Each run's own
-numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``.
+numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``, and print as
+one short line per measure (:data:`RUN_MEASURES`, labelled with what was measured and in which
+mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.flags`) follow.  A study
+with one variant gets one line saying there is nothing to compare.  Numbers print with the digits
+of :func:`bnprobe.stats.format_numbers`.
 
-:func:`write_outputs` writes ``results.csv`` and ``plots/`` (a PNG and, beside it, a CSV of exactly
-the numbers drawn) into a study folder; :func:`summary_json` is the same summary as plain data.
+:func:`write_outputs` writes ``results.csv``, ``history.csv`` (per-epoch numbers) and ``plots/``
+(a PNG and, beside it, a CSV of exactly the numbers drawn) into a study folder; :func:`summary_json`
+is the same summary as plain data.
 """
 
 from __future__ import annotations
@@ -21,12 +26,22 @@ from typing import Literal
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import MODEL_SCOPE_LAYER, list_probes, parse_probe_spec
 from bnprobe.results import RUN_PROBE, Results, write_atomic
-from bnprobe.stats import CONFIDENCE, PAIRED_METHOD, MetricStats, paired_difference, stats_csv, summarise
+from bnprobe.stats import (
+    CONFIDENCE,
+    PAIRED_METHOD,
+    MetricStats,
+    format_numbers,
+    paired_difference,
+    stats_csv,
+    summarise,
+)
 from bnprobe.study import REFERENCE_VARIANT
 
 Metrics = Sequence[str] | Literal["all"] | None
@@ -122,7 +137,9 @@ def sparkline(values: Sequence[float | None], low: float, high: float) -> str:
     return "".join(chars)
 
 
-def _difference_caption(results: Results, reference: str) -> str:
+def _difference_caption(results: Results, reference: str) -> str | None:
+    if len(results.variants) < 2:
+        return None  # the report's one line says there is nothing to compare
     if reference not in results.variants:
         return f"no {reference} variant in this study: no differences"
     if len(results.seeds) < 2:
@@ -187,8 +204,9 @@ def depth_profile(rows: Sequence[MetricStats]) -> Table | None:
         return None
     low, high = min(means), max(means)
     grid = Table.grid(padding=(0, 2))
+    low_text, high_text = format_numbers([low, high], high - low or high)
     grid.add_row(f"  [dim]depth profile, {layers[0]} → {layers[-1]} "
-                 f"(▁ {low:.3f} … █ {high:.3f})[/dim]")
+                 f"(▁ {low_text} … █ {high_text})[/dim]")
     profile = Table.grid(padding=(0, 2))
     for variant in dict.fromkeys(row.variant for row in rows):
         line = [row.summary.mean if row.summary else None for row in rows if row.variant == variant]
@@ -197,37 +215,62 @@ def depth_profile(rows: Sequence[MetricStats]) -> Table | None:
     return grid
 
 
-def accuracy_line(results: Results, variant: str, reference: str = REFERENCE_VARIANT) -> str:
-    """``variant: train 0.981 ± 0.004, test 0.962 ± 0.010 (Δ −0.012 [...]), final loss 0.071`` (+ notes)."""
+RUN_MEASURES = (("train_accuracy", "train acc (eval mode)"),
+                ("final_loss", "train loss (last epoch, train mode)"),
+                ("test_accuracy", "test acc (eval mode)"),
+                ("test_loss", "test loss (eval mode)"))
+"""A run's own numbers as the report names them: what was measured, and in which mode.
+
+The train accuracy is measured after training, in eval mode (as the test accuracy); the train loss
+is the mean over the last epoch's batches as the optimiser saw them, in train mode."""
+
+
+def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT) -> list[str]:
+    """The report's lines for ``variant``'s runs: a heading, one short line per measure (mean ± std
+    over seeds, Δ test accuracy from ``reference``), then divergence and each run's flags.
+
+    Each line stays under 80 columns for numbers of ordinary size, so no phrase is broken by wrapping.
+    """
     runs = [r for r in results.runs if r.variant == variant]
-    train = summarise(r.train_accuracy for r in runs)
-    test = summarise(r.test_accuracy for r in runs)
-    loss = summarise(r.final_loss for r in runs)
-    test_text = f"test {test}" if test else "test —"
-    if test and variant != reference and reference in results.variants:
-        difference = paired_difference(seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, "test_accuracy", variant),
-                                       seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, "test_accuracy", reference))
-        if difference is not None:
-            test_text += f" (Δ {difference})"
-    parts = [f"train {train}" if train else "train —", test_text, f"final loss {loss}" if loss else "final loss —"]
+    swapped = runs[0].swap.get("n_swapped") if runs else None
+    what = "model as built" if variant == reference else f"{swapped} norm layers swapped" if swapped else ""
+    lines = [f"{variant}" + (f" ({what})" if what else "")]
+    width = max(*(len(label) for _, label in RUN_MEASURES), len(f"{RUN_MEASURES[2][1]} − {reference}")) + 2
+    for metric, label in RUN_MEASURES:
+        summary = summarise(getattr(r, metric) for r in runs)
+        lines.append(f"  {label:<{width}}{summary if summary else '—'}")
+        if metric == "test_accuracy" and summary and variant != reference and reference in results.variants:
+            difference = paired_difference(seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, metric, variant),
+                                           seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, metric, reference))
+            if difference is not None:
+                lines.append(f"  {label + ' − ' + reference:<{width}}{difference}")
     diverged = [r for r in runs if r.diverged_at_epoch is not None]
     if diverged:
-        parts.append(f"diverged in {len(diverged)}/{len(runs)} runs "
+        lines.append(f"  diverged in {len(diverged)}/{len(runs)} runs "
                      f"(epochs {', '.join(str(r.diverged_at_epoch) for r in diverged)})")
-    swapped = runs[0].swap.get("n_swapped") if runs else None
-    if swapped:
-        parts.append(f"{swapped} norm layers swapped")
-    return f"{variant}: " + ", ".join(parts)
+    lines += [f"  ! seed {r.seed} {flag['name']}: {flag['message']}" for r in runs for flag in r.flags]
+    return lines
+
+
+def comparison_note(results: Results, reference: str = REFERENCE_VARIANT) -> str | None:
+    """One line when the study has nothing to compare (a single variant), else None."""
+    if len(results.variants) != 1:
+        return None
+    return f"one variant ({results.variants[0]}): nothing to compare; add one, e.g. --variants {reference},identity"
 
 
 def render(results: Results, console: Console | None = None, metrics: Metrics = None,
            reference: str = REFERENCE_VARIANT) -> None:
-    """Print a table and depth profile per probe and metric, the accuracy lines and any probe failures."""
+    """Print a table and depth profile per probe and metric, the run lines (with flags) and any probe failures."""
     console = console or Console()
     check_metrics(results, metrics)
+    variants, seeds = len(results.variants), len(results.seeds)
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
-                  f"{len(results.variants)} variants × {len(results.seeds)} seed{'s' * (len(results.seeds) != 1)}, "
+                  f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples")
+    note = comparison_note(results, reference)
+    if note is not None:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
     for probe in results.probe_keys:
         for metric in select_metrics(results, probe, metrics):
             for table in probe_tables(results, probe, metric, console, reference):
@@ -235,9 +278,15 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
             profile = depth_profile(metric_stats(results, probe, metric, reference))
             if profile is not None:
                 console.print(profile)
-    console.print("[bold]accuracy[/bold]")
+    console.print(f"[bold]runs[/bold] ({f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
     for variant in results.variants:
-        console.print("  " + accuracy_line(results, variant, reference), highlight=False)
+        for line in run_lines(results, variant, reference):
+            indent = 2 + len(line) - len(line.lstrip())  # a wrapped flag message stays under its line
+            console.print(Padding(Text(line.lstrip()), (0, 0, 0, indent)))
+    flagged = sum(bool(run.flags) for run in results.runs)
+    if flagged:
+        console.print(f"[yellow]{flagged} flagged run{'s' * (flagged != 1)}[/yellow] (! above; "
+                      "flags in results.json)")
     failures = [(run, f) for run in results.runs for f in run.failures]
     if failures:
         console.print(f"[yellow]{len(failures)} probe failures[/yellow] (details in results.json):")
@@ -255,7 +304,8 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
     ``probes`` has the shape of ``results.json``'s, one level deeper:
     ``{PROBE: {LAYER: {METRIC: {VARIANT: {"mean", "std", "n", "difference"}}}}}``, every metric of
     every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
-    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.
+    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.  ``flags`` lists
+    every run's flags (:mod:`bnprobe.flags`) as ``{"variant", "seed", "name", "message"}``.
     """
     probes: dict = {}
     for probe in [RUN_PROBE, *results.probe_keys]:
@@ -268,7 +318,8 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
             "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
             "reference": reference if reference in results.variants else None,
             "confidence": CONFIDENCE, "interval_method": PAIRED_METHOD, "probes": probes,
-            "failures": sum(len(run.failures) for run in results.runs)}
+            "failures": sum(len(run.failures) for run in results.runs),
+            "flags": [{"variant": run.variant, "seed": run.seed, **flag} for run in results.runs for flag in run.flags]}
 
 
 def file_stem(probe: str) -> str:
@@ -288,7 +339,7 @@ def plot_metrics(results: Results, probe: str, metrics: Metrics = None) -> list[
 
 def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None,
                   reference: str = REFERENCE_VARIANT) -> list[Path]:
-    """Write ``results.csv`` and ``plots/*.png`` with a CSV of the plotted numbers beside each PNG.
+    """Write ``results.csv``, ``history.csv`` and ``plots/*.png`` with a CSV of the plotted numbers beside each PNG.
 
     ``plots/accuracy.png``: train and test accuracy per variant, as bars.  ``plots/<probe>.png``: one
     panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
@@ -297,7 +348,7 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
     from bnprobe.plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
 
     out_dir = Path(out_dir)
-    written = [results.save_csv(out_dir)]
+    written = [results.save_csv(out_dir), results.save_history_csv(out_dir)]
     study = f"{results.model} on {results.dataset}"
 
     def rows(probe: str, chosen: Sequence[str]) -> list[MetricStats]:

@@ -7,12 +7,15 @@
      "runs": [{"variant", "seed", "train_accuracy", "test_accuracy", "final_loss", "test_loss",
                "epochs_run", "diverged_at_epoch", "swap": {...},
                "probes": {PROBE: {LAYER: {METRIC: number or null}}},
-               "failures": [{"probe", "layer", "error"}]}]}
+               "failures": [{"probe", "layer", "error"}],
+               "history": [{"epoch", "loss", "accuracy", "test_accuracy", "lr"}],
+               "flags": [{"name", "message"}]}]}
 
 ``results.csv`` holds the same numbers in tidy long form, one number a row, for pandas or a
 spreadsheet: ``variant, seed, probe, layer, metric, value`` (an empty value is a null).  Each run's own
 numbers (accuracies, losses, epochs) are filed under the pseudo-probe :data:`RUN_PROBE` at layer
-``model``, so one ``groupby`` reaches everything.
+``model``, so one ``groupby`` reaches everything.  ``history.csv`` is each run's per-epoch history
+in the same long form: ``variant, seed, epoch, metric, value`` (:data:`HISTORY_METRICS`).
 
 Every file is written atomically (a temporary file in the same folder, then a rename), so an
 interrupted run never leaves a half-written result behind.
@@ -37,6 +40,10 @@ CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
 RUN_PROBE = "run"
 """Pseudo-probe under which the tidy CSV and the report file a run's own numbers, at layer ``model``."""
 RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch")
+HISTORY_COLUMNS = ("variant", "seed", "epoch", "metric", "value")
+HISTORY_METRICS = ("loss", "accuracy", "test_accuracy", "lr")
+"""Per-epoch numbers: train-mode loss and accuracy over the epoch's batches, test accuracy after the
+epoch (eval mode), and the learning rate of the epoch's last step (:mod:`bnprobe.train`)."""
 
 
 @dataclass
@@ -54,6 +61,10 @@ class RunResult:
     swap: dict = field(default_factory=dict)
     probes: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    """Per epoch: ``{"epoch", "loss", "accuracy", "test_accuracy", "lr"}`` (:data:`HISTORY_METRICS`)."""
+    flags: list[dict] = field(default_factory=list)
+    """Warnings about the run, ``{"name", "message"}`` (:mod:`bnprobe.flags`), e.g. ``at_chance``."""
 
     def numbers(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Every number of the run in the shape of :attr:`probes`, its own under :data:`RUN_PROBE`.
@@ -125,6 +136,24 @@ class Results:
         write_atomic(path, self.to_csv())
         return path
 
+    def history_csv(self) -> str:
+        """Every run's per-epoch history in long form under :data:`HISTORY_COLUMNS` (empty value: null)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        for run in self.runs:
+            for record in run.history:
+                for metric in HISTORY_METRICS:
+                    value = record.get(metric)
+                    writer.writerow((run.variant, run.seed, record["epoch"], metric, "" if value is None else value))
+        return buffer.getvalue()
+
+    def save_history_csv(self, out_dir: str | Path) -> Path:
+        """Write ``out_dir/history.csv`` atomically and return its path."""
+        path = Path(out_dir) / "history.csv"
+        write_atomic(path, self.history_csv())
+        return path
+
     @classmethod
     def load(cls, path: str | Path) -> Results:
         """Read a ``results.json`` (or the study folder holding one)."""
@@ -179,6 +208,12 @@ def finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def finite_history(history: list[dict]) -> list[dict]:
+    """``history`` with every non-finite float (a diverged epoch's loss) as None, for JSON."""
+    return [{key: finite_or_none(value) if isinstance(value, float) else value for key, value in record.items()}
+            for record in history]
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

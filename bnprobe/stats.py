@@ -10,6 +10,16 @@ the seed-to-seed noise they share taken out, and the interval is Student's t on 
 One pair gives the difference with no interval.  Two *different* studies share nothing but seed
 numbers, so :func:`welch_difference` compares them as independent samples (Welch's t interval with
 the Welch–Satterthwaite degrees of freedom).
+
+**Printed digits** (:func:`format_numbers`).  A mean ± std, or a difference and its interval, is
+printed with one number of decimals for all its parts, chosen from its *spread*: the std, or the
+interval's half-width -- for a starred difference the smaller of the half-width and the bound
+nearest to 0, so that neither the estimate nor that bound reads as zero.  Without a spread (one
+seed, or no variation) the value itself is the scale.  The decimals are the fewest that show the
+scale with 2 significant digits, but never fewer than :data:`MIN_DECIMALS` (so ordinary numbers
+keep the familiar ``0.962 ± 0.010``, and counts such as ``n_clusters`` stay ``12.000 ± 3.200``);
+past :data:`MAX_DECIMALS` every part switches to scientific notation with 3 significant digits
+(``1.23e-09 ± 4.56e-10``).  A nonzero spread therefore never prints as ``0.000``.
 """
 
 from __future__ import annotations
@@ -26,6 +36,34 @@ from scipy.stats import t as student_t
 CONFIDENCE = 0.95
 PAIRED_METHOD = "paired by seed; Student t interval on the per-seed differences (n-1 df)"
 WELCH_METHOD = "independent samples; Welch t interval (Welch-Satterthwaite df)"
+MIN_DECIMALS = 3
+"""Decimals every printed number gets at least."""
+MAX_DECIMALS = 8
+"""Beyond this many decimals a number prints in scientific notation instead."""
+
+
+def decimals_for(scale: float | None) -> int | None:
+    """Decimals that show ``scale`` with 2 significant digits, at least :data:`MIN_DECIMALS`; None
+    (scientific notation) when that needs more than :data:`MAX_DECIMALS` (module docstring)."""
+    if scale is None or scale == 0 or not math.isfinite(scale):
+        return MIN_DECIMALS
+    needed = max(MIN_DECIMALS, 1 - math.floor(math.log10(abs(scale))))
+    return needed if needed <= MAX_DECIMALS else None
+
+
+def format_numbers(values: Iterable[float], scale: float | None, signed: bool = False) -> list[str]:
+    """``values`` printed alike, with the decimals :func:`decimals_for` picks for ``scale``.
+
+    One format for every part of a cell, so ``mean ± std`` or ``Δ [low, high]`` line up digit for digit.
+    """
+    decimals = decimals_for(scale)
+    spec = ("+" if signed else "") + (f".{decimals}f" if decimals is not None else ".2e")
+    return [format(value, spec) for value in values]
+
+
+def format_value(value: float | None) -> str:
+    """One number on its own (no spread): enough decimals for 2 significant digits of it; ``—`` for None."""
+    return "—" if value is None else format_numbers([value], value)[0]
 
 
 @dataclass(frozen=True)
@@ -37,9 +75,11 @@ class Summary:
     n: int
 
     def __str__(self) -> str:
+        """``mean ± std`` with the digits of :func:`format_numbers`, scaled by the std (or the mean alone)."""
         if self.std is None:
-            return f"{self.mean:.3f}"
-        return f"{self.mean:.3f} ± {self.std:.3f}"
+            return format_value(self.mean)
+        mean, std = format_numbers([self.mean, self.std], self.std or self.mean)
+        return f"{mean} ± {std}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,10 +113,14 @@ class Difference:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     def __str__(self) -> str:
-        if self.low is None:
-            return f"{self.estimate:+.3f}"
+        """``Δ [low, high]`` (`` *`` when the interval excludes 0) with the digits of :func:`format_numbers`."""
+        if self.low is None or self.high is None:
+            return format_numbers([self.estimate], self.estimate, signed=True)[0]
+        half = (self.high - self.low) / 2
+        scale = min(half, abs(self.low), abs(self.high)) if self.excludes_zero else half
+        estimate, low, high = format_numbers([self.estimate, self.low, self.high], scale or self.estimate, signed=True)
         mark = " *" if self.excludes_zero else ""
-        return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]{mark}"
+        return f"{estimate} [{low}, {high}]{mark}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "excludes_zero": self.excludes_zero}

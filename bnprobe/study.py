@@ -68,13 +68,14 @@ from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
+from bnprobe.flags import run_flags
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.params import split_list
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
-from bnprobe.results import Results, RunResult, finite_or_none
+from bnprobe.results import Results, RunResult, finite_history, finite_or_none
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
 from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state, run_stem
@@ -192,6 +193,27 @@ def _as_train_config(value: TrainConfig | Mapping[str, Any]) -> TrainConfig:
     raise BnprobeError(f"train must be a TrainConfig or a dict of its settings, got {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class RunTimings:
+    """Where one run's wall time went, in seconds (what :meth:`StudyListener.run_finished` is told).
+
+    ``train`` is None for a run not trained here: kept on ``--resume`` (``kept``) or probed again by
+    :func:`reprobe_study`.  ``capture`` includes the streaming probes fed during capture; ``probe``
+    is the time the study spent on the run's probes (probe workers running beside the next run's
+    training are not counted twice).  A fused run's ``train`` is its group's, ``fused_runs`` runs.
+    """
+
+    train: float | None = None
+    capture: float = 0.0
+    probe: float = 0.0
+    kept: bool = False
+    fused_runs: int = 1
+
+    @property
+    def total(self) -> float:
+        return (self.train or 0.0) + self.capture + self.probe
+
+
 class StudyListener:
     """Hooks a front end overrides to show progress; every method is optional."""
 
@@ -209,7 +231,15 @@ class StudyListener:
     def capture_batch(self, variant: str, seed: int, samples: int) -> None: ...
     def probing_started(self, variant: str, seed: int, steps: int) -> None: ...
     def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None: ...
-    def run_done(self, run: RunResult, seconds: float) -> None: ...
+    def run_done(self, run: RunResult, seconds: float) -> None:
+        """A run is filed, after ``seconds`` (:attr:`RunTimings.total`); called by :meth:`run_finished`."""
+
+    def run_finished(self, run: RunResult, timings: RunTimings) -> None:
+        """A run is filed (or kept, on resume), with where its time went.
+
+        By default this calls :meth:`run_done` with the total, so a listener written against it goes on working.
+        """
+        self.run_done(run, timings.total)
 
 
 ModelSource = str | nn.Module | Callable[[], nn.Module]
@@ -253,6 +283,8 @@ class _Study:
         self.device, self.out_dir, self.listener, self.pool = device, out_dir, listener, pool
         self.probe_split = probe_subset(dataset.train, config.samples)
         self._base: tuple[int, nn.Module] | None = None
+        self.capture_seconds = 0.0
+        """How long the last :meth:`capture` took."""
 
     def base(self, seed: int) -> nn.Module:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
@@ -304,10 +336,13 @@ class _Study:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
         cache_dir = self.cache_dir(variant, seed)
         self.listener.capture_started(variant, seed, len(self.probe_split))
-        return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
-                       spatial=self.config.spatial, max_memory=self.config.max_memory,
-                       max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
-                       device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
+        started = time.perf_counter()
+        captured = capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
+                           spatial=self.config.spatial, max_memory=self.config.max_memory,
+                           max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
+                           device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
+        self.capture_seconds = time.perf_counter() - started
+        return captured
 
     def probe(self, model: nn.Module, variant: str, seed: int,
               reference: CaptureResult | None) -> tuple[PendingOutcome, CaptureResult]:
@@ -424,7 +459,7 @@ class _Ledger:
                  out_dir: Path | None, world: World, listener: StudyListener) -> None:
         self.results, self.runs, self.order = results, runs, order
         self.out_dir, self.world, self.listener = out_dir, world, listener
-        self.probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], float]] = {}
+        self.probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], RunTimings]] = {}
 
     def save(self) -> None:
         self.results.runs = [self.runs[key] for key in self.order if key in self.runs]
@@ -432,21 +467,25 @@ class _Ledger:
             self.results.save(self.out_dir)
 
     def expect(self, key: tuple[str, int], outcome: PendingOutcome, finish: Callable[[ProbeOutcome], RunResult],
-               started: float) -> None:
-        """File run ``key`` as ``finish(numbers)`` once ``outcome``'s numbers are in; file what is ready now."""
-        self.probing[key] = (outcome, finish, started)
+               timings: RunTimings) -> None:
+        """File run ``key`` as ``finish(numbers)`` once ``outcome``'s numbers are in; file what is ready now.
+
+        The time spent waiting for the numbers is added to ``timings.probe``."""
+        self.probing[key] = (outcome, finish, timings)
         self.settle(wait=False)
 
     def settle(self, wait: bool) -> None:
         """File the runs whose probe numbers are in (all of them with ``wait``), in study order."""
         for key in [key for key in self.order if key in self.probing]:
-            outcome, finish, started = self.probing[key]
+            outcome, finish, timings = self.probing[key]
             if not wait and not outcome.done():
                 continue
             del self.probing[key]
+            waiting = time.perf_counter()
             self.runs[key] = finish(outcome.result())
+            timings = replace(timings, probe=timings.probe + time.perf_counter() - waiting)
             self.save()
-            self.listener.run_done(self.runs[key], time.perf_counter() - started)
+            self.listener.run_finished(self.runs[key], timings)
 
 
 def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
@@ -462,13 +501,12 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
         for seed in range(config.seeds):
             reference: CaptureResult | None = None
             for variant in config.variants:
-                started = time.perf_counter()
                 kept = runs.get((variant, seed))
                 if kept is not None:
                     pending = any((v, seed) not in runs for v in config.variants)
                     if variant == REFERENCE_VARIANT and kept.diverged_at_epoch is None and pending and world.is_main:
                         reference = study.capture(study.trained(variant, seed), variant, seed)
-                    listener.run_done(kept, time.perf_counter() - started)
+                    listener.run_finished(kept, RunTimings(kept=True))
                     continue
                 if (variant, seed) in fused:
                     model, report, trained = fused.pop((variant, seed))
@@ -477,13 +515,19 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                 if not world.is_main:
                     continue
                 outcome, captured = PendingOutcome([], None), None
+                timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs)
                 if trained.diverged_at_epoch is None:
+                    probing = time.perf_counter()
                     outcome, captured = study.probe(model, variant, seed, reference)
+                    timings = replace(timings, capture=study.capture_seconds,
+                                      probe=time.perf_counter() - probing - study.capture_seconds)
                     results.layers = results.layers or captured.names
                 if variant == REFERENCE_VARIANT:
                     reference = captured
                 del captured  # only the reference's vectors stay (often on the GPU) while the next run is captured
-                ledger.expect((variant, seed), outcome, partial(_run_result, variant, seed, trained, report), started)
+                ledger.expect((variant, seed), outcome,
+                              partial(_run_result, variant, seed, trained, report, run_flags(trained, study.dataset)),
+                              timings)
             study.clear_cache()  # probes' prepared data no longer reads the caches
         ledger.settle(wait=True)
     finally:
@@ -502,13 +546,16 @@ def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn
     return model, report, trained
 
 
-def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, outcome: ProbeOutcome) -> RunResult:
-    """What the study files for one run: its training numbers, its swap report and its probes' numbers."""
+def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, flags: list[dict],
+                outcome: ProbeOutcome) -> RunResult:
+    """What the study files for one run: its training numbers and history, its swap report, its flags
+    (:mod:`bnprobe.flags`) and its probes' numbers."""
     return RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
                      test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
                      test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
                      diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
-                     probes=outcome.values, failures=[f.to_dict() for f in outcome.failures])
+                     probes=outcome.values, failures=[f.to_dict() for f in outcome.failures],
+                     history=finite_history(trained.history), flags=flags)
 
 
 def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
@@ -596,20 +643,24 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
     reference: CaptureResult | None = None
     seed: int | None = None
     for run in results.runs:
-        started = time.perf_counter()
+        timings = RunTimings()
         if run.seed != seed:  # a new seed: the previous one's reference and caches are done with
             seed, reference = run.seed, None
             study.clear_cache()
         if run.diverged_at_epoch is None:
-            pending, captured = study.probe(study.trained(run.variant, run.seed), run.variant, run.seed, reference)
+            model = study.trained(run.variant, run.seed)
+            probing = time.perf_counter()
+            pending, captured = study.probe(model, run.variant, run.seed, reference)
             if run.variant == REFERENCE_VARIANT:
                 reference = captured
             outcome = pending.result()
+            timings = RunTimings(capture=study.capture_seconds,
+                                 probe=time.perf_counter() - probing - study.capture_seconds)
             run.probes.update(outcome.values)
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
         results.save(study.out_dir)
-        study.listener.run_done(run, time.perf_counter() - started)
+        study.listener.run_finished(run, timings)
     study.clear_cache()
 
 

@@ -19,6 +19,12 @@ final classifier is not clipped.  A non-finite epoch loss ends the run with ``di
 forward pass (dropout); the initial weights are fixed by the caller, who builds the model under the
 same seed.  On the CPU the same seed gives bit-identical weights.
 
+**History.**  Every epoch is recorded as ``{"epoch", "loss", "accuracy", "test_accuracy", "lr"}``:
+the loss and accuracy are train-mode means over the epoch's (augmented) batches, as the optimiser
+saw them; ``test_accuracy`` is measured in eval mode after the epoch (None without a test split) --
+for the last epoch it is the final evaluation's, so a one-epoch run makes no extra pass; ``lr`` is
+the learning rate of the epoch's last step.  The history is part of the checkpoint.
+
 **Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.trainstate`) after
 every epoch; ``resume=True`` continues from that file, bit-identically to an uninterrupted run on
 the CPU.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,6 +114,10 @@ class TrainResult:
     epochs_run: int
     diverged_at_epoch: int | None = None
     history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    """Wall time of the training and its final evaluation; for fused runs the whole group's."""
+    fused_runs: int = 1
+    """How many runs trained together in one fused model (1: alone)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -299,6 +310,7 @@ class _Run:
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
+        lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
         for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
             if self.augment is not None:
                 x = self.augment(x, self.augment_rng)
@@ -315,17 +327,38 @@ class _Run:
                     nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
             self.schedule.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(dim=1) == y).sum()
             count += len(y)
         self.epoch += 1
         loss = float(loss_sum) / max(count, 1)
-        record = {"epoch": self.epoch, "loss": loss, "accuracy": float(correct) / max(count, 1)}
+        record = epoch_record(self.epoch, loss, float(correct) / max(count, 1), lr)
         self.history.append(record)
         if not math.isfinite(loss):
             self.diverged_at_epoch = self.epoch
         return record
+
+    def evaluate_epoch(self, record: dict, test: Split | Iterable | None) -> None:
+        """Put the test accuracy after this epoch into ``record``, unless the run is finished: then the
+        final evaluation (:meth:`result`) gives it, and no pass is spent twice."""
+        if test is not None and not self.finished:
+            record["test_accuracy"] = evaluate(self.model, test, device=self.device, precision=self.config.precision)[1]
+
+    def result(self, test: Split | Iterable | None, started: float, fused_runs: int = 1) -> TrainResult:
+        """Evaluate the trained model on ``self.train`` and ``test`` (eval mode) and file the run, timed
+        from ``started`` (a ``time.perf_counter()``)."""
+        train_loss, train_acc = evaluate(self.model, self.train, device=self.device, precision=self.config.precision)
+        test_loss, test_acc = (None, None)
+        if test is not None:
+            test_loss, test_acc = evaluate(self.model, test, device=self.device, precision=self.config.precision)
+        if self.history and self.history[-1].get("test_accuracy") is None:
+            self.history[-1]["test_accuracy"] = test_acc
+        return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=self.history[-1]["loss"],
+                           test_loss=test_loss, epochs_run=len(self.history), diverged_at_epoch=self.diverged_at_epoch,
+                           history=self.history, seconds=time.perf_counter() - started,
+                           fused_runs=fused_runs)
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         state = {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
@@ -373,6 +406,11 @@ class _Run:
         self.diverged_at_epoch = state["diverged_at_epoch"]
 
 
+def epoch_record(epoch: int, loss: float, accuracy: float, lr: float) -> dict:
+    """One epoch's entry in a run's history (module docstring); ``test_accuracy`` is filled in later."""
+    return {"epoch": epoch, "loss": loss, "accuracy": accuracy, "test_accuracy": None, "lr": lr}
+
+
 def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterable | None = None, *,
                 config: TrainConfig | None = None, device: str | torch.device = "auto", seed: int = 0,
                 on_epoch: EpochCallback | None = None, augment: Augment | None = None,
@@ -384,6 +422,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
     from, so a finished run is only evaluated.  A non-finite loss ends the run early with
     ``diverged_at_epoch`` set (1-based).
     """
+    started = time.perf_counter()
     config = config or TrainConfig()
     device = resolve_device(device)
     world = distributed.current_world()
@@ -404,15 +443,10 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
     run.prepare()
     while not run.finished:
         record = run.train_epoch()
+        run.evaluate_epoch(record, test)
         if path is not None:
             run.save(path)
         if on_epoch is not None:
             on_epoch(record["epoch"], record)
     distributed.broadcast_buffers(model)
-    train_loss, train_acc = evaluate(model, train, device=device, precision=config.precision)
-    test_loss, test_acc = (None, None)
-    if test is not None:
-        test_loss, test_acc = evaluate(model, test, device=device, precision=config.precision)
-    return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=run.history[-1]["loss"],
-                       test_loss=test_loss, epochs_run=len(run.history), diverged_at_epoch=run.diverged_at_epoch,
-                       history=run.history)
+    return run.result(test, started)

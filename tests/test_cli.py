@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,8 @@ def test_run_writes_results_with_the_documented_shape(study):
     assert 0.0 <= layer["channel_sparsity"] <= 1.0 and "dead_channel_fraction" in layer
     assert {"n_clusters", "noise_fraction", "ari", "nmi"} <= set(run["probes"]["hdbscan"]["features.12"])
     assert data["config"]["samples_probed"] == 120
+    assert [r["epoch"] for r in run["history"]] == [1] and run["history"][0]["test_accuracy"] == run["test_accuracy"]
+    assert (out / "history.csv").read_text().startswith("variant,seed,epoch,metric,value\n")
     assert not list(out.glob(".results.json.*"))  # no temp files left behind
 
 
@@ -44,9 +47,11 @@ def test_run_output_shows_tables_and_swaps(study):
     assert "identity seed 0: 4 norm layers swapped" in output
     assert "sparsity — channel_sparsity (mean ± std over 2 seeds)" in output
     assert "hdbscan — ari" in output
-    for variant in ("bn:", "identity:", "groupnorm:"):
-        assert variant in output
+    for heading in ("bn (model as built)", "identity (4 norm layers swapped)", "groupnorm (4 norm layers swapped)"):
+        assert heading in output
     assert " ± " in output
+    assert re.search(r"^\[6/6\] groupnorm seed 1 done in .*\(train .*, capture .*, probe .*\)", output, re.M)
+    assert "fusion is off" not in output  # an internal note: --verbose only
 
 
 def test_report_renders_again_from_disk(study):

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import statistics
 
@@ -103,7 +104,11 @@ def test_report_shows_mean_std_difference_interval_and_mark():
     mean, low, high = _paired_by_hand(ARI["identity"], ARI["bn"])
     assert "hdbscan — ari" in text and f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] *" in text
     mean, low, high = _paired_by_hand(TEST_ACC["identity"], TEST_ACC["bn"])
-    assert f"identity: train 1.000 ± 0.000, test 0.907 ± 0.021 (Δ {mean:+.3f} [{low:+.3f}, {high:+.3f}] *)" in text
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "identity (4 norm layers swapped)")
+    assert [re.split(r"\s{2,}", line.strip())[-1] for line in lines[start + 1:start + 6]] == [
+        "1.000 ± 0.000", "0.050 ± 0.000", "0.907 ± 0.021", f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] *", "0.200 ± 0.000"]
+    assert lines[start + 4].strip().startswith("test acc (eval mode) − bn")
 
 
 def test_report_depth_profile_is_a_sparkline_on_one_scale():
@@ -135,7 +140,7 @@ def test_metrics_option_picks_metrics_and_names_the_ones_on_offer():
 
 def test_plots_are_pngs_of_the_expected_size_with_their_numbers_beside(tmp_path):
     written = write_outputs(_study(), tmp_path)
-    assert {p.name for p in written} == {"results.csv", "accuracy.png", "accuracy.csv", "sparsity.png",
+    assert {p.name for p in written} == {"results.csv", "history.csv", "accuracy.png", "accuracy.csv", "sparsity.png",
                                          "sparsity.csv", "hdbscan.png", "hdbscan.csv"}
     assert figure_pixels(1) == (500, 340) and figure_pixels(4) == (1000, 680)  # 5 x 3.4 in a panel at 100 dpi
     for name, (width, height) in (("accuracy", (500, 340)), ("sparsity", (500, 340)), ("hdbscan", (1000, 680))):

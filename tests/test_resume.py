@@ -59,8 +59,8 @@ def test_resumed_run_is_bit_identical(tmp_path, config):
                            checkpoint=tmp_path / "whole.pt")
     path = tmp_path / "cut.pt"
     with pytest.raises(_Stop):
-        train_model(_model(), data.train, config=config, device="cpu", seed=5, augment=augment, checkpoint=path,
-                    on_epoch=_stop_after(2))
+        train_model(_model(), data.train, data.test, config=config, device="cpu", seed=5, augment=augment,
+                    checkpoint=path, on_epoch=_stop_after(2))
     assert load_train_state(path)["epoch"] == 2  # written before the callback ran
     resumed_model = _model()
     resumed = train_model(resumed_model, data.train, data.test, config=config, device="cpu", seed=5, augment=augment,

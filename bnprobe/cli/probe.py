@@ -21,13 +21,15 @@ from bnprobe.study import reprobe_study
 @click.option("--probe-workers", default="auto", show_default=True,
               help="Processes that run HDBSCAN in parallel: a number, or auto (one per core but one, from 4 cores).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
-def probe_command(out: str, probes: str, device: str, data_root: str | None, probe_workers: str, quiet: bool) -> None:
+@click.option("--verbose", is_flag=True, help="Also print internal notes (none yet when only probing).")
+def probe_command(out: str, probes: str, device: str, data_root: str | None, probe_workers: str, quiet: bool,
+                  verbose: bool) -> None:
     """Run PROBES on every run of the study in OUT from its checkpoints and update its results.
 
     Those probes' numbers are added or replaced; training numbers and other probes are kept.
     results.json, results.csv and plots/ are written again with them.
     """
-    with RichListener(quiet=quiet) as listener:
+    with RichListener(quiet=quiet, verbose=verbose) as listener:
         results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root,
                                 probe_workers=parse_workers(probe_workers), listener=listener)
     write_outputs(results, out)

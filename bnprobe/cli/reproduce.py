@@ -138,6 +138,8 @@ def list_lines() -> list[str]:
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")
+@click.option("--verbose", is_flag=True,
+              help="Also print internal notes: how training was planned (fused or not, and why).")
 def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
               data_root: str | None, model: str | None, width: int | None, variants: str | None, seeds: int | None,
               samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
@@ -145,7 +147,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
               precision: str | None, compile_: bool, augment: bool | None, resume: bool, quiet: bool,
-              as_json: bool) -> None:
+              as_json: bool, verbose: bool) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
@@ -174,11 +176,11 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
                   f"{get_preset(preset).paper}", highlight=False)
     for line in recipe_lines(study):
         console.print(f"  {line}", highlight=False, markup=False)
-    with RichListener(quiet=quiet) as listener:
+    with RichListener(quiet=quiet, verbose=verbose) as listener:
         reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume)
     if as_json:
         click.echo(json.dumps(reproduction.summary_json(), indent=2, allow_nan=False))
     else:
         render_reproduction(reproduction, console)
-    console.print(f"results: {out_dir}/results.json, results.csv, plots/, verdicts.json", highlight=False)
+    console.print(f"results: {out_dir}/results.json, results.csv, history.csv, plots/, verdicts.json", highlight=False)
 

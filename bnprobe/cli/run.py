@@ -146,6 +146,8 @@ def _setting_name(param: click.Parameter) -> str:
               help="On a GPU, per-sample vectors up to this size stay in its memory (auto: half the free memory; "
                    "0: never).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
+@click.option("--verbose", is_flag=True,
+              help="Also print internal notes: how training was planned (fused or not, and why).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
 def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
@@ -153,7 +155,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, checkpoint: str | None,
-        max_memory: str, max_device_memory: str, quiet: bool, as_json: bool) -> None:
+        max_memory: str, max_device_memory: str, quiet: bool, verbose: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -178,7 +180,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     out_dir = Path(out) if out else default_out(model)
     main_process = launched_world().is_main
     console = Console(stderr=as_json)
-    with RichListener(quiet=quiet or not main_process) as listener:
+    with RichListener(quiet=quiet or not main_process, verbose=verbose) as listener:
         results = run_study(config, out=out_dir, listener=listener, resume=resume)
     if main_process:
         write_outputs(results, out_dir)
@@ -186,7 +188,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
             click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
         else:
             render(results, console)
-        console.print(f"results: {out_dir / 'results.json'}, results.csv, plots/", highlight=False)
+        console.print(f"results: {out_dir / 'results.json'}, results.csv, history.csv, plots/", highlight=False)
 
 
 def parse_workers(text: str) -> int | None:

@@ -1,0 +1,139 @@
+"""Progress off a terminal: labelled lines per run and epoch, done lines that name the run and split
+its time, "kept" on resume, internal notes only when verbose, and listeners of the old hook."""
+
+import io
+import re
+
+import pytest
+import torch
+from rich.console import Console
+
+from bnprobe.data import Dataset, Split
+from bnprobe.progress import HEARTBEAT_SECONDS, RichListener
+from bnprobe.results import Results
+from bnprobe.study import RunTimings, StudyConfig, StudyListener, reprobe_study, run_study
+from bnprobe.train import TrainConfig
+
+EPOCH_LINE = (r"^{variant} seed {seed} epoch {epoch}/2: loss \d+\.\d+ \(train mode\)(, test acc \d\.\d+)?, "
+              r"\d+\.\ds elapsed, eta \d+\.\ds$")
+DONE_LINE = (r"^\[\d/\d\] {variant} seed {seed} done in \d+\.\ds \(train \d+\.\ds{fused}, capture \d+\.\ds, "
+             r"probe \d+\.\ds\): train acc \(eval mode\) \d\.\d+, test acc \d\.\d+$")
+
+
+def _data() -> Dataset:
+    """96 grey 8x8 images in 4 classes: 64 to train, 32 to test."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(96) % 4
+    x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
+    return Dataset("blobs", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4)
+
+
+def _config(**changes) -> StudyConfig:
+    values = {"model": "cnn4", "variants": ["bn", "identity"], "samples": 16, "probes": ["sparsity"],
+              "device": "cpu", "probe_workers": 0, "train": TrainConfig(epochs=2, batch_size=32), **changes}
+    return StudyConfig(**values)
+
+
+def _listener(**options) -> tuple[RichListener, io.StringIO]:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=80)
+    assert not console.is_terminal
+    return RichListener(console=console, **options), buffer
+
+
+def _run(out, config, **options) -> list[str]:
+    listener, buffer = _listener(**options)
+    with listener:
+        run_study(config, out=out, dataset=_data(), listener=listener, resume=True)
+    return buffer.getvalue().splitlines()
+
+
+def _matching(pattern: str, lines: list[str]) -> list[str]:
+    return [line for line in lines if re.match(pattern, line)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("progress") / "study"
+    return out, _run(out, _config())
+
+
+def test_off_a_terminal_every_run_and_epoch_gets_a_labelled_line(study):
+    _, lines = study
+    for variant in ("bn", "identity"):
+        first = _matching(EPOCH_LINE.format(variant=variant, seed=0, epoch=1), lines)
+        last = _matching(EPOCH_LINE.format(variant=variant, seed=0, epoch=2), lines)
+        assert len(first) == 1 and len(last) == 1, lines
+        assert "test acc" in first[0]  # measured after epoch 1; epoch 2's is the final evaluation's
+        assert len(_matching(DONE_LINE.format(variant=variant, seed=0, fused=""), lines)) == 1, lines
+    assert not any("fusion" in line or "one run at a time" in line for line in lines)
+
+
+def test_resume_says_kept_and_verbose_shows_the_internal_notes(study, tmp_path):
+    out, _ = study
+    lines = _run(out, _config())
+    kept = r"^\[{n}/2\] {variant} seed 0 kept \(finished before --resume\): train acc \(eval mode\) \d\.\d+, test acc"
+    assert len(lines) == 2 and re.match(kept.format(n=1, variant="bn"), lines[0]), lines
+    assert re.match(kept.format(n=2, variant="identity"), lines[1]), lines
+    verbose = _run(tmp_path / "fresh", _config(variants=["bn"]), verbose=True)
+    assert "bn seeds 0: one run at a time: fusion is off (on by default on CUDA only)" in verbose
+
+
+def test_probing_again_names_each_run_and_its_capture_and_probe_time(study):
+    out, _ = study
+    listener, buffer = _listener()
+    with listener:
+        reprobe_study(out, ["sparsity"], dataset=_data(), device="cpu", probe_workers=0, listener=listener)
+    lines = buffer.getvalue().splitlines()
+    for variant in ("bn", "identity"):
+        pattern = rf"^\[\d/2\] {variant} seed 0 done in \d+\.\ds \(capture \d+\.\ds, probe \d+\.\ds\): train acc"
+        assert len(_matching(pattern, lines)) == 1, lines
+
+
+def test_fused_training_reports_every_run_and_epoch(tmp_path):
+    lines = _run(tmp_path / "fused", _config(variants=["bn"], seeds=2, fuse=True))
+    for seed in (0, 1):
+        for epoch in (1, 2):
+            assert len(_matching(EPOCH_LINE.format(variant="bn", seed=seed, epoch=epoch), lines)) == 1, lines
+        assert len(_matching(DONE_LINE.format(variant="bn", seed=seed, fused=" shared by 2 fused runs"),
+                             lines)) == 1, lines
+
+
+class _OldListener(StudyListener):
+    """A user's listener written against ``run_done(run, seconds)``."""
+
+    def __init__(self):
+        self.done = []
+
+    def run_done(self, run, seconds):
+        self.done.append((run.variant, run.seed, seconds))
+
+
+def test_a_listener_of_the_old_run_done_hook_still_hears_every_run(tmp_path):
+    listener = _OldListener()
+    run_study(_config(), out=tmp_path / "old", dataset=_data(), listener=listener)
+    assert [(v, s) for v, s, _ in listener.done] == [("bn", 0), ("identity", 0)]
+    assert all(isinstance(seconds, float) and seconds > 0 for *_, seconds in listener.done)
+
+
+def test_a_long_capture_prints_a_line_at_least_every_30_seconds():
+    listener, buffer = _listener()
+    now = [0.0]
+    listener.clock = lambda: now[0]
+    listener.study_started(total_runs=1)
+    listener.capture_started("bn", 0, samples=300)
+    listener.capture_batch("bn", 0, 100)  # quick: no line yet
+    now[0] = HEARTBEAT_SECONDS + 1
+    listener.capture_batch("bn", 0, 100)
+    listener.capture_batch("bn", 0, 100)  # just printed: no second line
+    assert buffer.getvalue().splitlines() == ["capture bn seed 0: 200/300 samples, 31.0s elapsed"]
+
+
+def test_on_a_terminal_the_done_line_names_the_run_too(study):
+    buffer = io.StringIO()
+    listener = RichListener(console=Console(file=buffer, width=200, force_terminal=True))
+    run = Results.load(study[0]).runs[1]
+    with listener:
+        listener.study_started(total_runs=1)
+        listener.run_finished(run, RunTimings(train=3.0, capture=1.5, probe=0.3))
+    assert "[1/1] identity seed 0 done in 4.8s (train 3.0s, capture 1.5s, probe 0.3s)" in buffer.getvalue()
