@@ -2,10 +2,14 @@
 
 The Python API mirrors the pipeline, one function per stage::
 
-    model = bnprobe.create_model("resnet18", num_classes=10, in_chans=1)
+    import bnprobe
+
+    data = bnprobe.load_dataset("digits")
+    probes = bnprobe.build_probes("sparsity,hdbscan")
+    model = bnprobe.create_model("resnet10t", num_classes=10, in_chans=1)
     variant, report = bnprobe.make_variant(model, "identity")
-    bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=3))
-    captured = bnprobe.capture(variant, data.train, samples=500, probes=probes, variant="identity")
+    bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=1))
+    captured = bnprobe.capture(variant, data.train, samples=300, probes=probes, variant="identity")
     outcome = bnprobe.run_probes(captured, probes)   # pool=bnprobe.ProbePool(8): in parallel
 
 or all at once with :func:`run_study` (your own loaders: ``bnprobe.Dataset.from_loaders``), then
