@@ -22,6 +22,7 @@ import re
 import shlex
 import sys
 import textwrap
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,3 +247,14 @@ def test_a_marker_must_say_why_and_sit_right_before_a_block(tmp_path, monkeypatc
     doc.write_text("<!-- no-test: -->\n```python\nimport torch\n```\n")
     with pytest.raises(AssertionError, match="doc.md:1: a no-test marker must say why"):
         markdown_blocks(doc)
+
+
+def test_a_failing_block_fails_pointing_at_its_line_in_the_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    block = Block(tmp_path / "doc.md", 7, "python", "x = 1\nundefined_name")
+    run = _FileRun(tmp_path, {})
+    with pytest.raises(NameError) as raised:
+        _execute(block, run)
+    last = traceback.extract_tb(raised.tb)[-1]
+    assert (last.filename, last.lineno) == (str(tmp_path / "doc.md"), 8)
+    assert run.failed == block.id and run.namespace["x"] == 1
