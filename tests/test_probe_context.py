@@ -4,6 +4,7 @@ keeps a failure quiet."""
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -236,3 +237,8 @@ def test_a_study_records_a_failing_probe_and_goes_on(failing):
         assert run.failures == [{"probe": "fails_on_4", "layer": "4",
                                  "error": "BnprobeError: no numbers for layer 4\nsecond line"}]
         assert set(run.probes["sparsity"]) == {"2", "4"} and list(run.probes["fails_on_4"]) == ["2"]
+    console = Console(record=True, width=200)
+    bnprobe.render(results, console)
+    shown = console.export_text()
+    assert "2 probe failures" in shown
+    assert "identity seed 0 fails_on_4 @ 4: BnprobeError: no numbers for layer 4" in shown
