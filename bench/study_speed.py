@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from bnprobe.capture import capture
 from bnprobe.data import Dataset, Split
 from bnprobe.models import create_model
-from bnprobe.probes.base import ProbeContext, build_probes
+from bnprobe.probes.base import build_probes
 from bnprobe.probes.runner import run_probes
 from bnprobe.study import StudyConfig, StudyListener, probe_subset, run_study
 from bnprobe.surgery import make_variant
@@ -75,10 +75,8 @@ def plain_study(dataset: Dataset, config: TrainConfig, seeds: int, samples: int,
             evaluate(model, train, device=device)  # a study reports train and test accuracy
             evaluate(model, dataset.test, device=device)
             probes = build_probes(list(PROBES))
-            captured = capture(model, probed, layers="act", probes=probes, device=device)
-            context = ProbeContext(model=model, inputs=probed.x.cpu(), labels=probed.y.cpu(), device=device,
-                                   variant=variant, seed=seed, layer_modules=captured.modules)
-            run_probes(captured, probes, context)
+            captured = capture(model, probed, layers="act", probes=probes, device=device, variant=variant, seed=seed)
+            run_probes(captured, probes)
 
 
 class _SayHow(StudyListener):

@@ -2,11 +2,15 @@
 
 The Python API mirrors the pipeline, one function per stage::
 
-    model = bnprobe.create_model("resnet18", num_classes=10, in_chans=1)
+    import bnprobe
+
+    data = bnprobe.load_dataset("digits")
+    probes = bnprobe.build_probes("sparsity,hdbscan")
+    model = bnprobe.create_model("resnet10t", num_classes=10, in_chans=1)
     variant, report = bnprobe.make_variant(model, "identity")
-    bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=3))
-    captured = bnprobe.capture(variant, data.train, samples=500, probes=probes)
-    outcome = bnprobe.run_probes(captured, probes, context)   # pool=bnprobe.ProbePool(8): in parallel
+    bnprobe.train_model(variant, data.train, data.test, config=bnprobe.TrainConfig(epochs=1))
+    captured = bnprobe.capture(variant, data.train, samples=300, probes=probes, variant="identity")
+    outcome = bnprobe.run_probes(captured, probes)   # pool=bnprobe.ProbePool(8): in parallel
 
 or all at once with :func:`run_study` (your own loaders: ``bnprobe.Dataset.from_loaders``), then
 ``bnprobe.render(results)`` in the terminal and ``bnprobe.write_outputs(results, out)`` on disk.
@@ -27,7 +31,7 @@ from bnprobe.probes import (
     register_probe,
 )
 from bnprobe.probes.pool import ProbePool
-from bnprobe.probes.runner import ProbeOutcome, run_probes, start_probes
+from bnprobe.probes.runner import ProbeFailedError, ProbeFailureWarning, ProbeOutcome, run_probes, start_probes
 from bnprobe.report import render, write_outputs
 from bnprobe.results import Results, RunResult
 from bnprobe.study import StudyConfig, reprobe_study, run_study
@@ -45,6 +49,8 @@ __all__ = [
     "NoBatchNormError",
     "Probe",
     "ProbeContext",
+    "ProbeFailedError",
+    "ProbeFailureWarning",
     "ProbeOutcome",
     "ProbePool",
     "Results",

@@ -101,6 +101,18 @@ class CaptureResult:
     placement: str | None = None
     """Where the vectors are: ``"device"`` (the run device's memory, as long as the result lives),
     ``"memory"`` (host memory), ``"disk"`` (``.npy`` files in :attr:`cache_dir`); None without vectors."""
+    inputs: torch.Tensor | None = None
+    """The probed samples in capture order, on the CPU, as the model took them: row ``i`` gave row ``i``
+    of every layer's vectors and :attr:`labels` ``[i]`` (a shuffled loader's order included)."""
+    model: nn.Module | None = None
+    """The captured model (probes that read the model, such as attributions, run it again)."""
+    device: torch.device | None = None
+    """Where the model ran, and where probes do their heavy arithmetic."""
+    variant: str | None = None
+    """Which variant the model is (``"bn"``, ``"identity"``, ...), as ``capture(variant=...)`` stated it;
+    None: not stated (a probe comparing with the ``bn`` run refuses such a capture)."""
+    seed: int | None = None
+    """The run's seed, as ``capture(seed=...)`` stated it; None: not stated."""
 
     @property
     def names(self) -> list[str]:
@@ -278,6 +290,8 @@ def capture(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    variant: str | None = None,
+    seed: int | None = None,
 ) -> CaptureResult:
     """Capture the selected layers' activations of ``model`` on the first ``samples`` of ``data``.
 
@@ -296,11 +310,21 @@ def capture(
     hold that device memory until the result is dropped.  The model runs on ``device`` (default:
     where its parameters are) and is moved back afterwards.
     ``on_batch`` is called with each batch's sample count (for progress displays).
+
+    The result also keeps what probing the capture needs (:func:`bnprobe.run_probes` builds the probe
+    context from it): the probed inputs in the order they were captured, on the CPU (one more copy of
+    the probed samples, small beside their activations), the model, the run device, and the run's
+    ``variant`` and ``seed`` as stated here -- state ``variant`` for probes that compare with the
+    ``bn`` run (cka), which refuse a capture that does not say which variant it is.
     """
     check_spatial(spatial)
     check_max_device_memory(max_device_memory)
     if dtype not in DTYPES:
         raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
+    if variant is not None and (not isinstance(variant, str) or not variant):
+        raise BnprobeError(f"capture variant must be a variant's name ('bn', 'identity', ...) or None, got {variant!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise BnprobeError(f"capture seed must be an integer or None, got {seed!r}")
     stream_probes = [p for p in probes if p.needs == "stream"]
     if vectors is None:
         vectors = not probes or any(p.needs == "vectors" for p in probes)
@@ -319,6 +343,7 @@ def capture(
     handles: list[torch.utils.hooks.RemovableHandle] = []
     stores: list[VectorStore] = []
     labels_seen: list[torch.Tensor] = []
+    inputs_seen: list[torch.Tensor] = []
     cache: Path | None = None
     placement: str | None = None
     try:
@@ -359,6 +384,7 @@ def capture(
                 taps.start_pass(y.to(run_device))
                 plan.forward(x.to(run_device))
                 labels_seen.append(y.cpu())
+                inputs_seen.append(x.detach().cpu())
                 seen += len(y)
                 if on_batch is not None:
                     on_batch(len(y))
@@ -385,7 +411,8 @@ def capture(
                             load_tensor=entry.store.load_tensor if entry.store is not None else None)
                   for key, entry in taps.entries.items()]
     result = CaptureResult(layer_data, labels, {names[key]: module_of[key[0]] for key in taps.entries
-                                                if key[0] in module_of}, cache, unseen, messages, placement)
+                                                if key[0] in module_of}, cache, unseen, messages, placement,
+                           torch.cat(inputs_seen), model, run_device, variant, seed)
     if cache is not None and cache_dir is None:
         weakref.finalize(result, shutil.rmtree, cache, ignore_errors=True)
     return result

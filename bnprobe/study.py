@@ -72,7 +72,7 @@ from bnprobe.flags import run_flags
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.params import split_list
-from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_probes, split_probe_list
+from bnprobe.probes.base import REFERENCE_VARIANT, Probe, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_history, finite_or_none
@@ -340,7 +340,8 @@ class _Study:
         captured = capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
                            spatial=self.config.spatial, max_memory=self.config.max_memory,
                            max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
-                           device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n))
+                           device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n),
+                           variant=variant, seed=seed)
         self.capture_seconds = time.perf_counter() - started
         return captured
 
@@ -351,12 +352,9 @@ class _Study:
         The CPU halves of split probes may still be running on the pool's workers when this returns.
         """
         captured = self.capture(model, variant, seed)
-        context = ProbeContext(model=model, inputs=self.probe_split.x.cpu(), labels=self.probe_split.y.cpu(),
-                               device=self.device, variant=variant, seed=seed, layer_modules=captured.modules,
-                               reference=_lookup(reference))
         steps = sum(1 if p.scope == "model" else len(captured) for p in self.probes)
         self.listener.probing_started(variant, seed, steps)
-        outcome = start_probes(captured, self.probes, context, pool=self.pool,
+        outcome = start_probes(captured, self.probes, reference=reference, pool=self.pool, on_failure="record",
                                on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
         return outcome, captured
 
@@ -663,13 +661,3 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
         study.listener.run_finished(run, timings)
     study.clear_cache()
 
-
-def _lookup(reference: CaptureResult | None):
-    def find(name: str):
-        if reference is None:
-            return None
-        try:
-            return reference[name]
-        except KeyError:
-            return None
-    return find

@@ -45,10 +45,8 @@ def main() -> None:
         net, report = bnprobe.make_variant(model, variant)  # a copy: `model` is left as it is
         trained = bnprobe.train_model(net, train_loader, test_loader,
                                       config=bnprobe.TrainConfig(epochs=3, lr=3e-3), device="cpu")
-        captured = bnprobe.capture(net, probe_loader, samples=1000, probes=probes)
-        context = bnprobe.ProbeContext(model=net, inputs=data.train.x[:1000], labels=data.train.y[:1000],
-                                       device=torch.device("cpu"), variant=variant)
-        outcome = bnprobe.run_probes(captured, probes, context)
+        captured = bnprobe.capture(net, probe_loader, samples=1000, probes=probes, variant=variant)
+        outcome = bnprobe.run_probes(captured, probes)  # the model, samples and variant come from the capture
         print(f"{variant}: {report.n_swapped} layers swapped, test accuracy {trained.test_accuracy:.3f}")
         for layer in captured.names:
             sparsity = outcome.values["sparsity"][layer]["channel_sparsity"]

@@ -81,9 +81,8 @@ def test_saliency_and_layer_gradcam_give_finite_numbers_and_restore_the_model(ti
     model[0].weight.requires_grad_(False)
     x, y = tiny_split.x, tiny_split.y % 3
     captured = capture(model, (x, y))
-    context = _context(model, x, y, layer_modules=captured.modules)
     probes = [get_probe("attribution", method="saliency"), get_probe("layer_attribution")]
-    outcome = run_probes(captured, probes, context)
+    outcome = run_probes(captured, probes)  # the context comes from the capture
 
     assert not outcome.failures
     saliency = outcome.values["attribution(method='Saliency')"]

@@ -77,18 +77,23 @@ def test_batches_that_are_not_pairs_are_named_in_one_line():
         bnprobe.capture(SmallNet(), loader)
 
 
-def test_a_context_whose_samples_are_not_the_captured_ones_is_refused_where_a_probe_reads_them():
+def test_a_context_whose_samples_are_not_the_captured_ones_is_refused_and_none_is_needed():
     x, y = _tensors(40, 0)
     model = SmallNet()
     probes = bnprobe.build_probes("sparsity,attribution(samples=8,n_steps=4)")
     captured = bnprobe.capture(model, (x, y), probes=probes)
-    context = bnprobe.ProbeContext(model=model, inputs=x[:10], labels=y[:10], device=torch.device("cpu"))
-    with pytest.raises(BnprobeError, match="ProbeContext.inputs has 10 samples but 40 were captured"):
+    context = bnprobe.ProbeContext(model=model, inputs=x[:10], labels=y[:10], device=torch.device("cpu"),
+                                   layer_modules=captured.modules)
+    with pytest.raises(BnprobeError, match=r"its inputs are not the captured ones \(10 samples, 40 captured\); "
+                                           r"its labels .*; leave the context out: run_probes\(captured, probes\)"):
         bnprobe.run_probes(captured, probes, context)
-    # Probes that never read the inputs take a placeholder context, as the docs show.
+    # A placeholder context, once the way to run probes that never read the inputs, is refused the same way.
     placeholder = bnprobe.ProbeContext(model=model, inputs=torch.zeros(0), labels=torch.zeros(0),
                                        device=torch.device("cpu"))
-    assert bnprobe.run_probes(captured, probes[:1], placeholder).values["sparsity"]
+    with pytest.raises(BnprobeError, match="contradicts the capture"):
+        bnprobe.run_probes(captured, probes[:1], placeholder)
+    outcome = bnprobe.run_probes(captured, probes)
+    assert set(outcome.values["sparsity"]) == set(captured.names) and outcome.values[probes[1].key]["model"]
 
 
 @pytest.mark.parametrize(("batches", "message"), [

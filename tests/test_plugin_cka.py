@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+import bnprobe
 import bnprobe_cka
 from bnprobe.cli import cli
 from bnprobe.data import Dataset, Split
@@ -85,6 +86,34 @@ def test_probe_compares_with_the_bn_run_and_needs_one():
         _reference_cka(bn.vectors().astype(np.float64), other.vectors().astype(np.float64)))}
     with pytest.raises(BnprobeError, match="no bn run to compare layer block.act of identity with; add the bn"):
         probe.measure(other, _context("identity", None))
+
+
+def test_a_context_that_does_not_state_its_variant_is_refused_not_compared_with_itself():
+    layer = _layer(_random(30, 4).astype(np.float32))
+    unstated = ProbeContext(model=nn.Identity(), inputs=torch.zeros(0), labels=torch.zeros(0),
+                            device=torch.device("cpu"))
+    assert unstated.variant is None  # no default that passes for the bn run
+    with pytest.raises(BnprobeError, match="probe cka compares each layer with the bn run, but this run's variant "
+                                           r"is not stated; .*capture\(\.\.\., variant='identity'\)"):
+        get_probe("cka").measure(layer, unstated)
+
+
+def test_run_probes_refuses_a_capture_of_unstated_variant_and_compares_with_the_given_reference():
+    model = _TinyCNN()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 3
+    probes = [get_probe("cka")]
+    with pytest.raises(BnprobeError, match="variant is not stated"):
+        bnprobe.run_probes(bnprobe.capture(model, (x, y), layers="act,conv"), probes)
+    bn = bnprobe.capture(model, (x, y), layers="act,conv", variant="bn")
+    other = bnprobe.capture(_TinyCNN(), (x, y), layers="act,conv", variant="identity")
+    assert bnprobe.run_probes(bn, probes).values["cka"] == {name: {"cka": pytest.approx(1.0)} for name in bn.names}
+    compared = bnprobe.run_probes(other, probes, reference=bn).values["cka"]
+    for name in bn.names:
+        expected = _reference_cka(bn[name].vectors().astype(np.float64), other[name].vectors().astype(np.float64))
+        assert compared[name]["cka"] == pytest.approx(expected, rel=1e-6) and expected < 0.99
+    with pytest.raises(BnprobeError, match="no bn run to compare layer 0 of identity with"):
+        bnprobe.run_probes(other, probes)
 
 
 # --------------------------------------------------------------------------------------------------

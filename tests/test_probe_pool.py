@@ -10,9 +10,9 @@ import torch
 from bnprobe.capture import capture
 from bnprobe.models import create_model
 from bnprobe.probes import build_probes
-from bnprobe.probes.base import Probe, ProbeContext
+from bnprobe.probes.base import Probe
 from bnprobe.probes.pool import ProbePool, auto_workers, pack_task
-from bnprobe.probes.runner import run_probes, start_probes
+from bnprobe.probes.runner import ProbeFailureWarning, probe_context, run_probes, start_probes
 from bnprobe.study import StudyConfig, run_study
 from bnprobe.train import TrainConfig
 
@@ -73,23 +73,22 @@ def captured():
     y = torch.arange(120) % 4
     x = torch.randn(4, 1, 28, 28, generator=g)[y] * 2 + torch.randn(120, 1, 28, 28, generator=g)
     probes = build_probes("sparsity,hdbscan(min_cluster_size=5),binary_patterns")
-    context = ProbeContext(model=model, inputs=x, labels=y, device=torch.device("cpu"))
-    return capture(model, (x, y), probes=probes), probes, context
+    return capture(model, (x, y), probes=probes), probes
 
 
 def test_workers_give_the_numbers_of_the_study_process(pool, captured):
-    result, probes, context = captured
-    alone = run_probes(result, probes, context)
-    parallel = run_probes(result, probes, context, pool=pool)
+    result, probes = captured
+    alone = run_probes(result, probes)
+    parallel = run_probes(result, probes, pool=pool)
     assert parallel.values == alone.values
     assert not parallel.failures
     assert list(parallel.values["hdbscan(min_cluster_size=5)"]) == result.names
 
 
 def test_split_probes_conclude_in_workers_and_failures_stay_isolated(pool, captured):
-    result, _, context = captured
+    result, _ = captured
     probe = WhereProbe(fail_on=result.names[1])
-    outcome = start_probes(result, [probe], context, pool=pool).result()
+    outcome = start_probes(result, [probe], pool=pool, on_failure="record").result()
     per_layer = outcome.values[probe.key]
     assert os.getpid() not in {numbers["pid"] for numbers in per_layer.values()} and per_layer  # concluded elsewhere
     refused = result.names[1]
@@ -98,10 +97,10 @@ def test_split_probes_conclude_in_workers_and_failures_stay_isolated(pool, captu
 
 
 def test_a_probe_the_workers_cannot_import_concludes_here(pool, captured):
-    result, _, context = captured
+    result, _ = captured
     local = type("NotebookProbe", (WhereProbe,), {"__module__": "__main__"})  # as if defined in a notebook
     local.name = "notebook"
-    outcome = run_probes(result, [local()], context, pool=pool)
+    outcome = run_probes(result, [local()], pool=pool)
     assert {numbers["pid"] for numbers in outcome.values["notebook"].values()} == {float(os.getpid())}
     assert not outcome.failures
 
@@ -119,10 +118,10 @@ class KeepsDeviceTensorsProbe(WhereProbe):
 
 
 def test_prepared_gpu_tensors_are_concluded_here_not_sent_to_workers(pool, captured):
-    result, _, context = captured
+    result, _ = captured
     assert pack_task(WhereProbe(), ("layer", torch.ones(2))) is not None
     assert pack_task(WhereProbe(), {"nested": [torch.empty(2, device="meta")]}) is None
-    outcome = run_probes(result, [KeepsDeviceTensorsProbe()], context, pool=pool)
+    outcome = run_probes(result, [KeepsDeviceTensorsProbe()], pool=pool)
     assert {numbers["pid"] for numbers in outcome.values["device_tensor"].values()} == {float(os.getpid())}
     assert not outcome.failures
 
@@ -176,18 +175,19 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
 
 
 def test_probes_returning_no_numbers_fail_alone(pool, captured):
-    result, _, context = captured
+    result, _ = captured
     for workers in (pool, None):
-        outcome = run_probes(result, [ReturnsNoNumbersProbe(), WhereProbe()], context, pool=workers)
+        with pytest.warns(ProbeFailureWarning, match=f"{len(result.names)} probe measurements failed: no_numbers on "):
+            outcome = run_probes(result, [ReturnsNoNumbersProbe(), WhereProbe()], pool=workers, strict=False)
         assert [f.layer for f in outcome.failures] == result.names
         assert all(f.error.startswith("ValueError: could not convert string to float") for f in outcome.failures)
         assert list(outcome.values["where"]) == result.names
 
 
 def test_when_a_worker_dies_its_queued_work_is_concluded_here(captured):
-    result, _, context = captured
+    result, _ = captured
     with ProbePool(1) as dying:
-        outcome = run_probes(result, [DiesInWorkersProbe()], context, pool=dying)
+        outcome = run_probes(result, [DiesInWorkersProbe()], pool=dying)
         assert dying.stopped is not None and not dying.active
     assert not outcome.failures
     assert {numbers["pid"] for numbers in outcome.values["dies"].values()} == {float(os.getpid())}
@@ -209,8 +209,8 @@ def test_submit_waits_for_room_in_the_queue():
 def test_hdbscan_falls_back_to_the_cpu_when_the_device_runs_out_of_memory(captured):
     from bnprobe.probes.clustering import HdbscanProbe
 
-    result, _, context = captured
-    layer = result.layers[-1]
+    result, _ = captured
+    layer, context = result.layers[-1], probe_context(result)
     expected = HdbscanProbe(min_cluster_size=5).measure(layer, context)
 
     def out_of_memory(device):

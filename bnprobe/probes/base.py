@@ -94,19 +94,36 @@ class LayerData:
 
 @dataclass
 class ProbeContext:
-    """Everything about the run a probe may need beyond one layer's data."""
+    """Everything about the run a probe may need beyond one layer's data.
+
+    :func:`bnprobe.run_probes` builds it from the capture; build one by hand only to call a probe's
+    ``measure`` directly (in its tests, say).
+    """
 
     model: nn.Module
     inputs: torch.Tensor
-    """The probed samples, on the CPU, as the model takes them."""
+    """The probed samples, on the CPU, as the model takes them, in capture order."""
     labels: torch.Tensor
     device: torch.device
-    variant: str = "bn"
-    seed: int = 0
+    variant: str | None = None
+    """Which variant the run is (``"bn"``, ``"identity"``, ...); None: not stated, which a probe that
+    compares with the ``bn`` run refuses (:meth:`stated_variant`)."""
+    seed: int | None = None
     layer_modules: dict[str, nn.Module] = field(default_factory=dict)
     """Module whose output is each captured layer (``name`` -> module)."""
     reference: Callable[[str], LayerData | None] = lambda _name: None
     """The same layer in the reference (``bn``) run of the same seed, when there is one."""
+
+    def stated_variant(self, probe: str) -> str:
+        """The run's variant, for ``probe``, which compares with the ``bn`` run; refuses an unstated one.
+
+        Without it such a probe cannot tell the ``bn`` run (compared with itself) from another variant
+        whose reference is missing, and would report 1.0 for every layer.
+        """
+        if self.variant is None:
+            raise BnprobeError(f"probe {probe} compares each layer with the {REFERENCE_VARIANT} run, but this run's "
+                               "variant is not stated; say which it is: bnprobe.capture(..., variant='identity')")
+        return self.variant
 
 
 class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may be the one defined

@@ -1,7 +1,15 @@
 """Run a list of probes over a capture, isolating failures, optionally in parallel.
 
 A probe that raises on one layer is recorded as failed for that layer (with its message) and every
-other probe and layer goes on: one fragile plugin must not cost a study its other numbers.
+other probe and layer goes on: one fragile plugin must not cost a study its other numbers.  Once all
+are done, :func:`run_probes` raises :class:`ProbeFailedError` naming the failures (or, with
+``strict=False``, warns with :class:`ProbeFailureWarning` and returns the numbers); a study, which
+files failures in ``results.json`` and shows them in its report, asks only for them to be recorded.
+
+The probe context -- model, probed inputs and labels, device, variant, layer modules -- comes from the
+capture (:func:`probe_context`): a hand-made one could hold other samples than the captured ones
+(a shuffled loader's), another variant, or no layer modules, and the numbers would be wrong without
+a word.  A context given anyway must agree with the capture, or it is refused.
 
 With a :class:`bnprobe.probes.pool.ProbePool`, probes that split their work (``prepare`` here,
 ``conclude`` anywhere) have their ``conclude`` calls run by the pool's workers: :func:`start_probes`
@@ -11,14 +19,19 @@ The numbers are those of :meth:`Probe.measure` in this process, in the same orde
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
 
 from bnprobe.capture import CaptureResult
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER, LayerData, Probe, ProbeContext
+from bnprobe.probes.base import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, LayerData, Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
 from bnprobe.results import finite_or_none
 
@@ -44,6 +57,42 @@ class ProbeOutcome:
 
     values: Values = field(default_factory=dict)
     failures: list[ProbeFailure] = field(default_factory=list)
+
+
+OnFailure = Literal["raise", "warn", "record"]
+"""What :meth:`PendingOutcome.result` does when a probe failed: raise :class:`ProbeFailedError`, warn with
+:class:`ProbeFailureWarning`, or only record the failures (for a caller that files and shows them)."""
+FAILURE_MODES = ("raise", "warn", "record")
+SHOWN_FAILURES = 3
+"""Failures (and layers of one failure) a message names before it says how many more there are."""
+
+
+class ProbeFailedError(BnprobeError):
+    """Some probe raised on some layer: the message names them, :attr:`outcome` keeps every number."""
+
+    def __init__(self, outcome: ProbeOutcome) -> None:
+        self.outcome = outcome
+        super().__init__(f"{describe_failures(outcome.failures)}; the other numbers are in this error's .outcome, "
+                         "and run_probes(..., strict=False) returns them with a warning")
+
+
+class ProbeFailureWarning(UserWarning):
+    """``run_probes(..., strict=False)``: some probe failed on some layer (see :attr:`ProbeOutcome.failures`)."""
+
+
+def describe_failures(failures: Sequence[ProbeFailure]) -> str:
+    """One line naming the failed probes, their layers and errors (the same error once, with its layers)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for failure in failures:
+        error = (failure.error.splitlines() or [""])[0]
+        grouped.setdefault((failure.probe, error), []).append(failure.layer)
+    parts = []
+    for (probe, error), layers in list(grouped.items())[:SHOWN_FAILURES]:
+        more = f" and {len(layers) - SHOWN_FAILURES} more" if len(layers) > SHOWN_FAILURES else ""
+        parts.append(f"{probe} on {', '.join(layers[:SHOWN_FAILURES])}{more}: {error}")
+    if len(grouped) > SHOWN_FAILURES:
+        parts.append(f"{len(grouped) - SHOWN_FAILURES} more failures")
+    return f"{len(failures)} probe measurement{'s' if len(failures) != 1 else ''} failed: {'; '.join(parts)}"
 
 
 @dataclass
@@ -81,15 +130,18 @@ class _Step:
 class PendingOutcome:
     """The outcome of :func:`start_probes`, some of whose numbers may still be computed by workers."""
 
-    def __init__(self, steps: list[_Step], pool: ProbePool | None) -> None:
-        self._steps, self._pool = steps, pool
+    def __init__(self, steps: list[_Step], pool: ProbePool | None, on_failure: OnFailure = "raise") -> None:
+        self._steps, self._pool, self._on_failure = steps, pool, on_failure
 
     def done(self) -> bool:
         """Whether every number is in (so :meth:`result` will not wait)."""
         return all(step.future is None or step.future.done() for step in self._steps)
 
     def result(self) -> ProbeOutcome:
-        """Every probe's numbers and failures, in probe then layer order (waits for the workers)."""
+        """Every probe's numbers and failures, in probe then layer order (waits for the workers).
+
+        Failures raise, warn or are only recorded, as ``start_probes(on_failure=...)`` said.
+        """
         outcome = ProbeOutcome()
         for step in self._steps:
             step.settle(self._pool)
@@ -98,33 +150,119 @@ class PendingOutcome:
                 outcome.failures.append(ProbeFailure(step.probe.key, step.layer, step.error))
             else:
                 per_layer[step.layer] = step.numbers
+        if outcome.failures and self._on_failure == "raise":
+            raise ProbeFailedError(outcome)
+        if outcome.failures and self._on_failure == "warn":
+            warnings.warn(describe_failures(outcome.failures), ProbeFailureWarning, stacklevel=3)
         return outcome
 
 
-def _check_context(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext) -> None:
-    """Probes that read the model compare its inputs with the captured layers sample by sample.
+def probe_context(captured: CaptureResult, reference: CaptureResult | None = None) -> ProbeContext:
+    """The context the probes of ``captured`` run in, all of it from the capture.
 
-    Other probes never read ``context.inputs``, so a placeholder context is fine for them.
+    ``reference`` is the capture of the ``bn`` run of the same seed on the same samples, for probes
+    that compare with it (cka); it is checked to be one.
     """
-    if not any(probe.needs == "model" for probe in probes):
-        return
+    missing = [what for what in ("model", "inputs", "device") if getattr(captured, what) is None]
+    if missing:
+        raise BnprobeError(f"this CaptureResult does not hold its {', '.join(missing)}; capture with "
+                           "bnprobe.capture, or pass a ProbeContext")
+    if reference is not None:
+        _check_reference(captured, reference)
+    return ProbeContext(model=captured.model, inputs=captured.inputs, labels=torch.from_numpy(captured.labels),
+                        device=captured.device, variant=captured.variant, seed=captured.seed,
+                        layer_modules=dict(captured.modules), reference=_lookup(reference))
+
+
+def _check_reference(captured: CaptureResult, reference: CaptureResult) -> None:
+    """``reference`` must be a ``bn`` capture of the same seed on the same samples, in the same order."""
+    if reference.variant != REFERENCE_VARIANT:
+        stated = "does not state its variant" if reference.variant is None else f"is of {reference.variant}"
+        raise BnprobeError(f"the reference capture {stated}; the reference is the {REFERENCE_VARIANT} run: "
+                           f"bnprobe.capture(bn_model, ..., variant='{REFERENCE_VARIANT}')")
+    if None not in (captured.seed, reference.seed) and captured.seed != reference.seed:
+        raise BnprobeError(f"the reference capture is of seed {reference.seed}, this one of seed {captured.seed}; "
+                           "compare runs of the same seed")
+    difference = _tensor_difference(reference.inputs, captured.inputs) if None not in (
+        reference.inputs, captured.inputs) else _array_difference(reference.labels, captured.labels)
+    if difference is not None:
+        raise BnprobeError(f"the reference capture was made on other samples than this one ({difference}); "
+                           "capture both runs on the same samples in the same order (not a shuffled loader)")
+
+
+def _tensor_difference(given: torch.Tensor, captured: torch.Tensor) -> str | None:
+    """None when ``given`` holds the same values as ``captured`` (NaN matching NaN), else what differs."""
+    given = torch.as_tensor(given).detach().cpu()
+    if given.shape != captured.shape:
+        if given.dim() and captured.dim() and len(given) != len(captured):
+            return f"{len(given)} samples, {len(captured)} captured"
+        return f"shape {tuple(given.shape)}, captured {tuple(captured.shape)}"
+    given = given.to(captured.dtype)
+    same = given == captured
+    if captured.is_floating_point():
+        same |= given.isnan() & captured.isnan()
+    if bool(same.all()):
+        return None
+    rows = (~same).reshape(len(same), -1).any(dim=1)
+    return f"{int(rows.sum())} of {len(rows)} samples differ, the first at index {int(rows.nonzero()[0, 0])}"
+
+
+def _array_difference(given: np.ndarray, captured: np.ndarray) -> str | None:
+    return _tensor_difference(torch.from_numpy(np.asarray(given)), torch.from_numpy(np.asarray(captured)))
+
+
+def _check_context(built: ProbeContext, given: ProbeContext) -> None:
+    """A context given by hand must say what the capture says: refused, naming what differs, if not."""
+    differences = []
+    if given.model is not built.model:
+        differences.append("model is not the captured model")
     for what in ("inputs", "labels"):
-        given = getattr(context, what)
-        if given is not None and len(given) != len(captured.labels):
-            raise BnprobeError(f"ProbeContext.{what} has {len(given)} samples but {len(captured.labels)} were "
-                               f"captured; pass the captured samples (capture(..., samples=N) takes the first N)")
+        difference = _tensor_difference(getattr(given, what), getattr(built, what))
+        if difference is not None:
+            differences.append(f"{what} are not the captured ones ({difference})")
+    for what in ("variant", "seed"):
+        stated = getattr(built, what)
+        if stated is not None and getattr(given, what) != stated:
+            differences.append(f"{what} is {getattr(given, what)!r}, the capture's {stated!r}")
+    if given.layer_modules.keys() != built.layer_modules.keys() or \
+            any(given.layer_modules[name] is not module for name, module in built.layer_modules.items()):
+        differences.append(f"layer_modules ({len(given.layer_modules)}) are not the captured layers' modules "
+                           f"({len(built.layer_modules)})")
+    if differences:
+        raise BnprobeError(f"the ProbeContext contradicts the capture: its {'; its '.join(differences)}; "
+                           "leave the context out: run_probes(captured, probes) builds it from the capture")
 
 
-def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
-                 on_step: Callable[[str, str], None] | None = None,
-                 pool: ProbePool | None = None) -> PendingOutcome:
+def _context(captured: CaptureResult, context: ProbeContext | None, reference: CaptureResult | None,
+             probes: Sequence[Probe]) -> ProbeContext:
+    """The context to probe ``captured`` in: built from it, or the one given once it agrees with it."""
+    if context is not None and reference is not None:
+        raise BnprobeError("give the reference capture as reference=..., or a ProbeContext, not both")
+    if context is None:
+        context = probe_context(captured, reference)
+    elif not any(getattr(captured, what) is None for what in ("model", "inputs", "device")):
+        _check_context(probe_context(captured), context)
+    for probe in probes:
+        if probe.compares_with_reference:
+            context.stated_variant(probe.key)
+    return context
+
+
+def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext | None = None,
+                 on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None, *,
+                 reference: CaptureResult | None = None, on_failure: OnFailure = "raise") -> PendingOutcome:
     """Measure every probe on every captured layer (model-scope probes once per run), the CPU halves of
     split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``.
 
-    With a pool this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
-    For probes that read the model, ``context.inputs`` and ``labels`` must be the captured samples.
+    The probe context comes from ``captured`` (:func:`probe_context`); ``reference`` is the ``bn``
+    run's capture for probes that compare with it.  A ``context`` given by hand must agree with the
+    capture (model, inputs, labels, variant, seed, layer modules) and is refused otherwise.
+    ``on_failure`` says what ``.result()`` does if a probe failed (:data:`OnFailure`).  With a pool
+    this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
     """
-    _check_context(captured, probes, context)
+    if on_failure not in FAILURE_MODES:
+        raise BnprobeError(f"on_failure must be one of {', '.join(FAILURE_MODES)}, got {on_failure!r}")
+    context = _context(captured, context, reference, probes)
     steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
@@ -148,16 +286,36 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                     step.numbers = _filed(probe.measure(layer, context))
             except Exception as exc:  # isolate: one probe's failure must not end the study
                 step.error = _describe(exc)
-    return PendingOutcome(steps, pool)
+    return PendingOutcome(steps, pool, on_failure)
 
 
-def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext,
-               on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None) -> ProbeOutcome:
+def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext | None = None,
+               on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None, *,
+               reference: CaptureResult | None = None, strict: bool = True) -> ProbeOutcome:
     """Measure every probe on every captured layer (model-scope probes once per run) and return the numbers.
 
-    With ``pool``, the CPU halves of split probes run on its workers in parallel.
+    Everything the probes need comes from ``captured``; ``reference`` is the ``bn`` run's capture
+    (same seed, same samples) for probes that compare with it, such as cka.  A probe that fails on a
+    layer does not stop the others, but then this raises :class:`ProbeFailedError`, which names the
+    failures and keeps the numbers in ``.outcome``; ``strict=False`` warns
+    (:class:`ProbeFailureWarning`) and returns them.  With ``pool``, the CPU halves of split probes
+    run on its workers in parallel.  ``context`` is for contexts built by hand: it must agree with
+    the capture (see :func:`start_probes`).
     """
-    return start_probes(captured, probes, context, on_step, pool).result()
+    return start_probes(captured, probes, context, on_step, pool, reference=reference,
+                        on_failure="raise" if strict else "warn").result()
+
+
+def _lookup(reference: CaptureResult | None) -> Callable[[str], LayerData | None]:
+    """``name`` -> that layer of ``reference``, or None (no reference, or no such layer in it)."""
+    def find(name: str) -> LayerData | None:
+        if reference is None:
+            return None
+        try:
+            return reference[name]
+        except KeyError:
+            return None
+    return find
 
 
 def _filed(numbers: dict[str, float]) -> dict[str, float | None]:

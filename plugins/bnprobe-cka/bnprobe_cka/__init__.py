@@ -130,11 +130,12 @@ class CKAProbe(Probe):
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """``{"cka": value}``; the ``bn`` run compares the layer with itself."""
+        variant = context.stated_variant(self.key)
         reference = context.reference(layer.name)
         if reference is None:
-            if context.variant != REFERENCE_VARIANT:
+            if variant != REFERENCE_VARIANT:
                 raise BnprobeError(f"probe cka: no {REFERENCE_VARIANT} run to compare layer {layer.name} of "
-                                   f"{context.variant} with; add the {REFERENCE_VARIANT} variant to the study "
-                                   "(and probe layers that exist in both models)")
+                                   f"{variant} with; add the {REFERENCE_VARIANT} variant to the study, or pass "
+                                   f"its capture: run_probes(..., reference=...) (and probe layers in both models)")
             reference = layer
         return {"cka": linear_cka(reference.vectors(), layer.vectors(), context.device)}

@@ -1,0 +1,260 @@
+"""The docs cannot drift from the API: every code block they show is run or parsed here.
+
+* ```python blocks run, in order, each file's blocks in one namespace (a block may use what an
+  earlier block of the same file defined), in a temporary folder, with the probe registry restored
+  afterwards.  The example in ``bnprobe/__init__``'s docstring runs the same way.
+* ```bash (``sh``, ``shell``) blocks: every command that calls ``bnprobe`` (``bnprobe ...``,
+  ``python -m bnprobe ...``, ``torchrun ... -m bnprobe ...``) must name existing subcommands and
+  only existing options, with the arguments they take; it is parsed with click, not run.
+
+A block that cannot run here (it needs a GPU, a study's output, hours) is marked in the markdown on
+the line before its fence, visibly::
+
+    <!-- no-test: needs a GPU -->
+
+and is skipped with that reason.  The files are found, not listed: README.md, docs/*.md and every
+plugins/*/README.md, so docs added later are tested too.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import textwrap
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import pytest
+
+import bnprobe
+from bnprobe.cli import cli
+from bnprobe.probes import base
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_FILES = sorted({ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "plugins").glob("*/README.md")})
+PYTHON, SHELL = ("python", "py"), ("bash", "sh", "shell")
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
+NO_TEST = re.compile(r"^\s*<!--\s*no-test:\s*(.*?)\s*-->\s*$")
+COMMAND_SEPARATORS = {"&&", "||", ";", "|"}
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+
+
+@dataclass
+class Block:
+    """One fenced code block: where it is, its language, its code, and why it is not tested (if so)."""
+
+    path: Path
+    line: int
+    """The line of its first line of code (1-based), so that tracebacks point into the file."""
+    lang: str
+    code: str
+    skip: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def markdown_blocks(path: Path) -> list[Block]:
+    """The fenced blocks of a markdown file, with the ``no-test`` marker that precedes each, if any."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    pending: tuple[int, str] | None = None  # a no-test marker and its line, waiting for its fence
+    i = 0
+    while i < len(lines):
+        marker, fence = NO_TEST.match(lines[i]), FENCE.match(lines[i])
+        if marker:
+            assert pending is None, f"{path.relative_to(ROOT)}:{i + 1}: two no-test markers in a row"
+            assert marker.group(1), f"{path.relative_to(ROOT)}:{i + 1}: a no-test marker must say why"
+            pending = (i + 1, marker.group(1))
+        elif fence:
+            indent, ticks, lang = fence.groups()
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(ticks)
+                        and not lines[j].strip().strip(ticks[0])), None)
+            assert end is not None, f"{path.relative_to(ROOT)}:{i + 1}: unclosed code block"
+            code = textwrap.dedent("\n".join(lines[i + 1:end]))
+            blocks.append(Block(path, i + 2, lang.lower(), code, pending[1] if pending else None))
+            pending, i = None, end
+        elif lines[i].strip():
+            assert pending is None, (f"{path.relative_to(ROOT)}:{pending[0]}: a no-test marker must be right "
+                                     "before a code block")
+        i += 1
+    assert pending is None, f"{path.relative_to(ROOT)}:{pending[0]}: a no-test marker must be right before a code block"
+    return blocks
+
+
+def docstring_example(module) -> Block:
+    """The ``::`` literal block of a module's docstring (its example), as a Python block."""
+    path = Path(module.__file__)
+    text = path.read_text(encoding="utf-8")
+    doc = module.__doc__
+    head, sep, rest = doc.partition("::\n")
+    assert sep, f"{path} has no '::' example in its docstring"
+    lines = rest.splitlines()
+    body = [line for line in lines[1:next((k for k, line in enumerate(lines[1:], 1)
+                                              if line.strip() and not line.startswith(" ")), len(lines))]]
+    line = text[:text.index(doc)].count("\n") + head.count("\n") + 3
+    return Block(path, line, "python", textwrap.dedent("\n".join(body)))
+
+
+PYTHON_BLOCKS = [b for path in DOC_FILES for b in markdown_blocks(path) if b.lang in PYTHON]
+SHELL_BLOCKS = [b for path in DOC_FILES for b in markdown_blocks(path) if b.lang in SHELL]
+EXAMPLES = [docstring_example(bnprobe)]
+
+
+@dataclass
+class _FileRun:
+    """The state one file's Python blocks share: their namespace, folder and probe registry."""
+
+    folder: Path
+    registry: dict
+    namespace: dict = field(default_factory=lambda: {"__name__": "__docs__"})
+    done: set[int] = field(default_factory=set)
+    failed: str | None = None
+
+
+_RUNS: dict[Path, _FileRun] = {}
+
+
+def _execute(block: Block, run: _FileRun) -> None:
+    code = compile("\n" * (block.line - 1) + block.code, str(block.path), "exec")
+    try:
+        exec(code, run.namespace)
+    except BaseException:
+        run.failed = block.id
+        raise
+    finally:
+        run.done.add(block.line)
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS + EXAMPLES, ids=lambda b: b.id)
+def test_python_block_runs(block: Block, monkeypatch, tmp_path_factory):
+    if block.skip:
+        pytest.skip(f"marked no-test: {block.skip}")
+    if block.path not in _RUNS:
+        base.list_probes()  # the real registry, plugins loaded, before a block registers its own probes
+        _RUNS[block.path] = _FileRun(tmp_path_factory.mktemp(block.path.stem), dict(base._REGISTRY))
+    run = _RUNS[block.path]
+    monkeypatch.chdir(run.folder)
+    monkeypatch.setattr(base, "_REGISTRY", run.registry)  # what the file's blocks register stays theirs
+    earlier = [b for b in PYTHON_BLOCKS + EXAMPLES if b.path == block.path and b.line < block.line and not b.skip]
+    for before in earlier:
+        if before.line not in run.done:
+            _execute(before, run)  # this block was selected alone: run what it builds on first
+    if run.failed is not None:
+        pytest.fail(f"an earlier block of this file failed ({run.failed}), and this one may rely on it")
+    _execute(block, run)
+
+
+def bnprobe_commands(code: str) -> list[list[str]]:
+    """The argument lists of the ``bnprobe`` calls in a shell block (comments and continuations handled)."""
+    commands = []
+    for line in code.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        start = 0
+        for k in [*(k for k, word in enumerate(words) if word in COMMAND_SEPARATORS), len(words)]:
+            command = words[start:k]
+            start = k + 1
+            while command and ENV_ASSIGNMENT.match(command[0]):  # FOO=1 bnprobe ...
+                command = command[1:]
+            if command[:1] == ["bnprobe"]:
+                commands.append(command[1:])
+            elif "-m" in command[:-1] and command[command.index("-m") + 1] == "bnprobe":
+                commands.append(command[command.index("-m") + 2:])
+    return commands
+
+
+def check_command(args: list[str]) -> None:
+    """Parse ``bnprobe ARGS`` as click would, without converting values or running anything."""
+    command: click.Command = cli
+    ctx = click.Context(cli, info_name="bnprobe")
+    while True:
+        try:
+            values, rest, _ = command.make_parser(ctx).parse_args(list(args))
+        except click.UsageError as exc:
+            raise AssertionError(f"`{ctx.command_path}`: {exc.format_message()}") from None
+        if not isinstance(command, click.Group) or not rest:
+            break
+        name, args = rest[0], rest[1:]
+        sub = command.get_command(ctx, name)
+        assert sub is not None, f"`{ctx.command_path}` has no subcommand {name!r}; it has {', '.join(command.commands)}"
+        command, ctx = sub, click.Context(sub, parent=ctx, info_name=name)
+    if values.get("help"):
+        return
+    arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    assert not rest or isinstance(command, click.Group), f"`{ctx.command_path}` takes no more arguments: {rest}"
+    missing = [p.name for p in arguments if p.required and not _given(values.get(p.name))]
+    assert not missing, f"`{ctx.command_path}` needs its {', '.join(missing)} argument"
+
+
+def _given(value: object) -> bool:
+    """Whether the parser got a value for an argument: a string, or a tuple of them (a missing one is
+    None, an empty tuple, or a sentinel, depending on click's version)."""
+    return isinstance(value, str) or (isinstance(value, tuple) and bool(value))
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=lambda b: b.id)
+def test_bnprobe_commands_exist(block: Block):
+    if block.skip:
+        pytest.skip(f"marked no-test: {block.skip}")
+    for args in bnprobe_commands(block.code):
+        check_command(args)
+
+
+def test_the_docs_show_commands_and_code_to_check():
+    assert ROOT / "docs" / "getting-started.md" in DOC_FILES and ROOT / "plugins/bnprobe-cka/README.md" in DOC_FILES
+    assert sum(len(bnprobe_commands(b.code)) for b in SHELL_BLOCKS) >= 10
+    assert sum(not b.skip for b in PYTHON_BLOCKS) >= 10
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("bnprobe run resnet18 --epochs 1   # a comment", [["run", "resnet18", "--epochs", "1"]]),
+    ("git clone <this repository> bnprobe && cd bnprobe", []),
+    ("pip install -e plugins/bnprobe-cka && bnprobe probes", [["probes"]]),
+    ("torchrun --nproc-per-node 4 -m bnprobe run resnet18 \\\n  --out runs/c10", [["run", "resnet18", "--out",
+                                                                                   "runs/c10"]]),
+    ("CUDA_VISIBLE_DEVICES=0 bnprobe report 'runs/my study'", [["report", "runs/my study"]]),
+])
+def test_bnprobe_calls_are_found_in_shell_lines(line, expected):
+    assert bnprobe_commands(line) == expected
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["rnu", "resnet18"], "`bnprobe` has no subcommand 'rnu'"),
+    (["run", "resnet18", "--epocs", "1"], r"`bnprobe run`: No such option '--epocs'"),
+    (["report"], "`bnprobe report` needs its out argument"),
+    (["report", "a", "b"], r"`bnprobe report` takes no more arguments: \['b'\]"),
+    (["run", "--epochs"], "`bnprobe run`: Option '--epochs' requires an argument"),
+])
+def test_a_wrong_command_line_is_caught(args, message):
+    with pytest.raises(AssertionError, match=message):
+        check_command(args)
+    check_command(["run", "resnet18", "--epochs", "1", "--probes", "sparsity,cka"])  # while a right one passes
+
+
+def test_a_marker_must_say_why_and_sit_right_before_a_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- no-test: needs a GPU -->\n```python\nimport torch\n```\n\n```bash\nbnprobe probes\n```\n")
+    assert [(b.line, b.lang, b.code, b.skip) for b in markdown_blocks(doc)] == [
+        (3, "python", "import torch", "needs a GPU"), (7, "bash", "bnprobe probes", None)]
+    doc.write_text("<!-- no-test: needs a GPU -->\nSome prose.\n```python\nimport torch\n```\n")
+    with pytest.raises(AssertionError, match="doc.md:1: a no-test marker must be right before a code block"):
+        markdown_blocks(doc)
+    doc.write_text("<!-- no-test: -->\n```python\nimport torch\n```\n")
+    with pytest.raises(AssertionError, match="doc.md:1: a no-test marker must say why"):
+        markdown_blocks(doc)
+
+
+def test_a_failing_block_fails_pointing_at_its_line_in_the_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    block = Block(tmp_path / "doc.md", 7, "python", "x = 1\nundefined_name")
+    run = _FileRun(tmp_path, {})
+    with pytest.raises(NameError) as raised:
+        _execute(block, run)
+    last = traceback.extract_tb(raised.tb)[-1]
+    assert (last.filename, last.lineno) == (str(tmp_path / "doc.md"), 8)
+    assert run.failed == block.id and run.namespace["x"] == 1
