@@ -7,7 +7,9 @@
   ``python -m bnprobe ...``, ``torchrun ... -m bnprobe ...``) must name existing subcommands and
   only existing options, with the arguments they take; it is parsed with click, not run.
 
-A block that cannot run here (it needs a GPU, a study's output, hours) is marked in the markdown on
+A file whose blocks read a study's output folder (``OUT/...``) finds a small real one there: cnn4 on
+digits, ``bn`` and ``identity``, 2 seeds, 1 epoch, written by :func:`bnprobe.run_study` once per
+session.  A block that cannot run here (it needs a GPU, a download, hours) is marked in the markdown on
 the line before its fence, visibly::
 
     <!-- no-test: needs a GPU -->
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import sys
 import textwrap
 import traceback
@@ -130,13 +133,29 @@ def _execute(block: Block, run: _FileRun) -> None:
         run.done.add(block.line)
 
 
+@pytest.fixture(scope="session")
+def study_out(tmp_path_factory) -> Path:
+    """A small finished study's output folder, as ``bnprobe run`` leaves it, for blocks that read ``OUT/``."""
+    out = tmp_path_factory.mktemp("study") / "OUT"
+    config = bnprobe.StudyConfig(model="cnn4", variants="bn,identity", seeds=2, samples=100, probes="sparsity",
+                                 train={"epochs": 1}, device="cpu")
+    bnprobe.write_outputs(bnprobe.run_study(config, out=out), out)
+    return out
+
+
+def _reads_study(path: Path) -> bool:
+    return any("OUT/" in b.code for b in PYTHON_BLOCKS if b.path == path and not b.skip)
+
+
 @pytest.mark.parametrize("block", PYTHON_BLOCKS + EXAMPLES, ids=lambda b: b.id)
-def test_python_block_runs(block: Block, monkeypatch, tmp_path_factory):
+def test_python_block_runs(block: Block, monkeypatch, tmp_path_factory, request):
     if block.skip:
         pytest.skip(f"marked no-test: {block.skip}")
     if block.path not in _RUNS:
         base.list_probes()  # the real registry, plugins loaded, before a block registers its own probes
         _RUNS[block.path] = _FileRun(tmp_path_factory.mktemp(block.path.stem), dict(base._REGISTRY))
+        if _reads_study(block.path):
+            shutil.copytree(request.getfixturevalue("study_out"), _RUNS[block.path].folder / "OUT")
     run = _RUNS[block.path]
     monkeypatch.chdir(run.folder)
     monkeypatch.setattr(base, "_REGISTRY", run.registry)  # what the file's blocks register stays theirs
