@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,7 +56,8 @@ def read_torch_file(path: str | os.PathLike, *, fix: str, allowed: Sequence[type
     reads torch files, for :func:`load_checkpoint` and :func:`bnprobe.trainstate.load_train_state`.
     """
     try:
-        with torch.serialization.safe_globals(list(allowed)):
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on a plain pickle
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure on a file that is not a checkpoint is bad input
         raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({_load_failure(exc)}); {fix}") from None

@@ -28,6 +28,7 @@ from bnprobe.probes.base import REFERENCE_VARIANT, split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
 from bnprobe.stats import CONFIDENCE
+from bnprobe.studydir import check_out_dir
 from bnprobe.trainstate import CHECKPOINT_MODES
 
 KEEP = "[default: the preset's]"
@@ -172,6 +173,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
                       model_kwargs={"width": width} if width is not None else {})
     study = build_study(preset, dataset, quick=quick, changes=changes)
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
+    check_out_dir(out_dir, resume=resume, overwrite=overwrite)  # before the recipe is printed: one line
     console = Console()
     console.print(f"[bold]{study.preset}[/bold] on [bold]{dataset}[/bold]{' (quick)' if quick else ''}: "
                   f"{get_preset(preset).paper}", highlight=False)
