@@ -78,7 +78,7 @@ from bnprobe.probes.base import REFERENCE_VARIANT, Probe, ProbeContext, build_pr
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_or_none
-from bnprobe.studydir import check_out_dir, remove_study
+from bnprobe.studydir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
 from bnprobe.trainstate import (
@@ -397,21 +397,13 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     A folder that holds a study is refused unless ``resume`` continues it or ``overwrite`` replaces it
     (see the module docstring).  Ctrl-C raises :class:`StudyInterrupted` naming the finished runs.
     """
-    check_out_dir(out, resume=resume, overwrite=overwrite)
+    check_out_dir(out, resume=resume, overwrite=overwrite, reads=[config.checkpoint])
     try:
         return _run_study(config, out, model, dataset, listener, resume, overwrite)
     except StudyInterrupted:
         raise
     except KeyboardInterrupt as exc:  # before the first run was filed: a resumed study's saved runs are all
         raise StudyInterrupted(saved_runs(out) if resume else []) from exc
-
-
-def saved_runs(out: str | Path | None) -> list[tuple[str, int]]:
-    """The runs, as ``(variant, seed)``, in the ``results.json`` of ``out`` (none when it has no readable one)."""
-    try:
-        return [(run.variant, run.seed) for run in Results.load(out).runs] if out is not None else []
-    except (BnprobeError, OSError):
-        return []
 
 
 def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource | None, dataset: Dataset | None,
@@ -476,20 +468,20 @@ class _Ledger:
     ones whose numbers workers are still computing."""
 
     def __init__(self, results: Results, runs: dict[tuple[str, int], RunResult], order: list[tuple[str, int]],
-                 out_dir: Path | None, world: World, listener: StudyListener,
-                 keep: Callable[[str, int], None] = lambda variant, seed: None) -> None:
+                 out_dir: Path | None, world: World, listener: StudyListener, *,
+                 keep: Callable[[str, int], None]) -> None:
         self.results, self.runs, self.order = results, runs, order
         self.out_dir, self.world, self.listener = out_dir, world, listener
-        self.keep, self.kept = keep, set()  # what a filed run's checkpoint keeps; runs already cut down
+        self.keep, self.checkpoints_kept = keep, set()  # cuts a filed run's checkpoint down; the runs it has cut
         self.probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], float]] = {}
 
     def save(self) -> None:
         self.results.runs = [self.runs[key] for key in self.order if key in self.runs]
         if self.out_dir is not None and self.world.is_main:
             self.results.save(self.out_dir)
-            for key in [key for key in self.runs if key not in self.kept]:  # filed now: no longer resumed
+            for key in [key for key in self.runs if key not in self.checkpoints_kept]:  # filed: never resumed
                 self.keep(*key)
-                self.kept.add(key)
+                self.checkpoints_kept.add(key)
 
     @property
     def finished(self) -> list[tuple[str, int]]:
@@ -554,7 +546,7 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
         if world.is_main:
             study.drop_checkpoints()
     except KeyboardInterrupt as exc:
-        ledger.settle(wait=False)
+        ledger.settle(wait=False)  # before the runs are named
         raise StudyInterrupted(ledger.finished) from exc
     finally:
         ledger.settle(wait=False)  # on an error, file the runs whose numbers are in before it propagates

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from bnprobe.errors import BnprobeError
+from bnprobe.results import Results
 from bnprobe.trainstate import CHECKPOINT_DIR
 
 STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json")
@@ -32,15 +34,25 @@ _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
 """Per folder of the output folder (``""`` is the folder itself): a pattern of the names that are the study's."""
 
 
-def check_out_dir(out: str | Path | None, *, resume: bool, overwrite: bool) -> None:
+def check_out_dir(out: str | Path | None, *, resume: bool, overwrite: bool,
+                  reads: Sequence[str | Path | None] = ()) -> None:
     """Refuse to start a study in ``out`` where one already is, unless it is resumed or overwritten.
 
-    Called before anything trains or is written, so a refused study leaves the folder as it was.
+    Overwriting is refused too when the new study ``reads`` a file it would remove (``--checkpoint``
+    pointing at the old study's weights).  Called before anything trains or is written, so a refused
+    study leaves the folder as it was.
     """
     if resume and overwrite:
         raise BnprobeError("--resume and --overwrite do not go together: --resume continues the study in --out, "
                            "--overwrite replaces it; give one")
-    if out is None or resume or overwrite:
+    if out is None or resume:
+        return
+    if overwrite:
+        removed = {path.resolve() for folder in _OWN for path in _own(Path(out), folder)}
+        needed = next((path for path in reads if path is not None and Path(path).resolve() in removed), None)
+        if needed is not None:
+            raise BnprobeError(f"--overwrite would remove {needed}, which this study reads; copy it out of {out} "
+                               "first, or give another --out")
         return
     held = held_study(out)
     if held:
@@ -56,6 +68,14 @@ def held_study(out: str | Path) -> list[str]:
     if runs:
         held.append(f"{len(runs)} run checkpoint{'s' * (len(runs) != 1)} in {CHECKPOINT_DIR}/")
     return held
+
+
+def saved_runs(out: str | Path | None) -> list[tuple[str, int]]:
+    """The runs, as ``(variant, seed)``, in the ``results.json`` of ``out`` (none when it has no readable one)."""
+    try:
+        return [(run.variant, run.seed) for run in Results.load(out).runs] if out is not None else []
+    except (BnprobeError, OSError):
+        return []
 
 
 def remove_study(out: str | Path) -> None:

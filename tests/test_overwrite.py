@@ -155,6 +155,14 @@ def test_overwrite_removes_the_old_studys_files_and_nothing_else(study):
     assert (study / "plots" / "accuracy.png").is_file()
 
 
+def test_overwrite_refuses_to_remove_the_weights_the_new_study_starts_from(study):
+    before = _files(study)
+    weights = study / "checkpoints" / "bn-seed0.pt"
+    _one_line_error(_run("run", "cnn4", "--variants", "bn,frozen", "--checkpoint", weights, "--out", study,
+                         "--overwrite", *TINY), f"--overwrite would remove {weights}", "copy it out of")
+    assert _files(study) == before
+
+
 def test_remove_study_leaves_the_folders_that_hold_the_users_files_only(study):
     remove_study(study)
     assert sorted(str(p.relative_to(study)) for p in study.rglob("*")) == [
