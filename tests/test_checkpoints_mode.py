@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.cli import cli
-from bnprobe.data import Dataset, Split, register_dataset
+from bnprobe.data import Split
 from bnprobe.errors import BnprobeError
 from bnprobe.models import create_model
 from bnprobe.study import StudyConfig, StudyListener, run_study
@@ -18,17 +18,8 @@ from bnprobe.surgery import make_variant
 from bnprobe.train import TrainConfig, train_model
 from bnprobe.trainstate import TRAINING_KEYS, checkpoint_path, keep_final_weights, load_train_state
 
-STUDY = ["cnn4", "--variants", "bn,identity", "--dataset", "tiny-safe", "--epochs", "1", "--samples", "16",
+STUDY = ["cnn4", "--variants", "bn,identity", "--dataset", "tiny-study", "--epochs", "1", "--samples", "16",
          "--batch-size", "32", "--device", "cpu", "--probes", "sparsity", "--quiet"]
-
-
-@register_dataset("tiny-safe")
-def _tiny(data_root=None, image_size=None) -> Dataset:
-    """96 grey 8x8 images in 4 classes: 64 to train, 32 to test (a study of them takes seconds)."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(96) % 4
-    x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
-    return Dataset("tiny-safe", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4)
 
 
 def _run(*args):
@@ -115,7 +106,7 @@ class _StopInIdentity(StudyListener):
 @pytest.mark.parametrize("mode", ["final", "none"])
 def test_a_study_resumes_from_a_filed_runs_final_weights(tmp_path, mode):
     out = tmp_path / "o"
-    config = StudyConfig(model="cnn4", dataset="tiny-safe", variants=["bn", "identity"], samples=16,
+    config = StudyConfig(model="cnn4", dataset="tiny-study", variants=["bn", "identity"], samples=16,
                          probes=["sparsity"], device="cpu", checkpoints=mode,
                          train=TrainConfig(epochs=2, batch_size=32))
     with pytest.raises(KeyboardInterrupt):

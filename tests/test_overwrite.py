@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.cli import cli
-from bnprobe.data import Dataset, Split, register_dataset
 from bnprobe.errors import BnprobeError, StudyInterrupted
 from bnprobe.models import create_model
 from bnprobe.presets import build_study, reproduce
@@ -29,18 +28,9 @@ from bnprobe.studydir import remove_study
 from bnprobe.train import TrainConfig
 from bnprobe.trainstate import load_train_state
 
-TINY = ["--dataset", "tiny-safe", "--epochs", "1", "--samples", "16", "--batch-size", "32", "--device", "cpu",
+TINY = ["--dataset", "tiny-study", "--epochs", "1", "--samples", "16", "--batch-size", "32", "--device", "cpu",
         "--probes", "sparsity", "--quiet"]
 REFUSED = "already holds a study"
-
-
-@register_dataset("tiny-safe")
-def _tiny(data_root=None, image_size=None) -> Dataset:
-    """96 grey 8x8 images in 4 classes: 64 to train, 32 to test (a study of them takes seconds)."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(96) % 4
-    x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
-    return Dataset("tiny-safe", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4)
 
 
 def _run(*args):
@@ -179,7 +169,7 @@ def test_remove_study_leaves_the_folders_that_hold_the_users_files_only(study):
 def test_a_study_file_may_overwrite(study, tmp_path):
     path = tmp_path / "study.toml"
     path.write_text('model = "cnn4"\nvariants = ["bn"]\noverwrite = true\nprobes = ["sparsity"]\n'
-                    'dataset = "tiny-safe"\nepochs = 1\nsamples = 16\ndevice = "cpu"\ncheckpoints = "resume"\n')
+                    'dataset = "tiny-study"\nepochs = 1\nsamples = 16\ndevice = "cpu"\ncheckpoints = "resume"\n')
     result = _run("run", "--config", path, "--out", study, "--quiet")
     assert result.exit_code == 0, result.output
     assert [r["variant"] for r in json.loads((study / "results.json").read_text())["runs"]] == ["bn"]
@@ -244,7 +234,7 @@ class _InterruptIdentity(StudyListener):
 def test_an_interrupted_study_names_its_finished_runs(tmp_path, monkeypatch):
     import bnprobe.study as study_module
 
-    config = StudyConfig(model="cnn4", dataset="tiny-safe", variants=["bn", "identity"], samples=16,
+    config = StudyConfig(model="cnn4", dataset="tiny-study", variants=["bn", "identity"], samples=16,
                          probes=["sparsity"], device="cpu", train=TrainConfig(epochs=2, batch_size=32))
     with pytest.raises(StudyInterrupted) as err:
         run_study(config, out=tmp_path, listener=_InterruptIdentity())
