@@ -297,3 +297,36 @@ def test_ctrl_c_says_which_runs_finished_and_the_command_that_resumes(tmp_path):
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["variant"], r["seed"]) for r in runs] == [("bn", 0), ("identity", 0), ("groupnorm", 0)]
     assert runs[:len(kept)] == kept  # the finished runs were kept as they were
+
+
+def _interrupted_after_bn(*_args, **_kwargs):
+    raise StudyInterrupted([("bn", 0)])
+
+
+@pytest.mark.parametrize(("command", "study_file", "resume"), [
+    (["reproduce", "potgieter2025", "--dataset", "mnist", "--quick", "--overwrite"], "",
+     ["reproduce", "potgieter2025", "--dataset", "mnist", "--quick", "--resume", "--out"]),
+    (["run", "cnn4", "--lr", "bn=1e-3,identity=5e-4", "--out", "my study", "--overwrite"], "",
+     ["run", "cnn4", "--lr", "bn=1e-3,identity=5e-4", "--out", "my study", "--resume"]),
+    (["run", "--config", "{file}"], 'model = "cnn4"\nout = "o"\noverwrite = true\n',
+     ["run", "--config", "{file}", "--no-overwrite", "--resume"]),
+], ids=["reproduce-default-out", "run-quoted", "run-study-file"])
+def test_the_resume_command_is_the_users_own_made_to_resume(tmp_path, monkeypatch, command, study_file, resume):
+    import bnprobe.cli.reproduce as reproduce_cli
+    import bnprobe.cli.run as run_cli
+
+    monkeypatch.setattr(run_cli, "run_study", _interrupted_after_bn)
+    monkeypatch.setattr(reproduce_cli, "run_reproduction", _interrupted_after_bn)
+    path = tmp_path / "study.toml"
+    path.write_text(study_file)
+    command, resume = ([word.format(file=path) for word in words] for words in (command, resume))
+    result = CliRunner().invoke(cli, command, prog_name="bnprobe")
+    assert result.exit_code == 130, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("interrupted; finished runs: bn seed 0; resume with: "), line
+    words = shlex.split(line.partition("resume with: ")[2])
+    assert words[:len(resume) + 1] == ["bnprobe", *resume]
+    if resume[-1] == "--out":  # filled in: the folder the study wrote to
+        assert len(words) == len(resume) + 2 and words[-1].startswith("runs/potgieter2025-mnist-quick-")
+    else:
+        assert len(words) == len(resume) + 1
