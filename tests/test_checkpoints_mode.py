@@ -165,3 +165,18 @@ def test_an_unknown_mode_is_refused():
         StudyConfig(model="cnn4", checkpoints="all")
     result = _run("run", *STUDY, "--checkpoints", "all")
     assert result.exit_code == 2 and "'all' is not one of 'none', 'final', 'resume'" in result.output
+
+
+def test_reproduce_passes_checkpoints_to_its_study(monkeypatch):
+    import bnprobe.cli.reproduce as reproduce_cli
+
+    studies = []
+
+    def capture(study, **_kwargs):
+        studies.append(study)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reproduce_cli, "run_reproduction", capture)
+    for given, kept in ((["--checkpoints", "none"], "none"), ([], "final")):
+        _run("reproduce", "potgieter2025", "--dataset", "mnist", "--quick", *given)
+        assert studies.pop().config.checkpoints == kept
