@@ -44,9 +44,9 @@ for step in "${steps[@]}"; do
         | tee "$out/capture.txt" ;;
     reproduce)
       ( time timeout 200 python3 -m bnprobe reproduce potgieter2025 --dataset fashion-mnist \
-          --data-root .data/fashion-mnist --out /tmp/repro-fashion ) 2>&1 | tee "$out/reproduce.txt" ;;
+          --data-root .data/fashion-mnist --out /tmp/repro-fashion --overwrite ) 2>&1 | tee "$out/reproduce.txt" ;;
     run)
-      ( time timeout 60 python3 -m bnprobe run resnet18 --device cuda --out /tmp/run-default ) 2>&1 \
+      ( time timeout 60 python3 -m bnprobe run resnet18 --device cuda --out /tmp/run-default --overwrite ) 2>&1 \
         | tail -60 | tee "$out/run_default.txt" ;;
     *) echo "unknown step $step (tests, study, capture, reproduce, run)" | tee -a "$out/machine.txt" ;;
   esac

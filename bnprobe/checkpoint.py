@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,24 +47,37 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(state)
 
 
+def read_torch_file(path: str | os.PathLike, *, fix: str, allowed: Sequence[type] = ()) -> Any:
+    """What ``torch.save`` stored at ``path``, loaded on the CPU with ``weights_only`` (and ``allowed`` classes).
+
+    Whatever ``torch.load`` raises on a file that is not a checkpoint -- the unpickler's ``IndexError``,
+    ``KeyError`` or ``UnpicklingError`` on junk, a zip error, ``EOFError`` on an empty file -- becomes
+    one :class:`BnprobeError` line, ``cannot read checkpoint PATH (why); FIX``.  The one place that
+    reads torch files, for :func:`load_checkpoint` and :func:`bnprobe.trainstate.load_train_state`.
+    """
+    try:
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on a plain pickle
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure on a file that is not a checkpoint is bad input
+        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({_load_failure(exc)}); {fix}") from None
+
+
 def _load_failure(exc: Exception) -> str:
     """Why ``torch.load`` failed, in a few words (not its advice to unpickle untrusted code)."""
-    first = str(exc).strip().partition("\n")[0]
-    if first.startswith("Weights only load failed") or isinstance(exc, pickle.UnpicklingError):
-        return "not a torch.save file of tensors"
-    return first or ("the file is empty or cut short" if isinstance(exc, EOFError) else type(exc).__name__)
+    if isinstance(exc, EOFError) or "central directory" in str(exc):
+        return "the file is empty or cut short"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "not a torch.save file of tensors"
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``{name: tensor}`` weights stored at ``path``, without a ``module.`` prefix."""
     if not os.path.isfile(path):
         raise BnprobeError(f"checkpoint {os.fspath(path)} not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise BnprobeError(f"cannot read checkpoint {os.fspath(path)} ({_load_failure(exc)}); "
-                           "give a file saved with torch.save(model.state_dict(), ...)") from None
+    obj = read_torch_file(path, fix="give a file saved with torch.save(model.state_dict(), ...)",
+                          allowed=[argparse.Namespace])
     if isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
     if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):

@@ -18,3 +18,12 @@ class UnknownNameError(BnprobeError):
 
 class NoBatchNormError(BnprobeError):
     """The model has no BatchNorm layer, so there is nothing to compare."""
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a study.  ``finished`` lists the runs, as ``(variant, seed)``, whose numbers are in its
+    ``results.json``: what a resumed study keeps."""
+
+    def __init__(self, finished: list[tuple[str, int]]) -> None:
+        super().__init__(f"interrupted after {len(finished)} finished runs")
+        self.finished = finished

@@ -38,6 +38,7 @@ from bnprobe.report import probe_metrics, summary_json, write_outputs
 from bnprobe.results import Results, write_atomic
 from bnprobe.stats import Difference, Summary, paired_difference, summarise
 from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
+from bnprobe.studydir import check_out_dir
 from bnprobe.train import TrainConfig
 from bnprobe.verdict import Verdict, clustering_verdict, sparsity_verdict
 
@@ -341,18 +342,23 @@ def assess(study: PresetStudy, results: Results) -> Reproduction:
 
 
 def reproduce(study: PresetStudy, *, out: str | Path, listener: StudyListener | None = None,
-              resume: bool = False) -> Reproduction:
+              resume: bool = False, overwrite: bool = False) -> Reproduction:
     """Run ``study``, write ``results.json``, ``results.csv``, ``plots/`` and ``verdicts.json`` to ``out``.
+
+    As for :func:`run_study`, a folder that holds a study is refused -- before the data are loaded --
+    unless ``resume`` continues it or ``overwrite`` replaces it.
 
     The data are loaded here only when the study needs a subset or model arguments; otherwise
     :func:`run_study` loads them as ``bnprobe run`` does (and ``bnprobe probe OUT`` can re-probe it).
     """
+    check_out_dir(out, resume=resume, overwrite=overwrite)
     dataset = model = None
     if study.train_subset or study.test_subset or study.model_kwargs:
         dataset = load_study_dataset(study)
         if study.model_kwargs:
             model = model_factory(study.config.model, study.model_kwargs, dataset)
-    results = run_study(study.config, out=out, model=model, dataset=dataset, listener=listener, resume=resume)
+    results = run_study(study.config, out=out, model=model, dataset=dataset, listener=listener, resume=resume,
+                        overwrite=overwrite)
     reproduction = assess(study, results)
     write_outputs(results, out)
     write_atomic(Path(out) / "verdicts.json", json.dumps(reproduction.to_dict(), indent=2, allow_nan=False))

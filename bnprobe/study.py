@@ -15,10 +15,13 @@ every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every r
 the configuration must match (a one-line error names the first field that differs; ``device``,
 ``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change),
 finished runs are kept as they are, the interrupted run continues from its last epoch, and the
-remaining runs train as usual.  Without ``resume`` the study starts from scratch and overwrites
-what it finds -- but only once every variant has been made and captured on one sample, so a variant
-or ``layers`` the model cannot take fails before a file there is replaced.  Capture caches live in
-``cache/<variant>-seed<k>/`` and are removed when the seed is done.
+remaining runs train as usual.  Without ``resume`` a folder that holds a study is refused
+(:mod:`bnprobe.studydir`) unless ``overwrite=True``, which removes that study's files -- but only once
+every variant has been made and captured on one sample, so a variant or ``layers`` the model cannot
+take fails before a file there is replaced.  Once a run is filed its checkpoint is cut down to what
+``checkpoints`` keeps (:data:`bnprobe.trainstate.CHECKPOINT_MODES`): its final weights by default.
+Capture caches live in ``cache/<variant>-seed<k>/`` and are removed when the seed is done.  Ctrl-C
+raises :class:`bnprobe.errors.StudyInterrupted`, which names the runs already filed.
 
 **Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
 trained together as one vmapped model before probing starts; each run keeps its seed, initial
@@ -67,24 +70,33 @@ from bnprobe.capture import (
 from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, current_world, process_group
-from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
+from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted, UnknownNameError
 from bnprobe.flags import run_flags
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
-from bnprobe.params import split_list
+from bnprobe.params import check_choice, split_list
 from bnprobe.probes.base import REFERENCE_VARIANT, Probe, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_history, finite_or_none
+from bnprobe.studydir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
-from bnprobe.trainstate import checkpoint_path, first_difference, load_train_state, run_stem
+from bnprobe.trainstate import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_MODES,
+    checkpoint_path,
+    first_difference,
+    keep_final_weights,
+    load_train_state,
+    run_stem,
+)
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
-                        "cuda_graph", "probe_workers")
-"""Config fields that say where or how fast a study runs, not what it computes."""
+                        "cuda_graph", "probe_workers", "checkpoints")
+"""Config fields that say where or how fast a study runs, or what it keeps, not what it computes."""
 
 
 @dataclass
@@ -118,6 +130,9 @@ class StudyConfig:
     probe_workers: int | None = None
     """Worker processes for the CPU half of split probes (HDBSCAN): None is one per core but one, from
     4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
+    checkpoints: str = "final"
+    """What a finished run's checkpoint keeps: ``final`` weights, the whole ``resume`` state, or ``none``
+    once the study is done (:mod:`bnprobe.trainstate`)."""
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
@@ -141,6 +156,7 @@ class StudyConfig:
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
         check_spatial(self.spatial)
+        check_choice("study", "checkpoints", self.checkpoints, CHECKPOINT_MODES)
         check_max_device_memory(self.max_device_memory)
         self._check_overrides()
         probes = build_probes(self.probes)  # fail now, not after an hour of training
@@ -302,6 +318,23 @@ class _Study:
     def checkpoint(self, variant: str, seed: int) -> Path | None:
         return checkpoint_path(self.out_dir, variant, seed) if self.out_dir is not None else None
 
+    def keep_checkpoint(self, variant: str, seed: int) -> None:
+        """Once a run is filed: cut its checkpoint to the final weights, unless ``checkpoints`` is ``resume``."""
+        path = self.checkpoint(variant, seed)
+        if self.config.checkpoints != "resume" and path is not None and path.is_file():
+            keep_final_weights(path)
+
+    def drop_checkpoints(self) -> None:
+        """Once the study is done, with ``checkpoints="none"``: remove its runs' checkpoints (and the
+        folder, when nothing else is in it)."""
+        if self.config.checkpoints != "none" or self.out_dir is None:
+            return
+        for variant in self.config.variants:
+            for seed in range(self.config.seeds):
+                self.checkpoint(variant, seed).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (self.out_dir / CHECKPOINT_DIR).rmdir()
+
     @property
     def augment(self) -> Augment | None:
         """The augmentation training applies: the dataset's policy, unless the study turned it off."""
@@ -389,13 +422,25 @@ class _Study:
 
 def run_study(config: StudyConfig, *, out: str | Path | None = None, model: ModelSource | None = None,
               dataset: Dataset | None = None, listener: StudyListener | None = None,
-              resume: bool = False) -> Results:
+              resume: bool = False, overwrite: bool = False) -> Results:
     """Run every variant under every seed, probe each run, and return (and save) the results.
 
     ``model`` and ``dataset`` override ``config.model`` / ``config.dataset`` with a user's own module
-    (or factory) and data; ``out`` is the folder for ``results.json``, checkpoints and capture caches;
-    ``resume`` continues the study already in ``out`` (see the module docstring).
+    (or factory) and data; ``out`` is the folder for ``results.json``, checkpoints and capture caches.
+    A folder that holds a study is refused unless ``resume`` continues it or ``overwrite`` replaces it
+    (see the module docstring).  Ctrl-C raises :class:`StudyInterrupted` naming the finished runs.
     """
+    check_out_dir(out, resume=resume, overwrite=overwrite, reads=[config.checkpoint])
+    try:
+        return _run_study(config, out, model, dataset, listener, resume, overwrite)
+    except StudyInterrupted:
+        raise
+    except KeyboardInterrupt as exc:  # before the first run was filed: a resumed study's saved runs are all
+        raise StudyInterrupted(saved_runs(out) if resume else []) from exc
+
+
+def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource | None, dataset: Dataset | None,
+               listener: StudyListener | None, resume: bool, overwrite: bool) -> Results:
     listener = listener or StudyListener()
     _check_dataset(dataset)
     device = resolve_device(config.device)
@@ -413,6 +458,8 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
             raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
                                    "pick a CNN with BatchNorm")
         study.check_variants()
+        if overwrite and world.is_main and study.out_dir is not None:
+            remove_study(study.out_dir)
         _run_all(study, results, runs, world, resume)
     return results
 
@@ -454,15 +501,25 @@ class _Ledger:
     ones whose numbers workers are still computing."""
 
     def __init__(self, results: Results, runs: dict[tuple[str, int], RunResult], order: list[tuple[str, int]],
-                 out_dir: Path | None, world: World, listener: StudyListener) -> None:
+                 out_dir: Path | None, world: World, listener: StudyListener, *,
+                 keep: Callable[[str, int], None]) -> None:
         self.results, self.runs, self.order = results, runs, order
         self.out_dir, self.world, self.listener = out_dir, world, listener
+        self.keep, self.checkpoints_kept = keep, set()  # cuts a filed run's checkpoint down; the runs it has cut
         self.probing: dict[tuple[str, int], tuple[PendingOutcome, Callable[[ProbeOutcome], RunResult], RunTimings]] = {}
 
     def save(self) -> None:
         self.results.runs = [self.runs[key] for key in self.order if key in self.runs]
         if self.out_dir is not None and self.world.is_main:
             self.results.save(self.out_dir)
+            for key in [key for key in self.runs if key not in self.checkpoints_kept]:  # filed: never resumed
+                self.keep(*key)
+                self.checkpoints_kept.add(key)
+
+    @property
+    def finished(self) -> list[tuple[str, int]]:
+        """The filed runs, in study order."""
+        return [key for key in self.order if key in self.runs]
 
     def expect(self, key: tuple[str, int], outcome: PendingOutcome, finish: Callable[[ProbeOutcome], RunResult],
                timings: RunTimings) -> None:
@@ -491,7 +548,7 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
     """Train and probe every run not in ``runs`` (finished ones), saving ``results`` after each."""
     config, listener = study.config, study.listener
     ledger = _Ledger(results, runs, [(v, seed) for seed in range(config.seeds) for v in config.variants],
-                     study.out_dir, world, listener)
+                     study.out_dir, world, listener, keep=study.keep_checkpoint)
     ledger.save()
     listener.study_started(len(ledger.order))
     try:
@@ -528,6 +585,11 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                               timings)
             study.clear_cache()  # probes' prepared data no longer reads the caches
         ledger.settle(wait=True)
+        if world.is_main:
+            study.drop_checkpoints()
+    except KeyboardInterrupt as exc:
+        ledger.settle(wait=False)  # before the runs are named
+        raise StudyInterrupted(ledger.finished) from exc
     finally:
         ledger.settle(wait=False)  # on an error, file the runs whose numbers are in before it propagates
 
@@ -619,6 +681,9 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
                                     "probe_workers": probe_workers,
                                     "data_root": data_root or results.config.get("data_root")})
+    if results.config.get("checkpoints") == "none":
+        raise BnprobeError(f"the study in {out_dir} kept no checkpoints (--checkpoints none), so there are no "
+                           "weights to probe; run it again with --checkpoints final (the default)")
     for what, given in (("model", model), ("dataset", dataset)):
         if results.config.get(f"custom_{what}") and given is None:
             raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; probe it from Python with "

@@ -15,7 +15,9 @@ A study file holds the same settings as the command line, under the option names
     [probes.sparsity]
 
 Lists become comma lists, ``probes`` tables become ``name(param=value, ...)`` specs, and per-variant
-tables become ``variant=value`` lists.  Options given on the command line win over the file.
+tables become ``variant=value`` lists.  Flags are booleans (``overwrite = true`` replaces the study in
+``out``; ``--no-overwrite`` on the command line undoes it).  Options given on the command line win
+over the file.
 """
 
 from __future__ import annotations

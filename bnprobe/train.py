@@ -56,7 +56,7 @@ from bnprobe.augment import Augment
 from bnprobe.data import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
-from bnprobe.trainstate import FORMAT, VERSION, first_difference, load_train_state, save_atomic
+from bnprobe.trainstate import FORMAT, VERSION, can_continue, first_difference, load_train_state, save_atomic
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -379,13 +379,17 @@ class _Run:
                      "scaler": self.scaler.state_dict(), "rng": rng}, path)
 
     def restore(self, path: Path) -> None:
-        """Continue from the state saved at ``path`` by a run with the same config and process count."""
+        """Continue from the state saved at ``path`` by a run with the same config and process count.
+
+        A finished run's file may hold its final weights only (:func:`bnprobe.trainstate.keep_final_weights`):
+        they are all that evaluating it again needs.
+        """
         state = load_train_state(path)
         difference = first_difference(state["config"], self.config.to_dict(), ignore=("compile",))
         if difference is not None:
             raise BnprobeError(f"checkpoint {path} was trained with another config ({difference}); "
                                "use the same options or delete the checkpoint")
-        if len(state["rng"]) != self.world.size:
+        if can_continue(state) and len(state["rng"]) != self.world.size:
             raise BnprobeError(f"checkpoint {path} was written by {len(state['rng'])} processes, this run has "
                                f"{self.world.size}; resume with the same number")
         try:
@@ -393,6 +397,13 @@ class _Run:
         except RuntimeError as exc:
             raise BnprobeError(f"checkpoint {path} holds another model's weights ({str(exc).splitlines()[0]}); "
                                "delete it, or resume in the folder of the study that wrote it") from None
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.diverged_at_epoch = state["diverged_at_epoch"]
+        if not can_continue(state):  # final weights only: enough for a finished run, which trains no more
+            if not self.finished:
+                raise BnprobeError(f"checkpoint {path} keeps final weights only (--checkpoints final), not the "
+                                   "state to continue training from; delete it to train that run again")
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -402,8 +413,6 @@ class _Run:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.epoch, self.history = int(state["epoch"]), list(state["history"])
-        self.diverged_at_epoch = state["diverged_at_epoch"]
 
 
 def epoch_record(epoch: int, loss: float, accuracy: float, lr: float) -> dict:

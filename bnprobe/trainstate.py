@@ -14,12 +14,19 @@ holds plain containers and tensors only, and is read back with ``weights_only=Tr
 
 The weights sit under ``"model"``, a key :func:`bnprobe.checkpoint.load_checkpoint` looks in, so a
 finished run's checkpoint can also seed another study.
+
+**What a finished run keeps** (:data:`CHECKPOINT_MODES`, a study's ``checkpoints`` setting).  While a
+run trains its file holds the whole state above, which ``--resume`` needs.  Once the study has filed
+the run, ``resume`` keeps that file as it is; ``final`` rewrites it with :func:`keep_final_weights` --
+the same layout without ``optimizer``, ``schedule``, ``scaler`` and ``rng`` (a third of the bytes
+under AdamW, whose two moment buffers are each as large as the weights) -- which still gives the
+weights to ``bnprobe probe``, to a resumed study's ``bn`` reference and to ``--checkpoint``, but
+cannot continue training; ``none`` removes the study's files once the study is done.
 """
 
 from __future__ import annotations
 
 import io
-import pickle
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,12 +34,17 @@ from typing import Any
 
 import torch
 
+from bnprobe.checkpoint import read_torch_file
 from bnprobe.errors import BnprobeError
 from bnprobe.results import write_atomic
 
 FORMAT = "bnprobe-train-state"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_MODES = ("none", "final", "resume")
+"""What a study keeps of a finished run's checkpoint: nothing, its final weights, or its whole train state."""
+TRAINING_KEYS = ("optimizer", "schedule", "scaler", "rng")
+"""The parts of a train state that only continuing the training needs (dropped by :func:`keep_final_weights`)."""
 
 
 def checkpoint_path(out_dir: str | Path, variant: str, seed: int) -> Path:
@@ -55,19 +67,47 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 def load_train_state(path: str | Path) -> dict:
     """The training state saved at ``path`` (on the CPU); a one-line error if it is not one."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BnprobeError(f"checkpoint {path} not found; was the study run with this --out?") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise BnprobeError(f"cannot read checkpoint {path} ({str(exc).partition(chr(10))[0]}); "
-                           "delete it to train that run again") from None
+    if not path.is_file():
+        raise BnprobeError(f"checkpoint {path} not found; was the study run with this --out?")
+    state = read_torch_file(path, fix="delete it to train that run again")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise BnprobeError(f"{path} is not a bnprobe training checkpoint")
     if state.get("version") != VERSION:
         raise BnprobeError(f"checkpoint {path} has version {state.get('version')!r}, this bnprobe reads {VERSION}; "
                            "delete it to train that run again")
     return dict(state)
+
+
+def can_continue(state: Mapping) -> bool:
+    """Whether a train state holds what continuing its training needs (not only the final weights)."""
+    return all(key in state for key in TRAINING_KEYS)
+
+
+def keep_final_weights(path: str | Path) -> None:
+    """Rewrite the finished run's checkpoint at ``path`` without what only further training needs.
+
+    Epoch, history, config and weights stay, the weights at full precision; the tensors of each dtype
+    are stored as views of one buffer, so the file holds one record per dtype rather than one per
+    tensor (what ``torch.load`` gives back is the same ``state_dict``).  A file already kept so is
+    left as it is.
+    """
+    state = load_train_state(path)
+    if can_continue(state):
+        kept = {key: value for key, value in state.items() if key not in TRAINING_KEYS}
+        save_atomic({**kept, "model": _packed(state["model"])}, path)
+
+
+def _packed(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same tensors, in the same order, as views of one contiguous buffer per dtype."""
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for name, tensor in state_dict.items():
+        by_dtype.setdefault(tensor.dtype, []).append(name)
+    packed: dict[str, torch.Tensor] = {}
+    for names in by_dtype.values():
+        buffer = torch.cat([state_dict[name].reshape(-1) for name in names])
+        for name, piece in zip(names, buffer.split([state_dict[name].numel() for name in names]), strict=True):
+            packed[name] = piece.view(state_dict[name].shape)
+    return {name: packed[name] for name in state_dict}
 
 
 def config_differences(saved: Mapping, current: Mapping, ignore: tuple[str, ...] = (),

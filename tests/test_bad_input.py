@@ -42,7 +42,7 @@ def finished(tmp_path_factory):
 def test_a_bad_variant_or_layer_fails_before_anything_is_trained_or_replaced(finished, args, message):
     files = {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()}
     options = [a for a in TINY if a not in ("--probes", "sparsity")]
-    _one_line_error(_run("run", "cnn4", "--out", finished, *options, *args), message)
+    _one_line_error(_run("run", "cnn4", "--out", finished, "--overwrite", *options, *args), message)
     assert {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()} == files
 
 

@@ -94,8 +94,10 @@ def test_checkpoint_is_loaded_into_every_variant(tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["checkpoint"] == str(tmp_path / "w.pt")
-    bad = _run("run", "cnn4", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out))
+    bad = _run("run", "cnn4", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--overwrite")
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    assert "missing.pt not found" in bad.output
+    assert json.loads((out / "results.json").read_text()) == saved  # refused before the study was removed
 
 
 @pytest.mark.parametrize(("args", "message"), [

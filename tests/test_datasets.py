@@ -3,6 +3,7 @@
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +93,47 @@ def test_failed_download_is_one_line_naming_files_and_option(tmp_path, monkeypat
     message = str(err.value)
     assert "\n" not in message and "<urlopen error offline>" in message
     assert "train-images-idx3-ubyte" in message and "--data-root" in message
+
+
+def _half_mnist_download(self):
+    """What torchvision leaves when the network goes away after the first file: ROOT/MNIST/raw with one."""
+    raw = Path(self.root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b half a file")
+    raise RuntimeError("Error downloading train-labels-idx1-ubyte.gz:\n<urlopen error offline>")
+
+
+def test_a_failed_download_removes_the_folders_it_created(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", _half_mnist_download)
+    with pytest.raises(BnprobeError, match="downloading them to .* failed"):
+        load_dataset("mnist", data_root=tmp_path / "new" / "data")
+    assert list(tmp_path.iterdir()) == []  # new/ and new/data/ were made for the download: gone
+    with pytest.raises(BnprobeError, match="failed"):  # a second try meets no half dataset either
+        load_dataset("mnist", data_root=tmp_path / "new" / "data")
+
+
+def test_a_failed_download_into_an_existing_folder_keeps_what_was_there(tmp_path, monkeypatch):
+    (tmp_path / "mine.txt").write_text("mine")
+    (tmp_path / "MNIST").mkdir()
+    (tmp_path / "MNIST" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", _half_mnist_download)
+    with pytest.raises(BnprobeError, match="failed"):
+        load_dataset("mnist", data_root=tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["MNIST", "MNIST/notes.txt",
+                                                                                 "mine.txt"]
+
+
+def test_an_interrupted_cifar_download_takes_back_its_archive(tmp_path, monkeypatch):
+    (tmp_path / "mine.txt").write_text("mine")
+
+    def interrupted(self):
+        (Path(self.root) / "cifar-10-python.tar.gz").write_bytes(b"the first megabyte")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # still an interruption, not a data error
+        load_dataset("cifar10", data_root=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 def test_partial_and_broken_idx_files(tmp_path):

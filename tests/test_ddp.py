@@ -34,7 +34,7 @@ def _worker(out: Path) -> None:
     x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
     data = Dataset("tiny", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4, augment=Augment(pad=1, flip=True))
     config = StudyConfig(model="cnn4", variants=["bn", "identity"], samples=16, probes=["sparsity"], device="cpu",
-                         train=TrainConfig(epochs=2, batch_size=16))
+                         checkpoints="resume", train=TrainConfig(epochs=2, batch_size=16))  # keep both ranks' rng
     results = run_study(config, out=out / "study", dataset=data)
     (out / f"rank{rank}-runs.json").write_text(json.dumps([r.variant for r in results.runs]))
 

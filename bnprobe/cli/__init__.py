@@ -2,19 +2,32 @@
 
 Bad input raises :class:`bnprobe.errors.BnprobeError` somewhere in the API; here it becomes one line
 on stderr and exit code 2, with no traceback.  So does a path the file system refuses (a file where a
-folder should be, no permission): the options name the paths, so they are input too.
+folder should be, no permission): the options name the paths, so they are input too.  Ctrl-C during
+a study ends in one line naming the finished runs and the command that resumes them, exit code 130
+(:mod:`bnprobe.cli.interrupt`).
 """
 
 from __future__ import annotations
+
+import shlex
 
 import click
 
 from bnprobe.errors import BnprobeError
 
 PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+COMMAND_LINE = "bnprobe.command_line"
+"""``ctx.meta`` key of the command line as given: the program (``bnprobe``, ``python -m bnprobe``), its arguments."""
 
 
 class _Group(click.Group):
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra) -> click.Context:
+        command_line = [*shlex.split(info_name or "bnprobe"), *args]  # before parsing consumes the arguments
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta[COMMAND_LINE] = command_line
+        return ctx
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -12,7 +12,8 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
-from bnprobe.cli.run import PER_VARIANT_HELP, default_out, train_settings
+from bnprobe.cli.interrupt import resumable
+from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, default_out, train_settings
 from bnprobe.params import split_list
 from bnprobe.presets import (
     PRESETS,
@@ -29,6 +30,8 @@ from bnprobe.probes.base import REFERENCE_VARIANT, split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
 from bnprobe.stats import CONFIDENCE
+from bnprobe.studydir import check_out_dir
+from bnprobe.trainstate import CHECKPOINT_MODES
 
 KEEP = "[default: the preset's]"
 
@@ -135,6 +138,11 @@ def list_lines() -> list[str]:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--augment/--no-augment", default=None, help=f"The dataset's augmentation. {KEEP}")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the study in --out: remove its results, plots, checkpoints and caches first "
+                   "(other files stay).")
+@click.option("--checkpoints", "keep", type=click.Choice(CHECKPOINT_MODES), default=None,
+              help=f"{CHECKPOINTS_HELP} [default: final]")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")
@@ -146,8 +154,8 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
-              precision: str | None, compile_: bool, augment: bool | None, resume: bool, quiet: bool,
-              as_json: bool, verbose: bool) -> None:
+              precision: str | None, compile_: bool, augment: bool | None, resume: bool, overwrite: bool,
+              keep: str | None, quiet: bool, as_json: bool, verbose: bool) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
@@ -162,7 +170,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
         "grad_clip": grad_clip, "agc": agc})
     study_changes = {"model": model, "variants": variant_list, "seeds": seeds, "samples": samples,
                      "probes": split_probe_list(probes) if probes else None, "layers": layers, "spatial": spatial,
-                     "device": device, "data_root": data_root, "augment": augment}
+                     "device": device, "data_root": data_root, "augment": augment, "checkpoints": keep}
     train_changes = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
                      "precision": precision, "compile": compile_ or None}
     changes = Changes(study={k: v for k, v in study_changes.items() if v is not None},
@@ -171,13 +179,14 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
                       model_kwargs={"width": width} if width is not None else {})
     study = build_study(preset, dataset, quick=quick, changes=changes)
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
+    check_out_dir(out_dir, resume=resume, overwrite=overwrite)  # before the recipe is printed: one line
     console = Console(stderr=as_json)
     console.print(f"[bold]{study.preset}[/bold] on [bold]{dataset}[/bold]{' (quick)' if quick else ''}: "
                   f"{get_preset(preset).paper}", highlight=False)
     for line in recipe_lines(study):
         console.print(f"  {line}", highlight=False, markup=False)
-    with RichListener(quiet=quiet, verbose=verbose) as listener:
-        reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume)
+    with resumable(out_dir), RichListener(quiet=quiet, verbose=verbose) as listener:
+        reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(reproduction.summary_json(), indent=2, allow_nan=False))
     else:

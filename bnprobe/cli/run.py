@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
+from bnprobe.cli.interrupt import resumable
 from bnprobe.distributed import launched_world
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
@@ -20,8 +21,11 @@ from bnprobe.report import render, summary_json, write_outputs
 from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
 from bnprobe.studyfile import read_study_file
 from bnprobe.train import TrainConfig
+from bnprobe.trainstate import CHECKPOINT_MODES
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
+CHECKPOINTS_HELP = ("What a finished run's checkpoint keeps: final (its weights: enough for bnprobe probe and "
+                    "--checkpoint), resume (its whole training state), none (removed once the study is done).")
 
 
 def default_out(model: str) -> Path:
@@ -138,6 +142,11 @@ def _setting_name(param: click.Parameter) -> str:
 @click.option("--out", "out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/<model>-<timestamp>].")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
+@click.option("--overwrite/--no-overwrite", default=False,
+              help="Replace the study in --out: remove its results, plots, checkpoints and caches first "
+                   "(other files stay).")
+@click.option("--checkpoints", "keep", type=click.Choice(CHECKPOINT_MODES), default="final", show_default=True,
+              help=CHECKPOINTS_HELP)
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
               help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made.")
 @click.option("--max-memory", default="2GiB", show_default=True,
@@ -154,8 +163,9 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
-        cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, checkpoint: str | None,
-        max_memory: str, max_device_memory: str, quiet: bool, verbose: bool, as_json: bool) -> None:
+        cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
+        checkpoint: str | None, max_memory: str, max_device_memory: str, quiet: bool, verbose: bool,
+        as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
@@ -173,15 +183,15 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
-        cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers),
+        cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
         max_device_memory=parse_device_budget(max_device_memory),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     out_dir = Path(out) if out else default_out(model)
     main_process = launched_world().is_main
     console = Console(stderr=as_json)
-    with RichListener(quiet=quiet or not main_process, verbose=verbose) as listener:
-        results = run_study(config, out=out_dir, listener=listener, resume=resume)
+    with resumable(out_dir), RichListener(quiet=quiet or not main_process, verbose=verbose) as listener:
+        results = run_study(config, out=out_dir, listener=listener, resume=resume, overwrite=overwrite)
     if main_process:
         write_outputs(results, out_dir)
         if as_json:

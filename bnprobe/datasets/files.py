@@ -1,7 +1,13 @@
-"""Finding a dataset's files: the usual folders first, then torchvision's download, else one clear error."""
+"""Finding a dataset's files: the usual folders first, then torchvision's download, else one clear error.
+
+A download that fails (or is interrupted) takes back what it made: the folders it created, and the
+files it left in folders that were there before, so a second try does not find half a dataset.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -46,10 +52,14 @@ def locate(dataset: str, wanted: Sequence[Sequence[str]], folders: Callable[[Pat
         raise BnprobeError(f"{dataset}: {partial}; put all of {', '.join(n[0] for n in wanted)} there "
                            "(or remove them to download again)")
     target = root if root is not None else cache_root()
+    before = _listing([target, *folders(target)])
     try:
         target.mkdir(parents=True, exist_ok=True)
         download(target)
-    except Exception as exc:  # any failure to fetch (no network, disk full) ends in the same advice
+    except BaseException as exc:
+        _take_back(before)
+        if not isinstance(exc, Exception):  # Ctrl-C: cleaned up, and still an interruption
+            raise
         lines = str(exc).strip().splitlines()  # torchvision lists each mirror's error; the last says why
         reason = lines[-1].strip() if lines else type(exc).__name__
         searched = ", ".join(str(f) for f in folders(root))
@@ -61,3 +71,35 @@ def locate(dataset: str, wanted: Sequence[Sequence[str]], folders: Callable[[Pat
         raise BnprobeError(f"{dataset}: the download to {target} did not leave the expected files "
                            f"({partial or 'none found'}); pass --data-root with a folder that has them")
     return files
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet (what ``mkdir(parents=True)`` creates)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _listing(folders: Sequence[Path]) -> dict[Path, set[str] | None]:
+    """Each folder and the folders between it and an existing one -> its entries now, or None if it is not there."""
+    listing: dict[Path, set[str] | None] = {}
+    for folder in folders:
+        for path in (folder, *_missing_parents(folder)):
+            listing[path] = set(os.listdir(path)) if path.is_dir() else None
+    return listing
+
+
+def _take_back(before: dict[Path, set[str] | None]) -> None:
+    """Remove what appeared since ``before``: the folders that were not there, new entries in those that were."""
+    for folder, entries in sorted(before.items(), key=lambda item: len(item[0].parts)):
+        if entries is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif folder.is_dir():
+            for name in set(os.listdir(folder)) - entries:
+                path = folder / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)

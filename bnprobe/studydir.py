@@ -1,0 +1,101 @@
+"""A study's output folder: which of its files are the study's, refusing to replace them, removing them.
+
+bnprobe writes into ``--out`` the files of :data:`STUDY_FILES`, ``plots/*.png`` and ``plots/*.csv``,
+``checkpoints/<variant>-seed<k>.pt`` and ``cache/<variant>-seed<k>/`` (and, for a moment, the
+``.NAME.*.tmp`` files of atomic writes beside them).  Those are the study's; anything else a user keeps
+there -- in ``plots/``, ``checkpoints/`` or ``cache/`` too -- is not, and is never removed.
+
+A folder holds a study when it has ``results.json`` or run checkpoints.  :func:`check_out_dir`
+refuses to start a study in one unless it is resumed or overwritten; :func:`remove_study` is what
+overwriting removes first: every study file there, those of runs the new study does not have
+included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from bnprobe.errors import BnprobeError
+from bnprobe.results import Results
+from bnprobe.trainstate import CHECKPOINT_DIR
+
+STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json")
+"""The files a study (``bnprobe run``, ``bnprobe reproduce``) writes at the top of its folder."""
+_RUN = r"[A-Za-z0-9_.+=-]+-seed\d+"  # :func:`bnprobe.trainstate.run_stem`
+_TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.results.write_atomic`'s temporary files
+_OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
+        "plots": r"[^/]+\.(?:png|csv)",
+        CHECKPOINT_DIR: rf"{_RUN}\.pt",
+        "cache": _RUN}
+"""Per folder of the output folder (``""`` is the folder itself): a pattern of the names that are the study's."""
+
+
+def check_out_dir(out: str | Path | None, *, resume: bool, overwrite: bool,
+                  reads: Sequence[str | Path | None] = ()) -> None:
+    """Refuse to start a study in ``out`` where one already is, unless it is resumed or overwritten.
+
+    Overwriting is refused too when the new study ``reads`` a file it would remove (``--checkpoint``
+    pointing at the old study's weights).  Called before anything trains or is written, so a refused
+    study leaves the folder as it was.
+    """
+    if resume and overwrite:
+        raise BnprobeError("--resume and --overwrite do not go together: --resume continues the study in --out, "
+                           "--overwrite replaces it; give one")
+    if out is None or resume:
+        return
+    if overwrite:
+        removed = {path.resolve() for folder in _OWN for path in _own(Path(out), folder)}
+        needed = next((path for path in reads if path is not None and Path(path).resolve() in removed), None)
+        if needed is not None:
+            raise BnprobeError(f"--overwrite would remove {needed}, which this study reads; copy it out of {out} "
+                               "first, or give another --out")
+        return
+    held = held_study(out)
+    if held:
+        raise BnprobeError(f"{out} already holds a study ({', '.join(held)}); continue it with --resume, or replace "
+                           "it with --overwrite (which removes only the study's files)")
+
+
+def held_study(out: str | Path) -> list[str]:
+    """What of a study ``out`` holds: ``results.json`` and the number of run checkpoints, where present."""
+    out = Path(out)
+    held = ["results.json"] if (out / "results.json").is_file() else []
+    runs = [path for path in _own(out, CHECKPOINT_DIR) if not path.name.startswith(".")]
+    if runs:
+        held.append(f"{len(runs)} run checkpoint{'s' * (len(runs) != 1)} in {CHECKPOINT_DIR}/")
+    return held
+
+
+def saved_runs(out: str | Path | None) -> list[tuple[str, int]]:
+    """The runs, as ``(variant, seed)``, in the ``results.json`` of ``out`` (none when it has no readable one)."""
+    try:
+        return [(run.variant, run.seed) for run in Results.load(out).runs] if out is not None else []
+    except (BnprobeError, OSError):
+        return []
+
+
+def remove_study(out: str | Path) -> None:
+    """Remove the study files in ``out`` (and ``plots/``, ``checkpoints/``, ``cache/`` once empty); keep the rest."""
+    out = Path(out)
+    for folder in _OWN:
+        for path in _own(out, folder):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if folder:
+            with contextlib.suppress(OSError):  # not there, or it holds the user's own files
+                (out / folder).rmdir()
+
+
+def _own(out: Path, folder: str) -> list[Path]:
+    """The study's entries in ``out/folder``: its named files and their temporary files."""
+    where = out / folder
+    if not where.is_dir():
+        return []
+    pattern = re.compile(rf"(?:{_OWN[folder]})|{_TEMP.format(name=f'(?:{_OWN[folder]})')}")
+    return sorted(path for path in where.iterdir() if pattern.fullmatch(path.name))
