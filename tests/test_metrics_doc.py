@@ -10,7 +10,7 @@ from torch import nn
 
 from bnprobe.capture import capture
 from bnprobe.cli import cli
-from bnprobe.probes import ProbeContext, build_probes
+from bnprobe.probes import build_probes
 from bnprobe.probes.metrics import declared, documented_probes, generated_part, metrics_markdown
 from bnprobe.probes.runner import run_probes
 
@@ -29,11 +29,8 @@ def _emitted() -> dict[str, set[str]]:
                           nn.Linear(4, 3))
     x, y = torch.randn(60, 1, 8, 8), torch.arange(60) % 3
     probes = build_probes(list(SPECS.values()))
-    captured = capture(model, (x, y), probes=probes, vectors=True)
-    context = ProbeContext(model=model, inputs=x, labels=y, device=torch.device("cpu"),
-                           layer_modules=captured.modules)  # variant bn: cka compares each layer with itself
-    outcome = run_probes(captured, probes, context)
-    assert not outcome.failures, outcome.failures
+    captured = capture(model, (x, y), probes=probes, vectors=True, variant="bn", seed=0)
+    outcome = run_probes(captured, probes, reference=captured)  # the bn run: cka compares each layer with itself
     return {probe.name: {m for layer in outcome.values[probe.key].values() for m in layer} for probe in probes}
 
 
