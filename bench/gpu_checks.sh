@@ -37,7 +37,7 @@ for step in "${steps[@]}"; do
     tests)
       timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.txt" ;;
     study)
-      timeout 300 python3 bench/study_speed.py --device cuda 2>&1 | tee "$out/study_speed.txt" ;;
+      timeout 300 python3 bench/study_speed.py --device cuda --rounds 1 2>&1 | tee "$out/study_speed.txt" ;;
     capture)
       { timeout 60 python3 bench/capture.py --device cuda --samples 5000
         timeout 60 python3 bench/capture.py --device cuda --samples 5000 --max-device-memory 0; } 2>&1 \

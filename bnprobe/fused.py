@@ -47,7 +47,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -72,6 +72,8 @@ from bnprobe.train import (
     make_optimizer,
     make_schedule,
     resolve_device,
+    timed,
+    train_timings,
 )
 
 
@@ -141,7 +143,10 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
         group.graph.release()  # its memory pool holds a whole step's activations
     if on_graph is not None:
         on_graph(summary)
-    return [run.result(test, started, fused_runs=len(group.runs)) for run in group.runs]
+    results = [run.result(test, started, fused_runs=len(group.runs)) for run in group.runs]
+    seconds = time.perf_counter() - started
+    timings = train_timings(seconds, [group.times, *(run.times for run in group.runs)])
+    return [replace(result, seconds=seconds, timings=timings) for result in results]  # each run's is the group's
 
 
 class _FusedGroup:
@@ -176,6 +181,8 @@ class _FusedGroup:
         self.graph = StepGraph(partial(self._forward_backward, self.params, self.buffers),
                                list(self.params.values()), device, enabled=cuda_graph)
         self.steps = 0
+        self.times: dict[str, float] = {}
+        """Seconds of the group's steps (``"steps"``); each run keeps its own saves' and evaluations'."""
         self.optimizer = self._stacked_optimizer()
         self.schedule = make_schedule(self.optimizer, config,
                                       config.epochs * _num_batches(train, config.batch_size, world))
@@ -234,20 +241,21 @@ class _FusedGroup:
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
-        for x, y in self._stacked_batches():
-            self.optimizer.zero_grad(set_to_none=True)
-            losses, predicted = self.graph(x, y)
-            self.steps += 1
-            if config.grad_clip is not None:
-                self._clip_per_run(config.grad_clip)
-            self.optimizer.step()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.schedule.step()
-            loss_sum += losses * y.shape[1]
-            correct += (predicted == y).sum(dim=1)
-            count += y.shape[1]
+        with timed(self.times, "steps"):
+            for x, y in self._stacked_batches():
+                self.optimizer.zero_grad(set_to_none=True)
+                losses, predicted = self.graph(x, y)
+                self.steps += 1
+                if config.grad_clip is not None:
+                    self._clip_per_run(config.grad_clip)
+                self.optimizer.step()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.schedule.step()
+                loss_sum += losses * y.shape[1]
+                correct += (predicted == y).sum(dim=1)
+                count += y.shape[1]
+            losses = [total / max(count, 1) for total in loss_sum.tolist()]  # the epoch's host synchronisation
         self.epoch += 1
-        losses = [total / max(count, 1) for total in loss_sum.tolist()]
         accuracies = [hits / max(count, 1) for hits in correct.tolist()]
         for index, run in enumerate(self.runs):
             if not self.active[index]:

@@ -12,8 +12,9 @@ every :data:`HEARTBEAT_SECONDS`, so a log never stays silent long.
 
 Everywhere, every run ends with one line that names it and splits its time into train / capture /
 probe (:class:`bnprobe.study.RunTimings`), or says it was kept (``--resume``).  How training was
-planned (fused or one run at a time, and why) and how fused steps ran are internal notes, printed
-only with ``verbose``.
+planned (fused or one run at a time, and why), how fused steps ran, and where set-up, the pre-flight
+check and each run's training time went (steps, per-epoch saves, evaluation) are internal notes,
+printed only with ``verbose``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def timing_text(timings: RunTimings) -> str:
     return f"done in {duration(timings.total)} ({', '.join(parts)})"
 
 
+def train_parts_text(timings: RunTimings) -> str:
+    """``training: steps 9.0s, saves 0.1s, evaluation 0.8s, set-up 0.2s`` (a ``--verbose`` note); empty
+    for a run not trained here."""
+    if not timings.train_parts:
+        return ""
+    names = {"setup": "set-up", "steps": "steps", "saves": "saves", "evaluation": "evaluation"}
+    order = ("steps", "saves", "evaluation", "setup")
+    return "training: " + ", ".join(f"{names[part]} {duration(timings.train_parts[part])}"
+                                    for part in order if part in timings.train_parts)
+
+
 def done_line(run: RunResult, timings: RunTimings) -> str:
     """The line that closes a run: which run, where its time went, its accuracies (and what measured them)."""
     diverged = f"; diverged at epoch {run.diverged_at_epoch}, not probed" if run.diverged_at_epoch is not None else ""
@@ -100,6 +112,10 @@ class RichListener(StudyListener):
         if not self.quiet:
             self.progress.console.print(text, highlight=False, markup=False, soft_wrap=True)  # a log does not wrap
             self._last_line = self.clock()
+
+    def study_prepared(self, setup: float, preflight: float) -> None:
+        if self.verbose:
+            self._say(f"set-up {duration(setup)}, pre-flight check of every variant {duration(preflight)}")
 
     def study_started(self, total_runs: int) -> None:
         self.progress.start()  # only now: input errors found earlier print one clean line
@@ -172,3 +188,5 @@ class RichListener(StudyListener):
         done, total = self._runs[0] + 1, self._runs[1]
         self._runs = (done, total)
         self._say(f"[{done}/{total}] {done_line(run, timings)}")
+        if self.verbose and timings.train_parts:
+            self._say(f"  {train_parts_text(timings)}")

@@ -217,6 +217,8 @@ class RunTimings:
     :func:`reprobe_study`.  ``capture`` includes the streaming probes fed during capture; ``probe``
     is the time the study spent on the run's probes (probe workers running beside the next run's
     training are not counted twice).  A fused run's ``train`` is its group's, ``fused_runs`` runs.
+    ``train_parts`` splits ``train`` into :data:`bnprobe.train.TRAIN_PARTS` (set-up, steps, per-epoch
+    saves, evaluation; :attr:`bnprobe.train.TrainResult.timings`).
     """
 
     train: float | None = None
@@ -224,6 +226,7 @@ class RunTimings:
     probe: float = 0.0
     kept: bool = False
     fused_runs: int = 1
+    train_parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -232,6 +235,10 @@ class RunTimings:
 
 class StudyListener:
     """Hooks a front end overrides to show progress; every method is optional."""
+
+    def study_prepared(self, setup: float, preflight: float) -> None:
+        """Before the first run: seconds spent setting up (data, probe workers, the seed-0 model, the
+        saved runs on resume) and on the pre-flight check of every variant (:meth:`_Study.check_variants`)."""
 
     def study_started(self, total_runs: int) -> None: ...
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None: ...
@@ -441,6 +448,7 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
 
 def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource | None, dataset: Dataset | None,
                listener: StudyListener | None, resume: bool, overwrite: bool) -> Results:
+    started = time.perf_counter()
     listener = listener or StudyListener()
     _check_dataset(dataset)
     device = resolve_device(config.device)
@@ -457,7 +465,9 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
         if not has_batchnorm(study.base(0)):
             raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
                                    "pick a CNN with BatchNorm")
+        checking = time.perf_counter()
         study.check_variants()
+        listener.study_prepared(checking - started, time.perf_counter() - checking)
         if overwrite and world.is_main and study.out_dir is not None:
             remove_study(study.out_dir)
         _run_all(study, results, runs, world, resume)
@@ -555,7 +565,7 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
         fused = _train_fused_groups(study, runs, resume)
         for seed in range(config.seeds):
             reference: CaptureResult | None = None
-            for variant in config.variants:
+            for variant in sorted(config.variants, key=lambda v: v != REFERENCE_VARIANT):  # bn first: the reference
                 kept = runs.get((variant, seed))
                 if kept is not None:
                     pending = any((v, seed) not in runs for v in config.variants)
@@ -570,7 +580,8 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                 if not world.is_main:
                     continue
                 outcome, captured = PendingOutcome([], None), None
-                timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs)
+                timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs,
+                                     train_parts=trained.timings)
                 if trained.diverged_at_epoch is None:
                     probing = time.perf_counter()
                     outcome, captured = study.probe(model, variant, seed, reference)

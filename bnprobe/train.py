@@ -6,9 +6,9 @@ worker processes, no host synchronisation per step (loss and accuracy accumulate
 are read once per epoch).  ``augment`` (:class:`bnprobe.augment.Augment`) transforms each batch there,
 drawing from a generator on the device.  A user's own ``DataLoader`` works too, at the loader's pace.
 
-**Speed on a GPU.**  Mixed precision by autocast (``precision``: ``auto`` is bf16 where the GPU
-supports it, fp32 on the CPU; fp16 adds a gradient scaler), channels-last memory format and fused
-optimisers on CUDA, and ``torch.compile`` when ``compile`` is set.
+**Speed.**  Mixed precision by autocast (``precision``: ``auto`` is bf16 where the GPU supports it,
+fp32 on the CPU; fp16 adds a gradient scaler), fused optimisers on CUDA, the channels-last memory
+format (:func:`memory_format`), and ``torch.compile`` when ``compile`` is set.
 
 **Stability without BatchNorm.**  ``grad_clip`` caps the global gradient norm; ``agc`` is adaptive
 gradient clipping (Brock et al. 2021, the NFNets paper): each output unit's gradient is scaled down
@@ -44,6 +44,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,11 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     """Wall time of the training and its final evaluation; for fused runs the whole group's."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where :attr:`seconds` went (:data:`TRAIN_PARTS`): ``steps`` (the optimiser steps), ``saves``
+    (per-epoch checkpoints), ``evaluation`` (per-epoch and final eval-mode passes) and ``setup`` (the
+    rest: moving the model, building the optimiser, restoring a checkpoint).  For fused runs, like
+    :attr:`seconds`, the whole group's, shared by its ``fused_runs`` runs."""
     fused_runs: int = 1
     """How many runs trained together in one fused model (1: alone)."""
 
@@ -124,6 +130,21 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, dict], None]
+TRAIN_PARTS = ("setup", "steps", "saves", "evaluation")
+
+
+@contextmanager
+def timed(times: dict[str, float], part: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` block to ``times[part]``.
+
+    On CUDA the parts end with a host synchronisation of their own (metrics read, weights copied), so
+    the device's queued work is counted in the part that queued it.
+    """
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[part] = times.get(part, 0.0) + time.perf_counter() - started
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -152,9 +173,26 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (what tensor-core convolutions want), the default layout elsewhere."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+def layout_of(model: nn.Module) -> torch.memory_format:
+    """The layout ``model``'s convolution weights are stored in: channels-last, or the default."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    if weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def memory_format(device: torch.device, model: nn.Module | None = None) -> torch.memory_format:
+    """The layout ``model``'s weights and image batches take on ``device``: channels-last, which
+    tensor-core convolutions want on CUDA and oneDNN runs fastest on the CPU, except on the CPU for a
+    model with GroupNorm, whose channels-last backward pass is slower there.
+
+    Measured on the 2-core CPU (docs/benchmarks.md), a training step / an eval pass in channels-last
+    against the default layout: cnn4 1.2-1.3x / 1.7-1.9x, VGG-16 1.3x / 1.2x, EfficientNet-B0 2.5x /
+    4.5x, resnet18 1.05x / 1.2x -- but resnet18 with GroupNorm 0.83x in training.
+    """
+    if device.type == "cpu" and model is not None and any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def _in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
@@ -252,7 +290,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     was_training = model.training
     model.eval()
     amp = autocast_dtype(precision, device)
-    layout = memory_format(device)
+    layout = memory_format(device, model)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
@@ -290,6 +328,8 @@ class _Run:
         self.history: list[dict] = []
         self.diverged_at_epoch: int | None = None
         self.net: nn.Module = model
+        self.times: dict[str, float] = {}
+        """Seconds spent per part of :data:`TRAIN_PARTS` but ``setup`` (derived from the total)."""
 
     @property
     def finished(self) -> bool:
@@ -305,35 +345,36 @@ class _Run:
     def train_epoch(self) -> dict:
         """One pass over the data; the metrics are read from the device once, at the end."""
         config, device = self.config, self.device
-        layout = memory_format(device)
+        layout = memory_format(device, self.model)
         self.net.train()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
-        for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
-            if self.augment is not None:
-                x = self.augment(x, self.augment_rng)
-            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                logits = self.net(_in_layout(x, layout))
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.grad_clip is not None or config.agc is not None:
-                self.scaler.unscale_(self.optimizer)
-                if config.agc is not None:
-                    adaptive_clip_(self.agc_params, config.agc)
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.schedule.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            count += len(y)
+        with timed(self.times, "steps"):
+            for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
+                if self.augment is not None:
+                    x = self.augment(x, self.augment_rng)
+                with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    logits = self.net(_in_layout(x, layout))
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if config.grad_clip is not None or config.agc is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    if config.agc is not None:
+                        adaptive_clip_(self.agc_params, config.agc)
+                    if config.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.schedule.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(dim=1) == y).sum()
+                count += len(y)
+            loss = float(loss_sum) / max(count, 1)  # the epoch's one host synchronisation
         self.epoch += 1
-        loss = float(loss_sum) / max(count, 1)
         record = epoch_record(self.epoch, loss, float(correct) / max(count, 1), lr)
         self.history.append(record)
         if not math.isfinite(loss):
@@ -344,21 +385,26 @@ class _Run:
         """Put the test accuracy after this epoch into ``record``, unless the run is finished: then the
         final evaluation (:meth:`result`) gives it, and no pass is spent twice."""
         if test is not None and not self.finished:
-            record["test_accuracy"] = evaluate(self.model, test, device=self.device, precision=self.config.precision)[1]
+            with timed(self.times, "evaluation"):
+                record["test_accuracy"] = evaluate(self.model, test, device=self.device,
+                                                   precision=self.config.precision)[1]
 
     def result(self, test: Split | Iterable | None, started: float, fused_runs: int = 1) -> TrainResult:
         """Evaluate the trained model on ``self.train`` and ``test`` (eval mode) and file the run, timed
         from ``started`` (a ``time.perf_counter()``)."""
-        train_loss, train_acc = evaluate(self.model, self.train, device=self.device, precision=self.config.precision)
-        test_loss, test_acc = (None, None)
-        if test is not None:
-            test_loss, test_acc = evaluate(self.model, test, device=self.device, precision=self.config.precision)
+        with timed(self.times, "evaluation"):
+            train_loss, train_acc = evaluate(self.model, self.train, device=self.device,
+                                             precision=self.config.precision)
+            test_loss, test_acc = (None, None)
+            if test is not None:
+                test_loss, test_acc = evaluate(self.model, test, device=self.device, precision=self.config.precision)
         if self.history and self.history[-1].get("test_accuracy") is None:
             self.history[-1]["test_accuracy"] = test_acc
+        seconds = time.perf_counter() - started
         return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=self.history[-1]["loss"],
                            test_loss=test_loss, epochs_run=len(self.history), diverged_at_epoch=self.diverged_at_epoch,
-                           history=self.history, seconds=time.perf_counter() - started,
-                           fused_runs=fused_runs)
+                           history=self.history, seconds=seconds, fused_runs=fused_runs,
+                           timings=train_timings(seconds, [self.times]))
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         state = {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
@@ -369,14 +415,15 @@ class _Run:
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` (rank 0; every rank contributes its random generators)."""
-        rng = distributed.all_gather(self.rng_state())
-        if not self.world.is_main:
-            return
-        save_atomic({"format": FORMAT, "version": VERSION, "epoch": self.epoch,
-                     "diverged_at_epoch": self.diverged_at_epoch, "history": self.history,
-                     "config": self.config.to_dict(), "model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                     "scaler": self.scaler.state_dict(), "rng": rng}, path)
+        with timed(self.times, "saves"):
+            rng = distributed.all_gather(self.rng_state())
+            if not self.world.is_main:
+                return
+            save_atomic({"format": FORMAT, "version": VERSION, "epoch": self.epoch,
+                         "diverged_at_epoch": self.diverged_at_epoch, "history": self.history,
+                         "config": self.config.to_dict(), "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                         "scaler": self.scaler.state_dict(), "rng": rng}, path)
 
     def restore(self, path: Path) -> None:
         """Continue from the state saved at ``path`` by a run with the same config and process count.
@@ -415,6 +462,16 @@ class _Run:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
+def train_timings(seconds: float, times: Iterable[dict[str, float]]) -> dict[str, float]:
+    """:attr:`TrainResult.timings` of ``seconds`` of training whose timed parts are the sums of ``times``
+    (one dict per run, or a fused group's and each of its runs'); ``setup`` is what is left."""
+    parts = {part: 0.0 for part in TRAIN_PARTS[1:]}
+    for timed_parts in times:
+        for part, value in timed_parts.items():
+            parts[part] += value
+    return {"setup": max(seconds - sum(parts.values()), 0.0), **parts}
+
+
 def epoch_record(epoch: int, loss: float, accuracy: float, lr: float) -> dict:
     """One epoch's entry in a run's history (module docstring); ``test_accuracy`` is filled in later."""
     return {"epoch": epoch, "loss": loss, "accuracy": accuracy, "test_accuracy": None, "lr": lr}
@@ -425,6 +482,9 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                 on_epoch: EpochCallback | None = None, augment: Augment | None = None,
                 checkpoint: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
     """Train ``model`` in place on ``train``; report train/test accuracy and the final loss.
+
+    It trains and evaluates in the layout :func:`memory_format` picks, and hands the model back in the
+    layout it came in, so that a capture of it computes what a capture of its reloaded weights does.
 
     ``augment`` transforms each training batch on the device.  ``checkpoint`` is a file rewritten
     after every epoch (before ``on_epoch`` is called); with ``resume`` an existing one is continued
@@ -440,22 +500,26 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                            f"use a multiple of {world.size}")
     if config.sync_bn and world.size > 1 and device.type != "cuda":
         raise BnprobeError("sync_bn needs CUDA GPUs; drop --sync-bn when training on CPU processes")
-    model.to(device, memory_format=memory_format(device))
-    if isinstance(train, Split):
-        train = train.to(device)
-    if isinstance(test, Split):
-        test = test.to(device)
-    run = _Run(model, train, config, device, seed, augment, world)
-    path = Path(checkpoint) if checkpoint is not None else None
-    if resume and path is not None and path.exists():
-        run.restore(path)
-    run.prepare()
-    while not run.finished:
-        record = run.train_epoch()
-        run.evaluate_epoch(record, test)
-        if path is not None:
-            run.save(path)
-        if on_epoch is not None:
-            on_epoch(record["epoch"], record)
-    distributed.broadcast_buffers(model)
-    return run.result(test, started)
+    given = layout_of(model)
+    model.to(device, memory_format=memory_format(device, model))
+    try:
+        if isinstance(train, Split):
+            train = train.to(device)
+        if isinstance(test, Split):
+            test = test.to(device)
+        run = _Run(model, train, config, device, seed, augment, world)
+        path = Path(checkpoint) if checkpoint is not None else None
+        if resume and path is not None and path.exists():
+            run.restore(path)
+        run.prepare()
+        while not run.finished:
+            record = run.train_epoch()
+            run.evaluate_epoch(record, test)
+            if path is not None:
+                run.save(path)
+            if on_epoch is not None:
+                on_epoch(record["epoch"], record)
+        distributed.broadcast_buffers(model)
+        return run.result(test, started)
+    finally:
+        model.to(memory_format=given)  # the same weights probe alike, however they were trained

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bnprobe.report import seed_values
 from bnprobe.results import Results
-from bnprobe.stats import paired_difference
+from bnprobe.stats import format_numbers, format_value, paired_difference
 
 SPARSITY_TOLERANCE = 0.05
 
@@ -62,8 +62,8 @@ def sparsity_verdict(results: Results, variant: str = "identity",
         return Verdict(finding, None, rule, "no paired sparsity numbers for bn and " + variant)
     mean_abs = statistics.fmean(abs(d) for d in diffs.values())
     largest = max(diffs, key=lambda layer: abs(diffs[layer]))
-    evidence = (f"mean |difference| {mean_abs:.3f} over {len(diffs)} layers; largest at {largest}: "
-                f"{diffs[largest]:+.3f}")
+    evidence = (f"mean |difference| {format_value(mean_abs)} over {len(diffs)} layers; largest at {largest}: "
+                f"{format_numbers([diffs[largest]], diffs[largest], signed=True)[0]}")
     return Verdict(finding, mean_abs <= tolerance, rule, evidence)
 
 
@@ -78,5 +78,6 @@ def clustering_verdict(results: Results, variant: str = "identity", probe: str =
         return Verdict(finding, None, rule, f"no paired {probe} {metric} numbers for bn and {variant}")
     positive = sum(d > 0 for d in diffs.values())
     mean = statistics.fmean(diffs.values())
-    evidence = f"bn ahead in {positive} of {len(diffs)} layers; mean difference {mean:+.3f}"
+    evidence = (f"bn ahead in {positive} of {len(diffs)} layers; "
+                f"mean difference {format_numbers([mean], mean, signed=True)[0]}")
     return Verdict(finding, positive > len(diffs) / 2 and mean > 0, rule, evidence)

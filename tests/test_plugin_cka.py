@@ -177,6 +177,16 @@ def test_a_study_compares_each_variant_with_bn():
     assert 0.0 <= identity.probes["cka"]["2"]["cka"] < 1.0
 
 
+def test_bn_listed_after_a_variant_is_still_its_reference():
+    """The bn run of each seed is probed first, whatever the order of the variants, and the results
+    keep the order given."""
+    identity, bn = _tiny_study(("identity", "bn")).runs
+    assert (identity.variant, bn.variant) == ("identity", "bn")
+    assert not identity.failures
+    assert 0.0 <= identity.probes["cka"]["2"]["cka"] < 1.0 and bn.probes["cka"]["2"]["cka"] == pytest.approx(1.0)
+    assert identity.probes["cka"] == _tiny_study(("bn", "identity")).runs[1].probes["cka"]
+
+
 def test_a_study_without_bn_is_refused_before_it_trains(monkeypatch):
     import bnprobe.study
 

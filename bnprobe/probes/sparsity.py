@@ -44,21 +44,24 @@ class SparsityAccumulator:
         self.class_total: dict[int, int] = {}
 
     def update(self, activations: torch.Tensor, labels: torch.Tensor) -> None:
-        """Fold in a batch ``(batch, channels, *spatial)``."""
+        """Fold in a batch ``(batch, channels, *spatial)``.
+
+        Every count is a reduction over the tensor's own dimensions, so a batch in any memory layout
+        (channels-last included) is read as it is, never copied into another.
+        """
         acts = activations.detach().float()
         if acts.dim() == 1:
             acts = acts[:, None]
-        zero = acts.abs() <= self.eps
-        per_channel = zero.transpose(0, 1).reshape(zero.shape[1], -1).sum(dim=1, dtype=torch.float64)
+        per_sample_dims = tuple(range(1, acts.dim()))
+        zero = acts == 0 if self.eps == 0 else acts.abs() <= self.eps  # the same test; eps 0 needs no abs
+        per_channel = zero.sum(dim=(0, *per_sample_dims[1:]), dtype=torch.float64)
         self.channel_zeros = per_channel if self.channel_zeros is None else self.channel_zeros + per_channel
         self.channel_total += zero[:, 0].numel()
-        flat_zero = zero.reshape(zero.shape[0], -1)
-        per_sample = flat_zero.float().mean(dim=1)
-        self.sample_fractions.append(per_sample.cpu())
-        flat = acts.reshape(acts.shape[0], -1)
-        self.hoyer.append(_hoyer(flat).cpu())
-        zeros_per_sample = flat_zero.sum(dim=1, dtype=torch.float64).cpu()
-        width = flat_zero.shape[1]
+        zeros_per_sample = zero.sum(dim=per_sample_dims, dtype=torch.float64)
+        width = zero[0].numel()
+        self.sample_fractions.append((zeros_per_sample / width).cpu())
+        self.hoyer.append(_hoyer(acts, per_sample_dims, width).cpu())
+        zeros_per_sample = zeros_per_sample.cpu()
         labels = labels.cpu()
         for label in labels.unique().tolist():
             mask = labels == label
@@ -86,13 +89,13 @@ class SparsityAccumulator:
         return out
 
 
-def _hoyer(flat: torch.Tensor) -> torch.Tensor:
-    """Hoyer sparsity of each row; an all-zero row is maximally sparse (1.0)."""
-    n = flat.shape[1]
+def _hoyer(acts: torch.Tensor, dims: tuple[int, ...], n: int) -> torch.Tensor:
+    """Hoyer sparsity of each sample's ``n`` values (over ``dims``), in float64; an all-zero sample is
+    maximally sparse (1.0)."""
+    l1 = acts.abs().sum(dim=dims, dtype=torch.float64)
     if n < 2:
-        return (flat.abs().sum(dim=1) == 0).float()
-    l1 = flat.abs().sum(dim=1, dtype=torch.float64)
-    l2 = flat.double().pow(2).sum(dim=1).sqrt()
+        return (l1 == 0).float()
+    l2 = torch.linalg.vector_norm(acts, 2, dim=dims, dtype=torch.float64)
     root = math.sqrt(n)
     ratio = torch.where(l2 > 0, l1 / l2.clamp_min(1e-300), torch.full_like(l1, 1.0))
     return ((root - ratio) / (root - 1)).float()
