@@ -1,4 +1,4 @@
-"""A whole study's wall time: a plain sequential loop against ``bnprobe.run_study`` (issues 9, 20).
+"""A whole study's wall time: a plain sequential loop against ``bnprobe.run_study``.
 
 The MNIST-shaped study of the paper -- ``cnn4``, seeds x {bn, identity}, batch 64, AdamW with a
 cosine schedule, probes (sparsity, hdbscan) on the first ``--samples`` training samples -- run twice
@@ -57,7 +57,7 @@ GPU_GOAL_SECONDS = 30.0
 GPU_GOAL_RATIO = 5.0
 PROBES = ("sparsity", "hdbscan")
 QUICK_GOAL_RATIO = 1.10
-"""``--quick`` on the CPU: the study at least 10 % faster than the plain loop (issue 20)."""
+"""``--quick`` on the CPU: the study at least 10 % faster than the plain loop."""
 BNPROBE_PARTS = ("set-up", "pre-flight", "steps", "saves", "evaluation", "train set-up", "capture", "probes")
 PLAIN_PARTS = ("steps", "evaluation", "capture", "probes")
 
