@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
+from _cli import assert_one_line_error, finished_study, run_cli
 
-from bnprobe.cli import cli
 from bnprobe.data import Split
 from bnprobe.errors import BnprobeError
 from bnprobe.models import create_model
@@ -17,22 +16,9 @@ TINY = ["--epochs", "1", "--samples", "60", "--batch-size", "64", "--device", "c
         "--quiet"]
 
 
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, message):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
-    assert message in result.output, result.output
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished") / "study"
-    result = _run("run", "cnn4", "--variants", "bn,identity", "--out", out, *TINY)
-    assert result.exit_code == 0, result.output
-    return out
+    return finished_study(tmp_path_factory, TINY)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -42,7 +28,7 @@ def finished(tmp_path_factory):
 def test_a_bad_variant_or_layer_fails_before_anything_is_trained_or_replaced(finished, args, message):
     files = {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()}
     options = [a for a in TINY if a not in ("--probes", "sparsity")]
-    _one_line_error(_run("run", "cnn4", "--out", finished, "--overwrite", *options, *args), message)
+    assert_one_line_error(run_cli("run", "cnn4", "--out", finished, "--overwrite", *options, *args), message)
     assert {path: path.read_bytes() for path in finished.rglob("*") if path.is_file()} == files
 
 
@@ -65,17 +51,17 @@ def test_a_cache_folder_the_user_keeps_in_out_keeps_its_files(tmp_path):
 ], ids=["list", "binary", "non-numeric"])
 def test_report_refuses_files_that_are_not_results(tmp_path, content, message):
     (tmp_path / "results.json").write_bytes(content)
-    _one_line_error(_run("report", tmp_path / "results.json"), message)
+    assert_one_line_error(run_cli("report", tmp_path / "results.json"), message)
 
 
 def test_a_path_the_file_system_refuses_is_bad_input(tmp_path):
     (tmp_path / "afile").write_text("")
-    _one_line_error(_run("run", "cnn4", "--out", tmp_path / "afile" / "sub", *TINY), "Not a directory")
+    assert_one_line_error(run_cli("run", "cnn4", "--out", tmp_path / "afile" / "sub", *TINY), "Not a directory")
 
 
 def test_a_truncated_weights_file_is_bad_input(finished, tmp_path):
     (tmp_path / "cut.pt").write_bytes((finished / "checkpoints" / "bn-seed0.pt").read_bytes()[:5000])
-    _one_line_error(_run("run", "cnn4", "--checkpoint", tmp_path / "cut.pt", "--out", tmp_path / "o", *TINY),
+    assert_one_line_error(run_cli("run", "cnn4", "--checkpoint", tmp_path / "cut.pt", "--out", tmp_path / "o", *TINY),
                     "cannot read checkpoint")
 
 
@@ -84,7 +70,7 @@ def test_a_truncated_weights_file_is_bad_input(finished, tmp_path):
     (["--lr", "0"], "lr must be > 0"),
 ])
 def test_values_that_would_train_nothing_are_refused(tmp_path, option, message):
-    _one_line_error(_run("run", "cnn4", "--out", tmp_path / "o", *TINY, *option), message)
+    assert_one_line_error(run_cli("run", "cnn4", "--out", tmp_path / "o", *TINY, *option), message)
     assert not (tmp_path / "o").exists()
 
 
@@ -122,14 +108,14 @@ def test_a_file_system_error_about_no_given_path_is_a_bug_and_shown_in_full(monk
         raise FileNotFoundError("an internal file went missing")
 
     monkeypatch.setattr(report_cli.Results, "load", fail)
-    result = _run("report", finished)
+    result = run_cli("report", finished)
     assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
 
 
 def test_a_results_file_of_another_schema_says_so_once(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": 2, "model": "cnn4", "dataset": "digits"}))
-    result = _run("report", tmp_path)
-    _one_line_error(result, "results schema version 2 is not 1; re-run the study with this bnprobe version")
+    result = run_cli("report", tmp_path)
+    assert_one_line_error(result, "results schema version 2 is not 1; re-run the study with this bnprobe version")
     assert "not a bnprobe results file" not in result.output
 
 
@@ -143,6 +129,6 @@ def test_training_settings_must_be_finite(setting):
                                                  (b"", "the file is empty or cut short")], ids=["text", "empty"])
 def test_a_weights_file_that_is_not_one_says_why_without_torchs_advice(tmp_path, content, reason):
     (tmp_path / "w.pt").write_bytes(content)
-    result = _run("surgery", "cnn4", "--to", "fold", "--checkpoint", tmp_path / "w.pt")
-    _one_line_error(result, f"({reason}); give a file saved with torch.save")
+    result = run_cli("surgery", "cnn4", "--to", "fold", "--checkpoint", tmp_path / "w.pt")
+    assert_one_line_error(result, f"({reason}); give a file saved with torch.save")
     assert "weights_only" not in result.output

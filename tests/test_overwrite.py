@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import assert_one_line_error, finished_study, run_cli
 from click.testing import CliRunner
 
 from bnprobe.checkpoint import load_checkpoint
@@ -33,27 +34,13 @@ TINY = ["--dataset", "tiny-study", "--epochs", "1", "--samples", "16", "--batch-
 REFUSED = "already holds a study"
 
 
-def _run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, *messages):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
-    for message in messages:
-        assert message in result.output, result.output
-
-
 def _files(folder: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished") / "study"
-    result = _run("run", "cnn4", "--variants", "bn,identity", "--out", out, *TINY)
-    assert result.exit_code == 0, result.output
-    return out
+    return finished_study(tmp_path_factory, TINY)
 
 
 @pytest.fixture
@@ -71,7 +58,7 @@ def study(finished, tmp_path):
 
 def test_a_second_study_into_the_same_folder_is_refused_and_changes_nothing(finished):
     before = _files(finished)
-    _one_line_error(_run("run", "cnn4", "--variants", "identity", "--out", finished, *TINY),
+    assert_one_line_error(run_cli("run", "cnn4", "--variants", "identity", "--out", finished, *TINY),
                     f"{finished} {REFUSED} (results.json, 2 run checkpoints in checkpoints/)", "--resume",
                     "--overwrite")
     assert _files(finished) == before
@@ -80,7 +67,7 @@ def test_a_second_study_into_the_same_folder_is_refused_and_changes_nothing(fini
 def test_checkpoints_alone_are_a_study_too(finished, tmp_path):
     out = tmp_path / "o"
     shutil.copytree(finished / "checkpoints", out / "checkpoints")
-    _one_line_error(_run("run", "cnn4", "--out", out, *TINY), f"{REFUSED} (2 run checkpoints in checkpoints/)")
+    assert_one_line_error(run_cli("run", "cnn4", "--out", out, *TINY), f"{REFUSED} (2 run checkpoints in checkpoints/)")
     assert sorted(p.name for p in out.rglob("*")) == ["bn-seed0.pt", "checkpoints", "identity-seed0.pt"]
 
 
@@ -88,7 +75,7 @@ def test_a_folder_with_only_the_users_files_is_no_study(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "pretrained.pt").write_bytes(b"mine")
-    result = _run("run", "cnn4", "--variants", "bn", "--out", tmp_path, *TINY)
+    result = run_cli("run", "cnn4", "--variants", "bn", "--out", tmp_path, *TINY)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["bn-seed0.pt", "pretrained.pt"]
@@ -113,14 +100,14 @@ def test_the_python_api_refuses_before_the_data_are_loaded(finished, monkeypatch
 @pytest.mark.parametrize("command", [["run", "cnn4"], ["reproduce", "potgieter2025", "--dataset", "mnist"]])
 def test_resume_and_overwrite_together_is_an_error(finished, command):
     before = _files(finished)
-    _one_line_error(_run(*command, "--out", finished, "--resume", "--overwrite"),
+    assert_one_line_error(run_cli(*command, "--out", finished, "--resume", "--overwrite"),
                     "--resume and --overwrite do not go together")
     assert _files(finished) == before
 
 
 def test_reproduce_into_a_study_is_refused(finished):
     before = _files(finished)
-    _one_line_error(_run("reproduce", "potgieter2025", "--dataset", "mnist", "--quick", "--out", finished),
+    assert_one_line_error(run_cli("reproduce", "potgieter2025", "--dataset", "mnist", "--quick", "--out", finished),
                     REFUSED)
     assert _files(finished) == before
 
@@ -131,7 +118,7 @@ def test_overwrite_removes_the_old_studys_files_and_nothing_else(study):
     (study / ".results.json.x1y2.tmp").write_text("half a write")
     (study / "verdicts.json").write_text("{}")
     (study / "history.csv").write_text("epoch\n")
-    result = _run("run", "cnn4", "--variants", "identity", "--out", study, "--overwrite", *TINY)
+    result = run_cli("run", "cnn4", "--variants", "identity", "--out", study, "--overwrite", *TINY)
     assert result.exit_code == 0, result.output
     saved = json.loads((study / "results.json").read_text())
     assert [(r["variant"], r["seed"]) for r in saved["runs"]] == [("identity", 0)]
@@ -148,7 +135,7 @@ def test_overwrite_removes_the_old_studys_files_and_nothing_else(study):
 def test_overwrite_refuses_to_remove_the_weights_the_new_study_starts_from(study):
     before = _files(study)
     weights = study / "checkpoints" / "bn-seed0.pt"
-    _one_line_error(_run("run", "cnn4", "--variants", "bn,frozen", "--checkpoint", weights, "--out", study,
+    assert_one_line_error(run_cli("run", "cnn4", "--variants", "bn,frozen", "--checkpoint", weights, "--out", study,
                          "--overwrite", *TINY), f"--overwrite would remove {weights}", "copy it out of")
     assert _files(study) == before
 
@@ -170,13 +157,13 @@ def test_a_study_file_may_overwrite(study, tmp_path):
     path = tmp_path / "study.toml"
     path.write_text('model = "cnn4"\nvariants = ["bn"]\noverwrite = true\nprobes = ["sparsity"]\n'
                     'dataset = "tiny-study"\nepochs = 1\nsamples = 16\ndevice = "cpu"\ncheckpoints = "resume"\n')
-    result = _run("run", "--config", path, "--out", study, "--quiet")
+    result = run_cli("run", "--config", path, "--out", study, "--quiet")
     assert result.exit_code == 0, result.output
     assert [r["variant"] for r in json.loads((study / "results.json").read_text())["runs"]] == ["bn"]
     assert "optimizer" in load_train_state(study / "checkpoints" / "bn-seed0.pt")  # the file's checkpoints
     assert not (study / "checkpoints" / "identity-seed0.pt").exists()
-    _one_line_error(_run("run", "--config", path, "--out", study, "--resume"), "do not go together")
-    again = _run("run", "--config", path, "--out", study, "--resume", "--no-overwrite")
+    assert_one_line_error(run_cli("run", "--config", path, "--out", study, "--resume"), "do not go together")
+    again = run_cli("run", "--config", path, "--out", study, "--resume", "--no-overwrite")
     assert again.exit_code == 0, again.output
 
 
@@ -214,14 +201,14 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_wherever_it_is_read(junk):
 
 def test_a_junk_checkpoint_given_to_run_is_one_line(junk, tmp_path):
     for path in junk:
-        _one_line_error(_run("run", "cnn4", "--checkpoint", path, "--out", tmp_path / "o", *TINY),
+        assert_one_line_error(run_cli("run", "cnn4", "--checkpoint", path, "--out", tmp_path / "o", *TINY),
                         f"cannot read checkpoint {path}")
         assert not (tmp_path / "o").exists()
 
 
 def test_a_junk_run_checkpoint_stops_probe_in_one_line(study, junk):
     shutil.copyfile(junk[0], study / "checkpoints" / "bn-seed0.pt")
-    _one_line_error(_run("probe", study, "--probes", "sparsity", "--device", "cpu", "--quiet"),
+    assert_one_line_error(run_cli("probe", study, "--probes", "sparsity", "--device", "cpu", "--quiet"),
                     "cannot read checkpoint", "bn-seed0.pt", "delete it to train that run again")
 
 
