@@ -681,7 +681,8 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     Each run's final weights are loaded, its activations captured again on the same samples, and
     ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
     numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
-    is kept.  Diverged runs are skipped.  A study trained on a custom ``model`` or ``dataset`` needs
+    is kept.  Every run's checkpoint is loaded once first, so one that is missing, unreadable or of
+    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A study trained on a custom ``model`` or ``dataset`` needs
     them again here.  ``probe_workers`` is this machine's (:attr:`StudyConfig.probe_workers`), not the
     study's.
     """
@@ -705,6 +706,9 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     with _probe_pool(config, probe_list, current_world()) as pool:
         study = _Study(config, model if model is not None else config.model, data, probe_list, resolved, out_dir,
                        listener, pool)
+        for run in results.runs:  # every checkpoint loads and fits before results.json is touched
+            if run.diverged_at_epoch is None:
+                study.trained(run.variant, run.seed)
         _reprobe_runs(study, results)
     return results
 

@@ -168,3 +168,17 @@ def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path):
     assert "diverged in 1/1" in report.output
     again = _run("probe", str(out), "--probes", "sparsity", "--device", "cpu", "--quiet")
     assert again.exit_code == 0, again.output  # the diverged run is skipped, not an error
+
+
+def test_probe_with_one_unreadable_checkpoint_changes_nothing(finished, tmp_path):
+    """Every checkpoint is read before results.json is touched: a bad one late in the study must not
+    leave the earlier runs probed and the later ones not."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    (out / "checkpoints" / "identity-seed0.pt").write_bytes(b"not a checkpoint")
+    files = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    result = _run("probe", str(out), "--probes", "binary_patterns", "--device", "cpu", "--quiet")
+    assert result.exit_code == 2 and "identity-seed0.pt" in result.output, result.output
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == files
