@@ -81,7 +81,7 @@ from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_history, finite_or_none
 from bnprobe.studydir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
-from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, resolve_device, train_model
+from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, check_last_batch, resolve_device, train_model
 from bnprobe.trainstate import (
     CHECKPOINT_DIR,
     CHECKPOINT_MODES,
@@ -415,12 +415,15 @@ class _Study:
     def check_variants(self) -> None:
         """Make every variant of seed 0's model and capture it on one sample, untrained.
 
-        A variant the model cannot take (``groupnorm:7`` on 32 channels) or ``layers`` that select
-        nothing then fail now, before anything trains or a file in the output folder is replaced.
+        A variant the model cannot take (``groupnorm:7`` on 32 channels), ``layers`` that select
+        nothing, or a batch size whose last batch the model cannot train on
+        (:func:`bnprobe.train.check_last_batch`) then fail now, before anything trains or a file in the
+        output folder is replaced.
         """
         one = (self.probe_split.x[:1], self.probe_split.y[:1])
         for variant in self.config.variants:
             model, _ = self.variant(variant, 0)
+            check_last_batch(model, self.dataset.train, self.config.train_for(variant).batch_size, self.device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CaptureWarning)  # the real capture says it
                 capture(model, one, layers=self.config.layers, spatial=self.config.spatial, vectors=False,
@@ -682,9 +685,9 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
     numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
     is kept.  Every run's checkpoint is loaded once first, so one that is missing, unreadable or of
-    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A study trained on a custom ``model`` or ``dataset`` needs
-    them again here.  ``probe_workers`` is this machine's (:attr:`StudyConfig.probe_workers`), not the
-    study's.
+    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A study trained
+    on a custom ``model`` or ``dataset`` needs them again here.  ``probe_workers`` is this machine's
+    (:attr:`StudyConfig.probe_workers`), not the study's.
     """
     listener = listener or StudyListener()
     _check_dataset(dataset)

@@ -39,6 +39,7 @@ checkpoint; all ranks end with rank 0's weights and BatchNorm statistics.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -221,6 +222,30 @@ def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator
         for batch in data:
             x, y = inputs_and_labels(batch)
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def check_last_batch(model: nn.Module, train: Split | Iterable, batch_size: int, device: torch.device) -> None:
+    """Fail in one line, before anything trains, when the last batch of every epoch would hold one
+    sample and the model cannot train on one (a BatchNorm layer with a single value per channel).
+
+    A copy of the model takes that step's forward pass in train mode, so the model itself (its
+    running statistics) is untouched.
+    """
+    if not isinstance(train, Split):
+        return
+    world = distributed.current_world()
+    step = batch_size // world.size
+    if (len(train) // world.size) % step != 1 and step != 1:
+        return
+    trial = copy.deepcopy(model).to(device).train()
+    try:
+        with torch.no_grad():
+            trial(train.x[:1].to(device))
+    except ValueError as exc:
+        other = batch_size - 1 if batch_size > 2 else 8
+        raise BnprobeError(f"batch size {batch_size} leaves the last batch of each epoch with 1 of the {len(train)} "
+                           f"training samples, and the model cannot train on one ({str(exc).partition(chr(10))[0]}); "
+                           f"use a batch size that leaves more, e.g. {other}") from None
 
 
 def _num_batches(data: Split | Iterable, batch_size: int, world: distributed.World) -> int:
@@ -500,6 +525,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                            f"use a multiple of {world.size}")
     if config.sync_bn and world.size > 1 and device.type != "cuda":
         raise BnprobeError("sync_bn needs CUDA GPUs; drop --sync-bn when training on CPU processes")
+    check_last_batch(model, train, config.batch_size, device)
     given = layout_of(model)
     model.to(device, memory_format=memory_format(device, model))
     try:

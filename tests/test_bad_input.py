@@ -132,3 +132,24 @@ def test_a_weights_file_that_is_not_one_says_why_without_torchs_advice(tmp_path,
     result = run_cli("surgery", "cnn4", "--to", "fold", "--checkpoint", tmp_path / "w.pt")
     assert_one_line_error(result, f"({reason}); give a file saved with torch.save")
     assert "weights_only" not in result.output
+
+
+def test_a_batch_size_that_leaves_one_sample_for_bn_is_one_line_before_anything_is_written(tmp_path):
+    """9 training images in batches of 4 leave 1 for the last step (as batch 4 does on digits' 1,437),
+    and BatchNorm1d cannot train on one; the study says so before it writes a file."""
+    from bnprobe.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset("odd", Split(torch.randn(9, 1, 8, 8, generator=g), torch.arange(9) % 2),
+                   Split(torch.randn(4, 1, 8, 8, generator=g), torch.arange(4) % 2), 2)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                              torch.nn.Linear(8, 2))
+    config = StudyConfig(model="mlp", variants=["bn", "identity"], samples=4, probes=["sparsity"], device="cpu",
+                         train=TrainConfig(epochs=1, batch_size=4))
+    with pytest.raises(BnprobeError, match="batch size 4 leaves the last batch of each epoch with 1 of the 9 "
+                                           "training samples.*e.g. 3"):
+        run_study(config, model=net, dataset=data, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(BnprobeError, match="batch size 4 leaves"):
+        train_model(net, data.train, config=TrainConfig(epochs=1, batch_size=4), device="cpu")
+    train_model(net, data.train, config=TrainConfig(epochs=1, batch_size=3), device="cpu")  # 3 batches of 3
