@@ -62,6 +62,7 @@ from bnprobe.data import Split
 from bnprobe.step_graph import StepGraph
 from bnprobe.train import (
     EpochCallback,
+    StepCallback,
     TrainConfig,
     TrainResult,
     _batches,
@@ -89,6 +90,7 @@ class FusedRun:
     seed: int
     checkpoint: Path | None = None
     on_epoch: EpochCallback | None = None
+    on_step: StepCallback | None = None
 
 
 def fusion_blocker(config: TrainConfig, train: object, device: torch.device, runs: int) -> str | None:
@@ -241,8 +243,9 @@ class _FusedGroup:
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
+        steps = _num_batches(self.train, config.batch_size, distributed.World())
         with timed(self.times, "steps"):
-            for x, y in self._stacked_batches():
+            for step, (x, y) in enumerate(self._stacked_batches(), 1):
                 self.optimizer.zero_grad(set_to_none=True)
                 losses, predicted = self.graph(x, y)
                 self.steps += 1
@@ -254,6 +257,9 @@ class _FusedGroup:
                 loss_sum += losses * y.shape[1]
                 correct += (predicted == y).sum(dim=1)
                 count += y.shape[1]
+                for item in self.fused:
+                    if item.on_step is not None:
+                        item.on_step(step, steps)
             losses = [total / max(count, 1) for total in loss_sum.tolist()]  # the epoch's host synchronisation
         self.epoch += 1
         accuracies = [hits / max(count, 1) for hits in correct.tolist()]

@@ -7,8 +7,8 @@ the runs finished so far.
 
 Off a terminal (:attr:`rich.console.Console.is_terminal` false) bars would print nothing until the
 end, so plain labelled lines are printed instead: one per run and epoch (variant, seed, epoch,
-train-mode loss, test accuracy, elapsed, time left), and during capture and probing at most one
-every :data:`HEARTBEAT_SECONDS`, so a log never stays silent long.
+train-mode loss, test accuracy, elapsed, time left), and within a long epoch, a capture or the
+probes at least one every :data:`HEARTBEAT_SECONDS` (step k of n), so a log never stays silent long.
 
 Everywhere, every run ends with one line that names it and splits its time into train / capture /
 probe (:class:`bnprobe.study.RunTimings`), or says it was kept (``--resume``).  How training was
@@ -100,6 +100,7 @@ class RichListener(StudyListener):
         self._stage_count: tuple[int, int] = (0, 0)
         self._stage_started = self._last_line = 0.0
         self._training: dict[tuple[str, int], tuple[float, int, int]] = {}  # started, first epoch, epochs
+        self._epochs_done: dict[tuple[str, int], int] = {}
 
     def __enter__(self) -> RichListener:
         return self
@@ -146,10 +147,21 @@ class RichListener(StudyListener):
         self._stage(f"train {variant} seed {seed}", epochs)
         self._training[(variant, seed)] = (self.clock(), -1, epochs)
 
+    def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
+        """Off a terminal, a line when none was printed for :data:`HEARTBEAT_SECONDS` (long epochs)."""
+        now = self.clock()
+        if not self.lines or now - self._last_line < HEARTBEAT_SECONDS:
+            return
+        started, first, epochs = self._training.get((variant, seed), (now, -1, 0))
+        epoch = self._epochs_done.get((variant, seed), max(first, 0)) + 1
+        self._say(f"{variant} seed {seed} epoch {epoch}/{epochs}: step {step}/{steps}, "
+                  f"{duration(now - started)} elapsed")
+
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None:
         started, first, epochs = self._training.get((variant, seed), (self.clock(), epoch - 1, epoch))
         first = epoch - 1 if first < 0 else first  # a resumed run starts past epoch 0
         self._training[(variant, seed)] = (started, first, epochs)
+        self._epochs_done[(variant, seed)] = epoch
         loss = format_value(metrics["loss"])
         self.progress.update(self.stage_task, completed=epoch,
                              description=f"train {variant} seed {seed} loss {loss}")

@@ -249,6 +249,9 @@ class StudyListener:
     def fused_steps(self, variant: str, how: str) -> None:
         """How ``variant``'s fused steps ran: replayed from a CUDA graph, or eager and why."""
 
+    def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
+        """After every optimiser step: ``step`` of the epoch's ``steps`` (nothing read from the device)."""
+
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
     def capture_started(self, variant: str, seed: int, samples: int) -> None: ...
     def capture_batch(self, variant: str, seed: int, samples: int) -> None: ...
@@ -346,6 +349,10 @@ class _Study:
     def augment(self) -> Augment | None:
         """The augmentation training applies: the dataset's policy, unless the study turned it off."""
         return self.dataset.augment if self.config.augment else None
+
+    def on_step(self, variant: str, seed: int) -> Callable[[int, int], None]:
+        """The per-step callback of one run: tell the listener."""
+        return lambda step, steps: self.listener.training_step(variant, seed, step, steps)
 
     def on_epoch(self, variant: str, seed: int) -> Callable[[int, dict], None]:
         """The per-epoch callback of one run: tell the listener."""
@@ -616,6 +623,7 @@ def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn
     listener.training_started(variant, seed, config.train_for(variant).epochs)
     trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
                           device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
+                          on_step=study.on_step(variant, seed),
                           augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
     return model, report, trained
 
@@ -652,7 +660,8 @@ def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
             listener.training_planned(variant, seeds, reason)
             continue
         made = {seed: study.variant(variant, seed) for seed in seeds}
-        group = [FusedRun(model, seed, study.checkpoint(variant, seed), study.on_epoch(variant, seed))
+        group = [FusedRun(model, seed, study.checkpoint(variant, seed), study.on_epoch(variant, seed),
+                          study.on_step(variant, seed))
                  for seed, (model, _) in made.items()]
         try:
             results = train_fused(group, study.dataset.train, study.dataset.test, config=train_config,

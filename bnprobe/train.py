@@ -131,6 +131,8 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, dict], None]
+StepCallback = Callable[[int, int], None]
+"""Called after every optimiser step with (step of this epoch, 1-based; steps per epoch)."""
 TRAIN_PARTS = ("setup", "steps", "saves", "evaluation")
 
 
@@ -367,8 +369,10 @@ class _Run:
             net = distributed.wrap(net, self.device, self.config.sync_bn)
         self.net = torch.compile(net) if self.config.compile else net
 
-    def train_epoch(self) -> dict:
-        """One pass over the data; the metrics are read from the device once, at the end."""
+    def train_epoch(self, on_step: StepCallback | None = None) -> dict:
+        """One pass over the data; the metrics are read from the device once, at the end.
+
+        ``on_step`` hears of each step without reading anything from the device (progress displays)."""
         config, device = self.config, self.device
         layout = memory_format(device, self.model)
         self.net.train()
@@ -376,8 +380,9 @@ class _Run:
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
+        steps = _num_batches(self.train, config.batch_size, self.world)
         with timed(self.times, "steps"):
-            for x, y in _batches(self.train, config.batch_size, self.order, device, self.world):
+            for step, (x, y) in enumerate(_batches(self.train, config.batch_size, self.order, device, self.world), 1):
                 if self.augment is not None:
                     x = self.augment(x, self.augment_rng)
                 with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
@@ -398,6 +403,8 @@ class _Run:
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.detach().argmax(dim=1) == y).sum()
                 count += len(y)
+                if on_step is not None:
+                    on_step(step, steps)
             loss = float(loss_sum) / max(count, 1)  # the epoch's one host synchronisation
         self.epoch += 1
         record = epoch_record(self.epoch, loss, float(correct) / max(count, 1), lr)
@@ -504,15 +511,17 @@ def epoch_record(epoch: int, loss: float, accuracy: float, lr: float) -> dict:
 
 def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterable | None = None, *,
                 config: TrainConfig | None = None, device: str | torch.device = "auto", seed: int = 0,
-                on_epoch: EpochCallback | None = None, augment: Augment | None = None,
+                on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
+                augment: Augment | None = None,
                 checkpoint: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
     """Train ``model`` in place on ``train``; report train/test accuracy and the final loss.
 
     It trains and evaluates in the layout :func:`memory_format` picks, and hands the model back in the
     layout it came in, so that a capture of it computes what a capture of its reloaded weights does.
 
-    ``augment`` transforms each training batch on the device.  ``checkpoint`` is a file rewritten
-    after every epoch (before ``on_epoch`` is called); with ``resume`` an existing one is continued
+    ``augment`` transforms each training batch on the device.  ``on_step`` is called after every
+    step (:data:`StepCallback`).  ``checkpoint`` is a file rewritten after every epoch (before
+    ``on_epoch`` is called); with ``resume`` an existing one is continued
     from, so a finished run is only evaluated.  A non-finite loss ends the run early with
     ``diverged_at_epoch`` set (1-based).
     """
@@ -539,7 +548,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
             run.restore(path)
         run.prepare()
         while not run.finished:
-            record = run.train_epoch()
+            record = run.train_epoch(on_step)
             run.evaluate_epoch(record, test)
             if path is not None:
                 run.save(path)

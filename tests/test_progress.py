@@ -129,6 +129,34 @@ def test_a_long_capture_prints_a_line_at_least_every_30_seconds():
     assert buffer.getvalue().splitlines() == ["capture bn seed 0: 200/300 samples, 31.0s elapsed"]
 
 
+def test_a_long_epoch_prints_a_line_at_least_every_30_seconds():
+    listener, buffer = _listener()
+    now = [0.0]
+    listener.clock = lambda: now[0]
+    listener.study_started(total_runs=1)
+    listener.training_started("bn", 0, epochs=3)
+    listener.epoch_done("bn", 0, 1, {"loss": 1.5})
+    buffer.truncate(0), buffer.seek(0)
+    listener.training_step("bn", 0, 10, 700)  # quick: no line yet
+    now[0] = HEARTBEAT_SECONDS + 1
+    listener.training_step("bn", 0, 400, 700)
+    listener.training_step("bn", 0, 401, 700)  # just printed: no second line
+    assert buffer.getvalue().splitlines() == ["bn seed 0 epoch 2/3: step 400/700, 31.0s elapsed"]
+
+
+def test_a_study_tells_its_listener_of_every_step(tmp_path):
+    class Steps(StudyListener):
+        def __init__(self):
+            self.steps = []
+
+        def training_step(self, variant, seed, step, steps):
+            self.steps.append((variant, seed, step, steps))
+
+    listener = Steps()
+    run_study(_config(variants=["bn"]), dataset=_data(), out=tmp_path / "out", listener=listener)
+    assert listener.steps == [("bn", 0, step, 2) for _epoch in range(2) for step in (1, 2)]  # 64 images, batch 32
+
+
 def test_on_a_terminal_the_done_line_names_the_run_too(study):
     buffer = io.StringIO()
     listener = RichListener(console=Console(file=buffer, width=200, force_terminal=True))
