@@ -22,12 +22,14 @@ from rich.table import Table
 from bnprobe.errors import BnprobeError
 from bnprobe.report import (
     ACCURACY_METRICS,
+    RUN_MEASURES,
     Metrics,
     check_metrics,
     probe_layers,
     probe_metrics,
     seed_values,
     select_metrics,
+    titled,
 )
 from bnprobe.results import RUN_PROBE, Results
 from bnprobe.stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
@@ -64,11 +66,13 @@ def compare_stats(a: Results, b: Results, probe: str, metric: str) -> list[Compa
 def comparison_table(rows: Sequence[ComparedStats], labels: tuple[str, str] = ("A", "B")) -> Table:
     """A rich table of ``rows``: per layer (named on its first line), a line per variant with A, B and B − A."""
     first = rows[0]
-    table = Table(title=f"{first.probe} — {first.metric} (mean ± std over seeds)", title_justify="left",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  caption=f"{labels[1]} − {labels[0]} [{CONFIDENCE:.0%} CI], {WELCH_METHOD}; "
+    what = dict(RUN_MEASURES).get(first.metric, first.metric) if first.probe == RUN_PROBE else \
+        f"{first.probe} — {first.metric}"
+    table = Table(title=f"{what} (mean ± std over seeds)", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  caption=f"{labels[1]} − {labels[0]} [{CONFIDENCE:.0%} CI], {WELCH_METHOD}\n"
                           "* the interval excludes 0", caption_justify="left")
-    table.add_column("layer", style="cyan", overflow="fold")
+    table.add_column("layer", style="cyan", no_wrap=True)
     table.add_column("variant", no_wrap=True)
     for label in labels:
         table.add_column(label, justify="right", no_wrap=True)
@@ -182,8 +186,8 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
         for metric in shared:
             rows = compare_stats(a, b, probe, metric)
             if rows:
-                console.print(comparison_table(rows, labels))
+                console.print(titled(comparison_table(rows, labels)))
     for metric in ACCURACY_METRICS:
         rows = compare_stats(a, b, RUN_PROBE, metric)
         if rows:
-            console.print(comparison_table(rows, labels))
+            console.print(titled(comparison_table(rows, labels)))

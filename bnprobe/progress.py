@@ -74,11 +74,12 @@ def train_parts_text(timings: RunTimings) -> str:
 
 
 def done_line(run: RunResult, timings: RunTimings) -> str:
-    """The line that closes a run: which run, where its time went, its accuracies (and what measured them)."""
+    """The two lines that close a run: which run and where its time went, then its accuracies (and what
+    measured them), each short enough for an 80-column terminal."""
     diverged = f"; diverged at epoch {run.diverged_at_epoch}, not probed" if run.diverged_at_epoch is not None else ""
-    return (f"{run.variant} seed {run.seed} {timing_text(timings)}: "
-            f"train acc (eval mode) {format_value(run.train_accuracy)}, "
-            f"test acc {format_value(run.test_accuracy)}{diverged}")
+    return (f"{run.variant} seed {run.seed} {timing_text(timings)}\n"
+            f"  train acc (eval mode) {format_value(run.train_accuracy)}, "
+            f"test acc (eval mode) {format_value(run.test_accuracy)}{diverged}")
 
 
 class RichListener(StudyListener):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -144,8 +144,7 @@ def _difference_caption(results: Results, reference: str) -> str | None:
         return f"no {reference} variant in this study: no differences"
     if len(results.seeds) < 2:
         return f"Δ = variant − {reference}, 1 seed: no interval (run with --seeds 2 or more)"
-    return (f"Δ = variant − {reference} [{CONFIDENCE:.0%} CI], {PAIRED_METHOD}; "
-            "* the interval excludes 0")
+    return f"Δ = variant − {reference} [{CONFIDENCE:.0%} CI], {PAIRED_METHOD}\n* the interval excludes 0"
 
 
 def probe_table(results: Results, probe: str, metric: str | None = None, reference: str = REFERENCE_VARIANT,
@@ -180,6 +179,15 @@ def probe_table(results: Results, probe: str, metric: str | None = None, referen
                 cells.append("—" if d is None else f"[bold]{d}[/bold]" if d.excludes_zero else str(d))
         table.add_row(layer, *cells)
     return table
+
+
+def titled(table: Table) -> Group:
+    """``table`` with its title above it and its caption below it as lines of their own, so that they
+    wrap at the console's width, between words, instead of inside a narrow table's columns."""
+    title, caption = table.title, table.caption
+    table.title = table.caption = None
+    lines = [Text.from_markup(str(title), style="italic")] if title else []
+    return Group(*lines, table, *([Text.from_markup(str(caption), style="dim")] if caption else []))
 
 
 def probe_tables(results: Results, probe: str, metric: str, console: Console,
@@ -274,7 +282,7 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
     for probe in results.probe_keys:
         for metric in select_metrics(results, probe, metrics):
             for table in probe_tables(results, probe, metric, console, reference):
-                console.print(table)
+                console.print(titled(table))
             profile = depth_profile(metric_stats(results, probe, metric, reference))
             if profile is not None:
                 console.print(profile)

@@ -17,7 +17,8 @@ from bnprobe.train import TrainConfig
 EPOCH_LINE = (r"^{variant} seed {seed} epoch {epoch}/2: loss \d+\.\d+ \(train mode\)(, test acc \d\.\d+)?, "
               r"\d+\.\ds elapsed, eta \d+\.\ds$")
 DONE_LINE = (r"^\[\d/\d\] {variant} seed {seed} done in \d+\.\ds \(train \d+\.\ds{fused}, capture \d+\.\ds, "
-             r"probe \d+\.\ds\): train acc \(eval mode\) \d\.\d+, test acc \d\.\d+$")
+             r"probe \d+\.\ds\)$")
+ACCURACY_LINE = r"^  train acc \(eval mode\) \d\.\d+, test acc \(eval mode\) \d\.\d+$"
 
 
 def _data() -> Dataset:
@@ -66,15 +67,19 @@ def test_off_a_terminal_every_run_and_epoch_gets_a_labelled_line(study):
         assert len(first) == 1 and len(last) == 1, lines
         assert "test acc" in first[0]  # measured after epoch 1; epoch 2's is the final evaluation's
         assert len(_matching(DONE_LINE.format(variant=variant, seed=0, fused=""), lines)) == 1, lines
+        done = lines.index(_matching(DONE_LINE.format(variant=variant, seed=0, fused=""), lines)[0])
+        assert re.match(ACCURACY_LINE, lines[done + 1]), lines  # the accuracies on a line of their own
+        assert max(len(lines[done]), len(lines[done + 1])) <= 80, lines
     assert not any("fusion" in line or "one run at a time" in line for line in lines)
 
 
 def test_resume_says_kept_and_verbose_shows_the_internal_notes(study, tmp_path):
     out, _ = study
     lines = _run(out, _config())
-    kept = r"^\[{n}/2\] {variant} seed 0 kept \(finished before --resume\): train acc \(eval mode\) \d\.\d+, test acc"
-    assert len(lines) == 2 and re.match(kept.format(n=1, variant="bn"), lines[0]), lines
-    assert re.match(kept.format(n=2, variant="identity"), lines[1]), lines
+    kept = r"^\[{n}/2\] {variant} seed 0 kept \(finished before --resume\)$"
+    assert len(lines) == 4 and re.match(kept.format(n=1, variant="bn"), lines[0]), lines
+    assert re.match(kept.format(n=2, variant="identity"), lines[2]), lines
+    assert all(re.match(ACCURACY_LINE, line) for line in lines[1::2]), lines
     verbose = _run(tmp_path / "fresh", _config(variants=["bn"]), verbose=True)
     assert "bn seeds 0: one run at a time: fusion is off (on by default on CUDA only)" in verbose
 
@@ -86,7 +91,7 @@ def test_probing_again_names_each_run_and_its_capture_and_probe_time(study):
         reprobe_study(out, ["sparsity"], dataset=_data(), device="cpu", probe_workers=0, listener=listener)
     lines = buffer.getvalue().splitlines()
     for variant in ("bn", "identity"):
-        pattern = rf"^\[\d/2\] {variant} seed 0 done in \d+\.\ds \(capture \d+\.\ds, probe \d+\.\ds\): train acc"
+        pattern = rf"^\[\d/2\] {variant} seed 0 done in \d+\.\ds \(capture \d+\.\ds, probe \d+\.\ds\)$"
         assert len(_matching(pattern, lines)) == 1, lines
 
 

@@ -228,7 +228,7 @@ def test_cli_compare_puts_two_studies_side_by_side(tmp_path):
     line = next(line for line in result.output.splitlines() if line.startswith("features.2"))
     assert line.split()[:8] == ["features.2", "bn", "0.200", "±", "0.100", "0.300", "±", "0.100"]
     assert line.rstrip().endswith(f"+0.100 [{0.1 - half:+.3f}, {0.1 + half:+.3f}]")
-    assert "hdbscan — ari" in result.output and "run — test_accuracy" in result.output
+    assert "hdbscan — ari" in result.output and "test acc (eval mode) (mean ± std over seeds)" in result.output
 
 
 def _other_model(model: str = "resnet18", epochs: int = 10) -> Results:
@@ -259,7 +259,8 @@ def test_cli_compare_across_models_compares_what_they_share_and_lists_config_dif
     assert "attribution — gini (mean ± std over seeds)" in result.output  # a model-scope probe is shared
     gini = next(line for line in lines if line.startswith("model ") and "0.500" in line)
     assert gini.split()[:6] == ["model", "bn", "0.500", "±", "0.000", "0.610"]
-    assert "run — test_accuracy" in result.output and "sparsity — channel_sparsity" not in result.output
+    assert "test acc (eval mode) (mean ± std over seeds)" in result.output
+    assert "sparsity — channel_sparsity" not in result.output
 
     as_json = CliRunner().invoke(cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json"])
     assert as_json.exit_code == 0, as_json.output
