@@ -68,10 +68,13 @@ def comparison_table(rows: Sequence[ComparedStats], labels: tuple[str, str] = ("
     first = rows[0]
     what = dict(RUN_MEASURES).get(first.metric, first.metric) if first.probe == RUN_PROBE else \
         f"{first.probe} — {first.metric}"
+    caption = f"{labels[1]} − {labels[0]} [{CONFIDENCE:.0%} CI], {WELCH_METHOD}\n* the interval excludes 0"
+    if not any(row.difference is not None and row.difference.low is not None for row in rows):
+        caption = (f"{labels[1]} − {labels[0]} of the means: no interval, as Welch's needs 2 seeds or more in each "
+                   "study (run with --seeds 2 or more)")
     table = Table(title=f"{what} (mean ± std over seeds)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                  caption=f"{labels[1]} − {labels[0]} [{CONFIDENCE:.0%} CI], {WELCH_METHOD}\n"
-                          "* the interval excludes 0", caption_justify="left")
+                  caption=caption, caption_justify="left")
     table.add_column("layer", style="cyan", no_wrap=True)
     table.add_column("variant", no_wrap=True)
     for label in labels:

@@ -231,6 +231,17 @@ def test_cli_compare_puts_two_studies_side_by_side(tmp_path):
     assert "hdbscan — ari" in result.output and "test acc (eval mode) (mean ± std over seeds)" in result.output
 
 
+def test_compare_with_a_one_seed_study_says_why_there_is_no_interval(tmp_path):
+    _study().save(tmp_path / "a")
+    _study(seeds=1, shift=0.25).save(tmp_path / "b")
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "no interval, as Welch's needs 2 seeds or more in each study" in result.output
+    assert "[95% CI]" not in result.output and "excludes 0" not in result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("features.2"))
+    assert line.rstrip().endswith("+0.150")  # B's one seed (0.1 + 0.25) against A's mean 0.2
+
+
 def _other_model(model: str = "resnet18", epochs: int = 10) -> Results:
     """The hand-made study as if of another model: other layer names, another config, an attribution."""
     other = _study()
