@@ -95,8 +95,8 @@ from bnprobe.trainstate import (
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
-                        "cuda_graph", "probe_workers", "checkpoints")
-"""Config fields that say where or how fast a study runs, or what it keeps, not what it computes."""
+                        "cuda_graph", "probe_workers")
+"""Config fields that say where or how fast a study runs, not what it computes or keeps."""
 
 
 @dataclass
@@ -430,11 +430,11 @@ class _Study:
         one = (self.probe_split.x[:1], self.probe_split.y[:1])
         for variant in self.config.variants:
             model, _ = self.variant(variant, 0)
-            check_last_batch(model, self.dataset.train, self.config.train_for(variant).batch_size, self.device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CaptureWarning)  # the real capture says it
                 capture(model, one, layers=self.config.layers, spatial=self.config.spatial, vectors=False,
-                        device=self.device)
+                        device=self.device)  # first: a model that cannot take the data fails here, in one line
+            check_last_batch(model, self.dataset.train, self.config.train_for(variant).batch_size, self.device)
 
 
 def run_study(config: StudyConfig, *, out: str | Path | None = None, model: ModelSource | None = None,
@@ -725,6 +725,11 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     return results
 
 
+def _reference_first(run: RunResult) -> tuple[int, bool]:
+    """Runs by seed, each seed's ``bn`` run first: the reference that comparison probes read."""
+    return run.seed, run.variant != REFERENCE_VARIANT
+
+
 def _reprobe_runs(study: _Study, results: Results) -> None:
     """Probe every finished run of ``results`` again, saving after each (the runs' layers in parallel)."""
     keys = {probe.key for probe in study.probes}
@@ -732,7 +737,7 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
     study.listener.study_started(len(results.runs))
     reference: CaptureResult | None = None
     seed: int | None = None
-    for run in results.runs:
+    for run in sorted(results.runs, key=_reference_first):  # saved in study order all the same
         timings = RunTimings()
         if run.seed != seed:  # a new seed: the previous one's reference and caches are done with
             seed, reference = run.seed, None
@@ -746,7 +751,7 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
             outcome = pending.result()
             timings = RunTimings(capture=study.capture_seconds,
                                  probe=time.perf_counter() - probing - study.capture_seconds)
-            run.probes.update(outcome.values)
+            run.probes.update({key: layers for key, layers in outcome.values.items() if layers})  # failed: kept
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
         results.save(study.out_dir)

@@ -1,6 +1,6 @@
 """A study's output folder: which of its files are the study's, refusing to replace them, removing them.
 
-bnprobe writes into ``--out`` the files of :data:`STUDY_FILES`, ``plots/*.png`` and ``plots/*.csv``,
+bnprobe writes into ``--out`` the files of :data:`STUDY_FILES`, ``plots/NAME.png`` with ``plots/NAME.csv`` beside it,
 ``checkpoints/<variant>-seed<k>.pt`` and ``cache/<variant>-seed<k>/`` (and, for a moment, the
 ``.NAME.*.tmp`` files of atomic writes beside them).  Those are the study's; anything else a user keeps
 there -- in ``plots/``, ``checkpoints/`` or ``cache/`` too -- is not, and is never removed.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bnprobe.errors import BnprobeError
 from bnprobe.results import Results
+from bnprobe.stats import STATS_CSV_COLUMNS
 from bnprobe.trainstate import CHECKPOINT_DIR
 
 STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json")
@@ -93,9 +94,26 @@ def remove_study(out: str | Path) -> None:
 
 
 def _own(out: Path, folder: str) -> list[Path]:
-    """The study's entries in ``out/folder``: its named files and their temporary files."""
+    """The study's entries in ``out/folder``: its named files and their temporary files.
+
+    In ``plots/`` a figure is the study's when the CSV of its numbers lies beside it (``NAME.png`` and
+    ``NAME.csv`` headed by :data:`bnprobe.stats.STATS_CSV_COLUMNS`), so a user's own figures stay.
+    """
     where = out / folder
     if not where.is_dir():
         return []
     pattern = re.compile(rf"(?:{_OWN[folder]})|{_TEMP.format(name=f'(?:{_OWN[folder]})')}")
-    return sorted(path for path in where.iterdir() if pattern.fullmatch(path.name))
+    own = [path for path in where.iterdir() if pattern.fullmatch(path.name)]
+    if folder == "plots":
+        drawn = {path.stem for path in own if path.suffix == ".csv" and _is_stats_csv(path)}
+        own = [path for path in own if path.stem in drawn or path.name.startswith(".")]
+    return sorted(own)
+
+
+def _is_stats_csv(path: Path) -> bool:
+    """Whether ``path`` is a CSV of plotted numbers as :func:`bnprobe.report.write_outputs` writes them."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n") == ",".join(STATS_CSV_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False

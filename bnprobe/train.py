@@ -177,10 +177,14 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def layout_of(model: nn.Module) -> torch.memory_format:
-    """The layout ``model``'s convolution weights are stored in: channels-last, or the default."""
-    weight = next((p for p in model.parameters() if p.dim() == 4), None)
-    if weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
+    """The layout ``model``'s convolution weights are stored in: channels-last, or the default.
+
+    Read off the first 4-D weight whose two layouts differ (a conv with one input channel, or 1x1
+    kernels, is stored alike in both)."""
+    for weight in (p for p in model.parameters() if p.dim() == 4):
+        default, last = weight.is_contiguous(), weight.is_contiguous(memory_format=torch.channels_last)
+        if default != last:
+            return torch.channels_last if last else torch.contiguous_format
     return torch.contiguous_format
 
 

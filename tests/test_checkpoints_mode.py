@@ -118,17 +118,15 @@ def test_a_study_resumes_from_a_filed_runs_final_weights(tmp_path, mode):
     assert (out / "checkpoints").exists() == (mode == "final")
 
 
-def test_what_a_study_keeps_may_change_on_resume(studies, tmp_path, monkeypatch):
-    import bnprobe.study as study_module
-
+def test_a_resume_with_another_checkpoints_mode_is_refused_and_cuts_nothing(studies, tmp_path):
+    """A study that kept full checkpoints keeps them: resuming it as ``final`` would cut them for good."""
     out = tmp_path / "resume"
     shutil.copytree(studies / "resume", out)
-    monkeypatch.setattr(study_module, "train_model", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     result = _run("run", *STUDY, "--checkpoints", "final", "--out", out, "--resume")
-    assert result.exit_code == 0, result.output
-    assert "optimizer" not in load_train_state(checkpoint_path(out, "bn", 0))  # cut down once resumed as final
-    assert _run("run", *STUDY, "--checkpoints", "none", "--out", out, "--resume").exit_code == 0
-    assert not (out / "checkpoints").exists()
+    assert result.exit_code == 2 and "checkpoints is 'resume' there and 'final' now" in result.output, result.output
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    assert "optimizer" in load_train_state(checkpoint_path(out, "bn", 0))
 
 
 def test_a_final_checkpoint_cannot_continue_an_unfinished_run(tmp_path):

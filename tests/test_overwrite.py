@@ -50,6 +50,8 @@ def study(finished, tmp_path):
     shutil.copytree(finished, out)
     (out / "notes.txt").write_text("mine")
     (out / "plots" / "sketch.txt").write_text("mine")
+    (out / "plots" / "figure1.png").write_bytes(b"mine")  # a figure of the user's, with a CSV of their own
+    (out / "plots" / "figure1.csv").write_text("layer,value\n")
     (out / "checkpoints" / "pretrained.pt").write_bytes(b"mine")
     (out / "cache").mkdir()
     (out / "cache" / "mine.txt").write_text("mine")
@@ -144,8 +146,8 @@ def test_remove_study_leaves_the_folders_that_hold_the_users_files_only(study):
     remove_study(study)
     assert sorted(str(p.relative_to(study)) for p in study.rglob("*")) == [
         "cache", "cache/mine.txt", "checkpoints", "checkpoints/pretrained.pt", "notes.txt", "plots",
-        "plots/sketch.txt"]
-    for mine in ("notes.txt", "plots/sketch.txt", "cache/mine.txt"):
+        "plots/figure1.csv", "plots/figure1.png", "plots/sketch.txt"]
+    for mine in ("notes.txt", "plots/sketch.txt", "plots/figure1.png", "plots/figure1.csv", "cache/mine.txt"):
         (study / mine).unlink()
     (study / "checkpoints" / "pretrained.pt").unlink()
     (study / "checkpoints" / "bn-seed0.pt").write_bytes(b"x")

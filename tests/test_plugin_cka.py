@@ -159,13 +159,16 @@ class _TinyCNN(nn.Sequential):
                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
 
 
-def _tiny_study(variants: tuple[str, ...]):
+def _tiny_data() -> Dataset:
     g = torch.Generator().manual_seed(0)
-    data = Dataset("tiny", Split(torch.randn(48, 1, 8, 8, generator=g), torch.arange(48) % 3),
+    return Dataset("tiny", Split(torch.randn(48, 1, 8, 8, generator=g), torch.arange(48) % 3),
                    Split(torch.randn(12, 1, 8, 8, generator=g), torch.arange(12) % 3), num_classes=3)
+
+
+def _tiny_study(variants: tuple[str, ...], out=None):
     config = StudyConfig(model="tiny", variants=variants, samples=24, probes=["cka"], device="cpu",
                          train=TrainConfig(epochs=1, batch_size=16))
-    return run_study(config, model=_TinyCNN(), dataset=data)
+    return run_study(config, model=_TinyCNN(), dataset=_tiny_data(), out=out)
 
 
 def test_a_study_compares_each_variant_with_bn():
@@ -185,6 +188,15 @@ def test_bn_listed_after_a_variant_is_still_its_reference():
     assert not identity.failures
     assert 0.0 <= identity.probes["cka"]["2"]["cka"] < 1.0 and bn.probes["cka"]["2"]["cka"] == pytest.approx(1.0)
     assert identity.probes["cka"] == _tiny_study(("bn", "identity")).runs[1].probes["cka"]
+
+
+def test_probing_again_finds_the_bn_reference_whatever_the_variants_order(tmp_path):
+    from bnprobe.study import reprobe_study
+
+    first = _tiny_study(("identity", "bn"), out=tmp_path / "out")
+    again = reprobe_study(tmp_path / "out", ["cka"], model=_TinyCNN(), dataset=_tiny_data(), device="cpu")
+    assert [(r.variant, r.failures) for r in again.runs] == [("identity", []), ("bn", [])]
+    assert again.runs[0].probes["cka"] == first.runs[0].probes["cka"]  # the same weights, the same number
 
 
 def test_a_study_without_bn_is_refused_before_it_trains(monkeypatch):

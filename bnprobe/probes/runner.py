@@ -192,6 +192,8 @@ def _check_reference(captured: CaptureResult, reference: CaptureResult) -> None:
 
 def _tensor_difference(given: torch.Tensor, captured: torch.Tensor) -> str | None:
     """None when ``given`` holds the same values as ``captured`` (NaN matching NaN), else what differs."""
+    if given is None:
+        return "none given"
     given = torch.as_tensor(given).detach().cpu()
     if given.shape != captured.shape:
         if given.dim() and captured.dim() and len(given) != len(captured):
