@@ -121,32 +121,31 @@ def test_a_listener_of_the_old_run_done_hook_still_hears_every_run(tmp_path):
     assert all(isinstance(seconds, float) and seconds > 0 for *_, seconds in listener.done)
 
 
-def test_a_long_capture_prints_a_line_at_least_every_30_seconds():
-    listener, buffer = _listener()
-    now = [0.0]
-    listener.clock = lambda: now[0]
-    listener.study_started(total_runs=1)
+def _capture_of_300(listener):
     listener.capture_started("bn", 0, samples=300)
-    listener.capture_batch("bn", 0, 100)  # quick: no line yet
-    now[0] = HEARTBEAT_SECONDS + 1
-    listener.capture_batch("bn", 0, 100)
-    listener.capture_batch("bn", 0, 100)  # just printed: no second line
-    assert buffer.getvalue().splitlines() == ["capture bn seed 0: 200/300 samples, 31.0s elapsed"]
+    return lambda: listener.capture_batch("bn", 0, 100), "capture bn seed 0: 200/300 samples, 31.0s elapsed"
 
 
-def test_a_long_epoch_prints_a_line_at_least_every_30_seconds():
-    listener, buffer = _listener()
-    now = [0.0]
-    listener.clock = lambda: now[0]
-    listener.study_started(total_runs=1)
+def _second_epoch_of_3(listener):
     listener.training_started("bn", 0, epochs=3)
     listener.epoch_done("bn", 0, 1, {"loss": 1.5})
+    steps = iter(range(1, 701))
+    return lambda: listener.training_step("bn", 0, next(steps), 700), "bn seed 0 epoch 2/3: step 2/700, 31.0s elapsed"
+
+
+@pytest.mark.parametrize("stage", [_capture_of_300, _second_epoch_of_3], ids=["capture", "long-epoch"])
+def test_a_long_stage_prints_a_line_at_least_every_30_seconds(stage):
+    listener, buffer = _listener()
+    now = [0.0]
+    listener.clock = lambda: now[0]
+    listener.study_started(total_runs=1)
+    advance, expected = stage(listener)
     buffer.truncate(0), buffer.seek(0)
-    listener.training_step("bn", 0, 10, 700)  # quick: no line yet
+    advance()  # quick: no line yet
     now[0] = HEARTBEAT_SECONDS + 1
-    listener.training_step("bn", 0, 400, 700)
-    listener.training_step("bn", 0, 401, 700)  # just printed: no second line
-    assert buffer.getvalue().splitlines() == ["bn seed 0 epoch 2/3: step 400/700, 31.0s elapsed"]
+    advance()
+    advance()  # just printed: no second line
+    assert buffer.getvalue().splitlines() == [expected]
 
 
 def test_a_study_tells_its_listener_of_every_step(tmp_path):
