@@ -309,8 +309,6 @@ class _Study:
         self.device, self.out_dir, self.listener, self.pool = device, out_dir, listener, pool
         self.probe_split = probe_subset(dataset.train, config.samples)
         self._base: tuple[int, nn.Module] | None = None
-        self.capture_seconds = 0.0
-        """How long the last :meth:`capture` took."""
 
     def base(self, seed: int) -> nn.Module:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
@@ -383,27 +381,28 @@ class _Study:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
         cache_dir = self.cache_dir(variant, seed)
         self.listener.capture_started(variant, seed, len(self.probe_split))
-        started = time.perf_counter()
-        captured = capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
-                           spatial=self.config.spatial, max_memory=self.config.max_memory,
-                           max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
-                           device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n),
-                           variant=variant, seed=seed)
-        self.capture_seconds = time.perf_counter() - started
-        return captured
+        return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
+                       spatial=self.config.spatial, max_memory=self.config.max_memory,
+                       max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
+                       device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n),
+                       variant=variant, seed=seed)
 
     def probe(self, model: nn.Module, variant: str, seed: int,
-              reference: CaptureResult | None) -> tuple[PendingOutcome, CaptureResult]:
-        """Capture ``model`` and start every probe on it, comparing with ``reference`` where asked.
+              reference: CaptureResult | None) -> tuple[PendingOutcome, CaptureResult, RunTimings]:
+        """Capture ``model`` and start every probe on it, comparing with ``reference`` where asked; the
+        timings hold the seconds of the capture and of starting the probes.
 
         The CPU halves of split probes may still be running on the pool's workers when this returns.
         """
+        started = time.perf_counter()
         captured = self.capture(model, variant, seed)
+        captured_at = time.perf_counter()
         steps = sum(1 if p.scope == "model" else len(captured) for p in self.probes)
         self.listener.probing_started(variant, seed, steps)
         outcome = start_probes(captured, self.probes, reference=reference, pool=self.pool, on_failure="record",
                                on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
-        return outcome, captured
+        timings = RunTimings(capture=captured_at - started, probe=time.perf_counter() - captured_at)
+        return outcome, captured, timings
 
     def clear_cache(self) -> None:
         """Remove the capture caches (once a seed's runs no longer need them).
@@ -593,10 +592,8 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
                 timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs,
                                      train_parts=trained.timings)
                 if trained.diverged_at_epoch is None:
-                    probing = time.perf_counter()
-                    outcome, captured = study.probe(model, variant, seed, reference)
-                    timings = replace(timings, capture=study.capture_seconds,
-                                      probe=time.perf_counter() - probing - study.capture_seconds)
+                    outcome, captured, probed = study.probe(model, variant, seed, reference)
+                    timings = replace(timings, capture=probed.capture, probe=probed.probe)
                     results.layers = results.layers or captured.names
                 if variant == REFERENCE_VARIANT:
                     reference = captured
@@ -744,13 +741,12 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
             study.clear_cache()
         if run.diverged_at_epoch is None:
             model = study.trained(run.variant, run.seed)
-            probing = time.perf_counter()
-            pending, captured = study.probe(model, run.variant, run.seed, reference)
+            pending, captured, timings = study.probe(model, run.variant, run.seed, reference)
             if run.variant == REFERENCE_VARIANT:
                 reference = captured
+            waiting = time.perf_counter()
             outcome = pending.result()
-            timings = RunTimings(capture=study.capture_seconds,
-                                 probe=time.perf_counter() - probing - study.capture_seconds)
+            timings = replace(timings, probe=timings.probe + time.perf_counter() - waiting)
             run.probes.update({key: layers for key, layers in outcome.values.items() if layers})  # failed: kept
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
