@@ -14,12 +14,13 @@ Nothing is ever downloaded: weights come only from ``--checkpoint``.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from fnmatch import fnmatch
 
 from torch import nn
 
-from bnprobe.errors import UnknownNameError
+from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.params import check_int
 
 TORCHVISION_PREFIX = "tv:"
@@ -48,10 +49,18 @@ def input_channels(name: str, dataset_channels: int) -> int:
     return 3 if name.startswith(TORCHVISION_PREFIX) else dataset_channels
 
 
-def create_model(name: str, *, num_classes: int, in_chans: int = 3, **kwargs) -> nn.Module:
-    """Build ``name`` from scratch for ``num_classes`` classes and ``in_chans`` input channels."""
+def create_model(name: str, *, num_classes: int, in_chans: int = 3, img_size: int | None = None,
+                 **kwargs) -> nn.Module:
+    """Build ``name`` from scratch for ``num_classes`` classes and ``in_chans`` input channels.
+
+    ``img_size`` (the input's height and width) reaches the built-in models that take one -- ``cnn4``'s
+    flatten head sizes its classifier from it; timm and torchvision models adapt to any size.
+    """
     if name in _BUILTINS:
-        return _BUILTINS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+        fn = _BUILTINS[name]
+        if img_size is not None and "img_size" in inspect.signature(fn).parameters:
+            kwargs.setdefault("img_size", img_size)
+        return fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name.startswith(TORCHVISION_PREFIX):
         return _create_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, **kwargs)
     import timm
@@ -89,32 +98,53 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
-class PlainCNN(nn.Module):
-    """Conv-BN-ReLU stacks with max-pooling, global average pooling and a linear classifier."""
+HEADS = ("gap", "flatten")
+"""Classifier heads of :class:`PlainCNN`: global average pooling, or the flattened feature map."""
 
-    def __init__(self, widths: list[int | str], num_classes: int, in_chans: int) -> None:
+
+class PlainCNN(nn.Module):
+    """Conv-BN-ReLU stacks with max-pooling, then a linear classifier on the pooled or flattened features.
+
+    ``head="gap"`` averages each channel over the positions (one feature per channel); ``"flatten"``
+    keeps every position (``channels x (img_size / 2**pools)**2`` features), the classic MNIST CNN head.
+    """
+
+    def __init__(self, widths: list[int | str], num_classes: int, in_chans: int, head: str = "gap",
+                 img_size: int = 28) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise BnprobeError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
+        check_int(type(self).__name__, "img_size", img_size, minimum=1)
         layers: list[nn.Module] = []
-        channels = in_chans
+        channels, size = in_chans, img_size
         for w in widths:
             if w == "M":
                 layers.append(nn.MaxPool2d(2))
+                size //= 2
             else:
                 layers += _conv_bn_relu(channels, int(w))
                 channels = int(w)
+        if head == "flatten" and size < 1:
+            raise BnprobeError(f"img_size {img_size} is too small for {widths.count('M')} max-pools; "
+                               "the flatten head needs at least one position left")
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
+        self.classifier = nn.Linear(channels * (1 if head == "gap" else size * size), num_classes)
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
 @register_model
-def cnn4(num_classes: int = 10, in_chans: int = 1, width: int = 32) -> nn.Module:
-    """4-conv CNN of the Potgieter et al. MNIST study: 2 x (conv-BN-ReLU x 2, max-pool), GAP, linear."""
+def cnn4(num_classes: int = 10, in_chans: int = 1, width: int = 32, head: str = "gap",
+         img_size: int = 28) -> nn.Module:
+    """4-conv CNN of the Potgieter et al. MNIST study: 2 x (conv-BN-ReLU x 2, max-pool), then the head.
+
+    ``head``: ``"gap"`` (global average pooling, then linear) or ``"flatten"`` (the flattened
+    ``2*width x img_size/4 x img_size/4`` map, then linear: the classic MNIST CNN).
+    """
     check_int("cnn4", "width", width, minimum=1)
-    return PlainCNN([width, width, "M", 2 * width, 2 * width, "M"], num_classes, in_chans)
+    return PlainCNN([width, width, "M", 2 * width, 2 * width, "M"], num_classes, in_chans, head, img_size)
 
 
 @register_model

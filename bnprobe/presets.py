@@ -117,7 +117,7 @@ class Preset:
 POTGIETER2025 = Preset(
     name="potgieter2025",
     paper="Potgieter, Mouton & Davel (2025), Impact of Batch Normalization on Convolutional Network Representations",
-    variants=("bn", "identity"),
+    variants=("bn", "identity+bias"),
     seeds=4,
     samples=5000,
     probes=("sparsity", "hdbscan"),
@@ -276,7 +276,8 @@ def model_factory(name: str, kwargs: Mapping[str, Any], dataset: Dataset) -> Cal
     """A factory for model ``name`` built with ``kwargs``, named :func:`model_label` in the results."""
     def build() -> nn.Module:
         try:
-            return create_model(name, num_classes=dataset.num_classes, in_chans=dataset.channels, **kwargs)
+            return create_model(name, num_classes=dataset.num_classes, in_chans=dataset.channels,
+                                img_size=dataset.image_size, **kwargs)
         except TypeError as exc:
             raise BnprobeError(f"model {name} does not take {', '.join(kwargs)}: {exc}") from None
 

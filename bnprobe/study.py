@@ -279,7 +279,8 @@ def build_seeded_model(source: ModelSource, seed: int, dataset: Dataset) -> nn.M
     """
     torch.manual_seed(seed)
     if isinstance(source, str):
-        return create_model(source, num_classes=dataset.num_classes, in_chans=dataset.channels)
+        return create_model(source, num_classes=dataset.num_classes, in_chans=dataset.channels,
+                            img_size=dataset.image_size)
     if isinstance(source, nn.Module):
         model = copy.deepcopy(source)
         for module in model.modules():

@@ -13,7 +13,7 @@ objects under the same names, so ``bn1.act`` keeps its path and the activation i
 such a layer for a bare ``nn.Identity`` silently drops its activation -- the bug of timm issue 1254,
 where converting ``BatchNormAct2d`` to ``SyncBatchNorm`` lost it.)
 
-**Targets** (one name -> factory table, :func:`list_targets`; a spec is ``NAME[:ARG][+skipinit]``):
+**Targets** (one name -> factory table, :func:`list_targets`; a spec is ``NAME[:ARG][+bias][+skipinit]``):
 
 ``identity``
     No normalisation (:class:`IdentityNorm`, which hands on a copy of its input, as BatchNorm did).
@@ -40,6 +40,16 @@ where converting ``BatchNormAct2d`` to ``SyncBatchNorm`` lost it.)
     The layers that cannot fold -- not after a conv, the conv's output also read elsewhere, the model
     does not trace -- get the ``frozen`` replacement, which computes the same function too, and their
     record says why.
+
+**bias** (``identity+bias``): BatchNorm's shift makes a bias in the layer before it redundant, so
+CNNs build ``conv(bias=False) -> BN``, and swapping the BN for ``identity`` leaves the conv with no
+bias at all -- "no normalisation" mixed up with "no bias".  ``+bias`` gives each BatchNorm's producing
+conv or linear layer (found as ``fold`` finds it) a trainable, zero-initialised bias where it has
+none; where there is no such layer (the norm does not follow a conv, the conv's output is read
+elsewhere too, the model does not trace) the replacement itself is a :class:`ChannelBias`.  Only
+``identity`` takes it: the other targets keep a per-channel shift of their own (GroupNorm, LayerNorm
+and InstanceNorm's affine bias, ``frozen``'s shift, ``fold``'s folded bias).  A zero bias changes
+nothing at initialisation: the variant starts as the bias-free one and can learn the offsets.
 
 **skipinit** (:func:`apply_skipinit`, ``identity+skipinit``): in every residual block it recognises
 the *last conv of the residual branch is zero-initialised* (Fixup-style; all its parameters), so each
@@ -159,6 +169,20 @@ class InstanceNorm(nn.GroupNorm):
 
     def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
         super().__init__(num_channels, num_channels, eps=eps, affine=True)
+
+
+class ChannelBias(nn.Module):
+    """Per-channel ``x + bias`` along dim 1, zero-initialised: a conv bias where no conv can hold it."""
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view((1, -1) + (1,) * (x.ndim - 2))
+
+    def extra_repr(self) -> str:
+        return f"{self.bias.shape[0]}"
 
 
 class ChannelAffine(nn.Module):
@@ -283,29 +307,33 @@ _TARGETS: dict[str, _Target] = {
     "fold": _Target(_frozen),  # for the layers that cannot fold; folding itself needs the graph (_fold_plan)
 }
 
-_OPTIONS = ("skipinit",)
+_OPTIONS = ("bias", "skipinit")
+
+_BIAS_TARGETS = ("identity",)
+"""Targets ``+bias`` applies to: those that leave no per-channel shift of their own."""
 
 
 def list_targets() -> list[str]:
-    """Names of the norm targets :func:`swap_norms` accepts (not counting ``:ARG``/``+skipinit``)."""
+    """Names of the norm targets :func:`swap_norms` accepts (not counting ``:ARG``/``+bias``/``+skipinit``)."""
     return list(_TARGETS)
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A parsed target spec ``NAME[:ARG][+skipinit]``."""
+    """A parsed target spec ``NAME[:ARG][+bias][+skipinit]``."""
 
     name: str
     arg: int | None = None
     skipinit: bool = False
+    bias: bool = False
 
     def __str__(self) -> str:
         arg = "" if self.arg is None else f":{self.arg}"
-        return f"{self.name}{arg}{'+skipinit' if self.skipinit else ''}"
+        return f"{self.name}{arg}{'+bias' if self.bias else ''}{'+skipinit' if self.skipinit else ''}"
 
 
 def parse_target(spec: str) -> TargetSpec:
-    """Look up a target spec such as ``groupnorm:8`` or ``identity+skipinit``.
+    """Look up a target spec such as ``groupnorm:8``, ``identity+bias`` or ``identity+skipinit``.
 
     Raises :class:`UnknownNameError` listing the valid names for an unknown target, and
     :class:`BnprobeError` for a malformed argument or option.
@@ -315,9 +343,13 @@ def parse_target(spec: str) -> TargetSpec:
     name = name.strip()
     if name not in _TARGETS:
         raise UnknownNameError(f"unknown norm target {name!r}; available: {', '.join(list_targets())}")
-    bad = [o for o in options if o.strip() not in _OPTIONS]
+    options = [o.strip() for o in options]
+    bad = [o for o in options if o not in _OPTIONS]
     if bad:
-        raise BnprobeError(f"target {spec!r}: unknown option {bad[0].strip()!r}; options: {', '.join(_OPTIONS)}")
+        raise BnprobeError(f"target {spec!r}: unknown option {bad[0]!r}; options: {', '.join(_OPTIONS)}")
+    if "bias" in options and name not in _BIAS_TARGETS:
+        raise BnprobeError(f"target {spec!r}: +bias applies to {', '.join(_BIAS_TARGETS)} only; {name} keeps a "
+                           "per-channel shift of its own")
     arg = None
     if sep:
         if not _TARGETS[name].takes_arg:
@@ -328,7 +360,7 @@ def parse_target(spec: str) -> TargetSpec:
             arg = 0
         if arg < 1:
             raise BnprobeError(f"target {spec!r}: {name}:G needs a positive integer G, got {raw_arg!r}")
-    return TargetSpec(name=name, arg=arg, skipinit=bool(options))
+    return TargetSpec(name=name, arg=arg, skipinit="skipinit" in options, bias="bias" in options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,7 +549,7 @@ class SwapRecord:
     params_before: int
     """Parameters of the BatchNorm itself (its kept activation is not counted)."""
     params_after: int
-    """Parameters of the replacement norm, plus any bias ``fold`` had to add to the producing layer."""
+    """Parameters of the replacement norm, plus any bias ``fold`` or ``+bias`` added to the producing layer."""
     activation: str | None = None
     """Type name of the activation a norm-act layer carried and that was kept, else None."""
     note: str = ""
@@ -589,10 +621,36 @@ def _replacement(model: nn.Module, path: str, bn: nn.Module, spec: TargetSpec,
     return norm, 0, f"fell back to frozen: {plan.reasons[path]}" if plan is not None else ""
 
 
+def _add_bias(model: nn.Module, path: str, bn: nn.Module, norm: nn.Module,
+              plan: _FoldPlan) -> tuple[nn.Module, int, str]:
+    """``+bias`` for the BatchNorm at ``path``: the norm to use, parameters added, and a note.
+
+    The producing layer gets a zero bias where it has none; with no producing layer the norm becomes a
+    :class:`ChannelBias` (``+bias`` is only for ``identity``, so ``norm`` adds nothing of its own).
+    """
+    producer = plan.producers.get(path)
+    if producer is None:
+        return ChannelBias(_num_channels(bn)), 0, f"bias module added: {plan.reasons[path]}"
+    layer = model.get_submodule(producer)
+    if layer.bias is not None:
+        return norm, 0, f"{producer} already has a bias"
+    layer.bias = nn.Parameter(torch.zeros(_num_channels(bn), device=layer.weight.device, dtype=layer.weight.dtype),
+                              requires_grad=layer.weight.requires_grad)
+    return norm, layer.bias.numel(), f"bias added to {producer} (+{layer.bias.numel()})"
+
+
+def _bias_note(records: list[SwapRecord]) -> str:
+    in_layers = [r for r in records if r.note.startswith("bias added to")]
+    modules = [r for r in records if r.note.startswith("bias module added")]
+    added = sum(r.params_after for r in in_layers + modules)
+    return (f"bias: zero-initialised biases added to {len(in_layers)} producing layers and {len(modules)} "
+            f"ChannelBias modules (+{added:,} parameters)")
+
+
 def swap_norms(model: nn.Module, target: str) -> tuple[nn.Module, SwapReport]:
     """A deep copy of ``model`` with every BatchNorm replaced as ``target`` says, and what was done.
 
-    ``target`` is ``NAME[:ARG][+skipinit]`` with ``NAME`` from :func:`list_targets`.  The input model
+    ``target`` is ``NAME[:ARG][+bias][+skipinit]`` with ``NAME`` from :func:`list_targets`.  The input model
     is never modified.  Raises :class:`NoBatchNormError` when the model has no BatchNorm, and
     :class:`UnknownNameError` / :class:`BnprobeError` for a bad target or a ``groupnorm:G`` that does not
     divide a layer's channels.
@@ -601,10 +659,13 @@ def swap_norms(model: nn.Module, target: str) -> tuple[nn.Module, SwapReport]:
     _require_batchnorm(model)
     model = copy.deepcopy(model)
     batchnorms = find_batchnorms(model)
-    plan = _fold_plan(model, [p for p, _ in batchnorms]) if spec.name == "fold" else None
-    report = SwapReport(target=str(spec), notes=[plan.summary()] if plan is not None else [])
+    plan = _fold_plan(model, [p for p, _ in batchnorms]) if spec.name == "fold" or spec.bias else None
+    fold = plan if spec.name == "fold" else None
+    report = SwapReport(target=str(spec), notes=[fold.summary()] if fold is not None else [])
     for path, bn in batchnorms:
-        norm, added, note = _replacement(model, path, bn, spec, plan)
+        norm, added, note = _replacement(model, path, bn, spec, fold)
+        if spec.bias:
+            norm, added, note = _add_bias(model, path, bn, norm, plan)
         norm = _placed_like(norm, bn)
         act, drop = getattr(bn, "act", None), getattr(bn, "drop", None)
         new: nn.Module = norm
@@ -621,6 +682,8 @@ def swap_norms(model: nn.Module, target: str) -> tuple[nn.Module, SwapReport]:
             activation=None if act is None or isinstance(act, nn.Identity) else type(act).__name__,
             note=note,
         ))
+    if spec.bias:
+        report.notes.append(_bias_note(report.records) + (f" ({plan.trace_error})" if plan.trace_error else ""))
     if spec.skipinit:
         report.notes.append(_skipinit_note(model, apply_skipinit(model)))
     return model, report

@@ -85,6 +85,8 @@ def test_list_targets():
     ("GroupNorm:8", TargetSpec("groupnorm", arg=8)),
     ("identity+skipinit", TargetSpec("identity", skipinit=True)),
     (" groupnorm:4+skipinit ", TargetSpec("groupnorm", arg=4, skipinit=True)),
+    ("identity+bias+skipinit", TargetSpec("identity", skipinit=True, bias=True)),
+    ("identity+skipinit+bias", TargetSpec("identity", skipinit=True, bias=True)),
 ])
 def test_parse_target(spec, expected):
     assert parse_target(spec) == expected
@@ -96,7 +98,9 @@ def test_parse_target(spec, expected):
     ("identity:3", BnprobeError, "takes no ':' argument"),
     ("groupnorm:x", BnprobeError, "positive integer G"),
     ("groupnorm:0", BnprobeError, "positive integer G"),
-    ("identity+fixup", BnprobeError, "unknown option 'fixup'; options: skipinit"),
+    ("identity+fixup", BnprobeError, "unknown option 'fixup'; options: bias, skipinit"),
+    ("groupnorm+bias", BnprobeError, r"\+bias applies to identity only; groupnorm keeps a per-channel shift"),
+    ("fold+bias", BnprobeError, r"\+bias applies to identity only"),
 ])
 def test_parse_target_errors(spec, error, fragment):
     with pytest.raises(error, match=fragment):

@@ -14,6 +14,7 @@ from rich.console import Console
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, default_out, train_settings
+from bnprobe.models import HEADS
 from bnprobe.params import split_list
 from bnprobe.presets import (
     PRESETS,
@@ -116,6 +117,7 @@ def list_lines() -> list[str]:
 @click.option("--data-root", default=None, help="Folder with the dataset's files [default: usual places].")
 @click.option("--model", default=None, help=f"Model name (as in bnprobe run). {KEEP}")
 @click.option("--width", default=None, type=int, help=f"cnn4's first-stage width (the second stage: twice it). {KEEP}")
+@click.option("--head", default=None, type=click.Choice(HEADS), help=f"cnn4's classifier head. {KEEP}")
 @click.option("--variants", default=None, help=f"Comma list with bn and at least one BN-free variant. {KEEP}")
 @click.option("--seeds", default=None, type=int, help=KEEP)
 @click.option("--samples", default=None, type=int, help=f"Training samples to probe. {KEEP}")
@@ -149,7 +151,8 @@ def list_lines() -> list[str]:
 @click.option("--verbose", is_flag=True,
               help="Also print internal notes: how training was planned (fused or not, and why).")
 def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
-              data_root: str | None, model: str | None, width: int | None, variants: str | None, seeds: int | None,
+              data_root: str | None, model: str | None, width: int | None, head: str | None, variants: str | None,
+              seeds: int | None,
               samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
@@ -176,7 +179,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     changes = Changes(study={k: v for k, v in study_changes.items() if v is not None},
                       train={**{k: v for k, v in train_changes.items() if v is not None}, **shared},
                       per_variant=overrides, train_subset=train_subset, test_subset=test_subset,
-                      model_kwargs={"width": width} if width is not None else {})
+                      model_kwargs={k: v for k, v in (("width", width), ("head", head)) if v is not None})
     study = build_study(preset, dataset, quick=quick, changes=changes)
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
     check_out_dir(out_dir, resume=resume, overwrite=overwrite)  # before the recipe is printed: one line

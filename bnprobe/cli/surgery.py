@@ -41,7 +41,8 @@ def swap_table(report: SwapReport, model: str) -> Table:
 def surgery_command(model: str, target: str, dataset: str, data_root: str | None, checkpoint: str | None) -> None:
     """Show what swapping MODEL's BatchNorm layers for TARGET would change."""
     data = load_dataset(dataset, data_root=data_root)
-    net = create_model(model, num_classes=data.num_classes, in_chans=input_channels(model, data.channels))
+    net = create_model(model, num_classes=data.num_classes, in_chans=input_channels(model, data.channels),
+                       img_size=data.image_size)
     if checkpoint:
         load_checkpoint(net, checkpoint)
     _, report = swap_norms(net, target)
