@@ -32,7 +32,8 @@ def swap_table(report: SwapReport, model: str) -> Table:
 @cli.command("surgery")
 @click.argument("model")
 @click.option("--to", "target", required=True, help="identity, groupnorm[:G], layernorm, instancenorm, frozen, "
-              "fold; add +skipinit for zero-initialised residual branches.")
+              "fold; add +bias (identity only) for zero-initialised biases where BatchNorm made them redundant, "
+              "+skipinit for zero-initialised residual branches.")
 @click.option("--dataset", default="digits", show_default=True,
               help="Sets the class and channel counts the model is built for.")
 @click.option("--data-root", default=None, help="Folder holding the dataset's files.")
