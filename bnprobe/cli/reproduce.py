@@ -86,7 +86,8 @@ def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     if any(d is not None and d.low is not None for d in reproduction.gap_differences.values()):
         console.print(f"  Δ = gap − {REFERENCE_VARIANT}'s, paired by seed [{CONFIDENCE:.0%} CI]", markup=False)
     variant = reproduction.study.compared_variant
-    console.print(f"[bold]verdicts[/bold] ({REFERENCE_VARIANT} against {variant}, rules of bnprobe.verdict)")
+    console.print(f"[bold]verdicts[/bold] (a1, b: {REFERENCE_VARIANT} against {variant}; a2: every run; "
+                  "docs/reproducing.md)")
     for verdict in reproduction.verdicts:
         for line in verdict_lines(verdict, min(console.width, 80)):
             console.print(line, markup=False, highlight=False)
