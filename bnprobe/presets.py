@@ -40,7 +40,7 @@ from bnprobe.stats import Difference, Summary, paired_difference, summarise
 from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
 from bnprobe.studydir import check_out_dir
 from bnprobe.train import TrainConfig
-from bnprobe.verdict import Verdict, clustering_verdict, sparsity_verdict
+from bnprobe.verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict
 
 SUBSET_SEED = 20251126
 """Seed of the permutation a training or test subset is cut from (the same subset for every run)."""
@@ -329,7 +329,7 @@ def generalisation_gaps(results: Results) -> dict[str, dict[int, float]]:
 
 
 def assess(study: PresetStudy, results: Results) -> Reproduction:
-    """The paper's comparisons on ``results``: generalisation gaps and the two verdicts."""
+    """The paper's comparisons on ``results``: generalisation gaps and the verdicts a1, a2 and b."""
     per_variant = generalisation_gaps(results)
     gaps = {v: summarise(values.values()) for v, values in per_variant.items()}
     reference = per_variant.get(REFERENCE_VARIANT, {})
@@ -337,7 +337,7 @@ def assess(study: PresetStudy, results: Results) -> Reproduction:
                    if v != REFERENCE_VARIANT}
     clustering_probe = next((p.key for p in build_probes(study.config.probes) if p.name == "hdbscan"), "hdbscan")
     variant = study.compared_variant
-    verdicts = [sparsity_verdict(results, variant=variant),
+    verdicts = [sparsity_change_verdict(results, variant=variant), generalisation_verdict(results),
                 clustering_verdict(results, variant=variant, probe=clustering_probe)]
     return Reproduction(study, results, gaps, differences, verdicts)
 

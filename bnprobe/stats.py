@@ -9,7 +9,8 @@ the seed-to-seed noise they share taken out, and the interval is Student's t on 
 
 One pair gives the difference with no interval.  Two *different* studies share nothing but seed
 numbers, so :func:`welch_difference` compares them as independent samples (Welch's t interval with
-the Welch–Satterthwaite degrees of freedom).
+the Welch–Satterthwaite degrees of freedom).  :func:`correlation` is Pearson's r between two
+numbers of the same runs, with Fisher's z interval, optionally within groups (variants).
 
 **Printed digits** (:func:`format_numbers`).  A mean ± std, or a difference and its interval, is
 printed with one number of decimals for all its parts, chosen from its *spread*: the std, or the
@@ -28,14 +29,17 @@ import csv
 import io
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from scipy.stats import norm
 from scipy.stats import t as student_t
 
 CONFIDENCE = 0.95
 PAIRED_METHOD = "paired by seed; Student t interval on the per-seed differences (n-1 df)"
 WELCH_METHOD = "independent samples; Welch t interval (Welch-Satterthwaite df)"
+CORRELATION_METHOD = ("Pearson r; Fisher z interval tanh(atanh(r) ± z(0.975) / sqrt(n_eff - 3)), "
+                      "n_eff = values - groups + 1")
 MIN_DECIMALS = 3
 """Decimals every printed number gets at least."""
 MAX_DECIMALS = 8
@@ -99,7 +103,7 @@ class Difference:
     """An estimated difference and its :data:`CONFIDENCE` interval (``low``/``high`` None: too few values).
 
     ``n`` is how many values stand behind the estimate: seed pairs for a paired difference, the
-    smaller sample for Welch's.
+    smaller sample for Welch's, the runs for a :func:`correlation` (whose estimate is r).
     """
 
     estimate: float
@@ -168,6 +172,43 @@ def welch_difference(values: Iterable[float | None], reference: Iterable[float |
     df = (var_a + var_b) ** 2 / (var_a**2 / (a.n - 1) + var_b**2 / (b.n - 1))
     half = t_quantile(df) * se
     return Difference(estimate, estimate - half, estimate + half, n)
+
+
+def correlation(x: Sequence[float], y: Sequence[float],
+                groups: Sequence[Hashable] | None = None) -> Difference | None:
+    """Pearson's r of ``x`` and ``y`` with its :data:`CONFIDENCE` interval (:data:`CORRELATION_METHOD`).
+
+    With ``groups`` (one label per value, e.g. each run's variant) it is the *pooled within-group*
+    correlation: every group is centred on its own means first, so a difference between the groups'
+    means does not count as a relation, and each group costs one degree of freedom (a group of one
+    value carries no information and is left out).  Fisher's z needs ``n_eff >= 4`` for an interval;
+    a perfect correlation gets the point as its interval.  None when either side does not vary
+    within any group (r is undefined).  ``n`` of the result is the number of values used.
+    """
+    labels = list(groups) if groups is not None else [None] * len(x)
+    by_group: dict[Hashable, list[tuple[float, float]]] = {}
+    for label, a, b in zip(labels, x, y, strict=True):
+        by_group.setdefault(label, []).append((a, b))
+    kept = [pairs for pairs in by_group.values() if len(pairs) > 1]
+    if not kept or all(len({a for a, _ in pairs}) == 1 for pairs in kept) \
+            or all(len({b for _, b in pairs}) == 1 for pairs in kept):
+        return None
+    dx: list[float] = []
+    dy: list[float] = []
+    for pairs in kept:
+        mean_x, mean_y = statistics.fmean(a for a, _ in pairs), statistics.fmean(b for _, b in pairs)
+        dx += [a - mean_x for a, _ in pairs]
+        dy += [b - mean_y for _, b in pairs]
+    r = sum(a * b for a, b in zip(dx, dy, strict=True)) / math.sqrt(sum(a * a for a in dx) * sum(b * b for b in dy))
+    r = max(-1.0, min(1.0, r))
+    n = len(dx)
+    n_eff = n - len(kept) + 1
+    if n_eff < 4:
+        return Difference(r, None, None, n)
+    if abs(r) == 1.0:
+        return Difference(r, r, r, n)
+    z, half = math.atanh(r), float(norm.ppf((1 + CONFIDENCE) / 2)) / math.sqrt(n_eff - 3)
+    return Difference(r, math.tanh(z - half), math.tanh(z + half), n)
 
 
 STATS_CSV_COLUMNS = ("probe", "layer", "metric", "variant", "n", "mean", "std",

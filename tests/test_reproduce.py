@@ -87,7 +87,8 @@ def test_generalisation_gap_is_train_minus_test_paired_by_seed():
     assert reproduction.gaps["identity"].mean == pytest.approx(0.15)  # gaps 0.2 and 0.1
     assert reproduction.gap_differences["identity"].estimate == pytest.approx(0.05)  # (0.1 + 0.0) / 2
     saved = reproduction.to_dict()
-    assert [v["verdict"] for v in saved["verdicts"]] == ["UNDECIDED", "UNDECIDED"]  # no probe numbers
+    assert [(v["key"], v["verdict"]) for v in saved["verdicts"]] == [("a1", "UNDECIDED"), ("a2", "UNDECIDED"),
+                                                                     ("b", "UNDECIDED")]  # no probe numbers
     assert saved["generalisation_gap"]["bn"]["difference"] is None
 
 
@@ -126,15 +127,20 @@ def test_reproduce_end_to_end_on_tiny_mnist_files(tmp_path):
     assert "sgd lr 0.01" in output and "train subset 200" in output
     assert "sparsity — channel_sparsity (mean ± std over 2 seeds)" in output and "hdbscan — ari" in output
     assert "generalisation gap (train − test accuracy, mean ± std over 2 seeds)" in output
-    for finding in ("(a) BN barely changes representational sparsity: ", "(b) BN representations cluster better: "):
+    findings = ("(a1) removing BN changes representational sparsity: ",
+                "(a2) sparsity is not a significant factor affecting generalisation: ",
+                "(b) BN representations cluster better: ")
+    for finding in findings:
         line = next(line for line in output.splitlines() if finding in line)
         assert line.split(": ")[-1] in ("HOLDS", "DOES NOT HOLD", "UNDECIDED")
-    assert output.count("rule: ") == 2 and output.count("evidence: ") == 2
+    assert output.count("rule: ") == 3 and output.count("evidence: ") == 3
     saved = json.loads((out / "verdicts.json").read_text())
     assert (saved["preset"], saved["dataset"], saved["train_subset"]) == ("potgieter2025", "mnist", 200)
-    assert [v["finding"] for v in saved["verdicts"]] == ["BN barely changes representational sparsity",
-                                                         "BN representations cluster better"]
+    assert [f"({v['key']}) {v['finding']}: " for v in saved["verdicts"]] == list(findings)
     assert all(v["verdict"] in ("HOLDS", "DOES NOT HOLD", "UNDECIDED") and v["rule"] for v in saved["verdicts"])
+    a1 = saved["verdicts"][0]["numbers"]["layers"]  # the per-layer intervals behind a verdict are saved
+    assert a1 and all({"estimate", "low", "high", "reading"} <= set(layer) for layer in a1.values())
+    assert len(saved["verdicts"][1]["numbers"]["runs"]) == 4
     assert saved["generalisation_gap"]["bn"]["n"] == 2 and saved["generalisation_gap"]["identity+bias"]["difference"]
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["samples_probed"] == 100 and len(results["runs"]) == 4

@@ -7,6 +7,7 @@ value, and one given replaces it.  The per-variant options (``--lr``...) read as
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 from rich.console import Console
@@ -33,6 +34,7 @@ from bnprobe.report import render
 from bnprobe.stats import CONFIDENCE
 from bnprobe.studydir import check_out_dir
 from bnprobe.trainstate import CHECKPOINT_MODES
+from bnprobe.verdict import Verdict
 
 KEEP = "[default: the preset's]"
 
@@ -72,7 +74,7 @@ def recipe_lines(study: PresetStudy) -> list[str]:
 
 
 def render_reproduction(reproduction: Reproduction, console: Console) -> None:
-    """The study's tables and accuracies, then the generalisation gaps and the two verdicts."""
+    """The study's tables and accuracies, then the generalisation gaps and the verdicts."""
     results = reproduction.results
     render(results, console, metrics=reproduction.shown_metrics())
     seeds = len(results.seeds)
@@ -85,12 +87,20 @@ def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     if any(d is not None and d.low is not None for d in reproduction.gap_differences.values()):
         console.print(f"  Δ = gap − {REFERENCE_VARIANT}'s, paired by seed [{CONFIDENCE:.0%} CI]", markup=False)
     variant = reproduction.study.compared_variant
-    console.print(f"[bold]verdicts[/bold] ({REFERENCE_VARIANT} against {variant}, rules of bnprobe.verdict)")
-    for letter, verdict in zip("ab", reproduction.verdicts, strict=False):
-        console.print(f"  ({letter}) {verdict.finding}: {VERDICT_LABELS[verdict.holds]}", markup=False,
-                      highlight=False)
-        console.print(f"      rule: {verdict.rule}", markup=False, highlight=False)
-        console.print(f"      evidence: {verdict.evidence}", markup=False, highlight=False)
+    console.print(f"[bold]verdicts[/bold] (a1, b: {REFERENCE_VARIANT} against {variant}; a2: every run; "
+                  "docs/reproducing.md)")
+    for verdict in reproduction.verdicts:
+        for line in verdict_lines(verdict, min(console.width, 80)):
+            console.print(line, markup=False, highlight=False)
+
+
+def verdict_lines(verdict: Verdict, width: int = 80) -> list[str]:
+    """A verdict as ``(key) finding: LABEL`` and its rule and evidence, each folded to ``width``."""
+    lines = [f"  ({verdict.key}) {verdict.finding}: {VERDICT_LABELS[verdict.holds]}"]
+    for name, text in (("rule", verdict.rule), ("evidence", verdict.evidence)):
+        lines += textwrap.wrap(f"{name}: {text}", width, initial_indent=" " * 6, subsequent_indent=" " * 8,
+                               break_on_hyphens=False)
+    return lines
 
 
 def list_lines() -> list[str]:
