@@ -236,3 +236,25 @@ def test_a_timm_silu_model_through_the_study_has_sparsity_and_says_by_which_test
     bnprobe.render(results, console)
     text = console.export_text()
     assert "zero test: a <= 0 (silu) at every layer" in text and "every value is 0" not in text
+
+
+def test_probing_a_study_again_files_the_zero_test_of_the_probes_it_replaces(tmp_path):
+    """A study saved before notes existed (none in results.json) gets them from `bnprobe probe`; the
+    other probe's notes-free numbers are kept."""
+    import json
+
+    import bnprobe
+
+    config = bnprobe.StudyConfig(model="cnn4", dataset="tiny-study", variants=["bn"], samples=8,
+                                 probes=["sparsity", "sparsity(zero_test='exact')"], device="cpu", probe_workers=0,
+                                 train=bnprobe.TrainConfig(epochs=1, batch_size=16))
+    saved = bnprobe.run_study(config, out=tmp_path)
+    data = json.loads((tmp_path / "results.json").read_text())
+    for run in data["runs"]:
+        del run["notes"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    results = bnprobe.reprobe_study(tmp_path, ["sparsity"], device="cpu", probe_workers=0)
+    assert results.runs[0].probes == saved.runs[0].probes
+    assert results.runs[0].notes == {"sparsity": saved.runs[0].notes["sparsity"]}
+    exact = saved.runs[0].notes["sparsity(zero_test='exact')"]
+    assert {note["zero_test"] for note in exact.values()} == {"a == 0 (relu)"}
