@@ -56,7 +56,7 @@ OFF_THRESHOLDS: dict[str, float] = {
                      "elu", "celu", "selu", "hardtanh", "tanh"), 0.0),
     "sigmoid": 0.5, "hardsigmoid": 0.5,
 }
-"""Activation -> its value at input 0, at or below which its output is exactly when the input is <= 0:
+"""Activation -> its value at input 0; its output is at or below that exactly when its input is <= 0,
 the unit is off (zero test ``a <= threshold``)."""
 ZERO_TESTS = ("auto", "exact")
 
@@ -78,8 +78,8 @@ class ZeroTest:
 
     def describe(self) -> str:
         """The test as the report and ``results.json`` write it: ``a <= 0 (silu)``, ``a == 0 (relu)``."""
-        formula = f"a <= {self.bound:g}" if self.rule == "off" else \
-            "a == 0" if self.bound == 0 else f"|a| <= {self.bound:g}"
+        bound = f"{self.bound:g}" if float(f"{self.bound:g}") == self.bound else repr(self.bound)  # exact, short
+        formula = f"a <= {bound}" if self.rule == "off" else "a == 0" if self.bound == 0 else f"|a| <= {bound}"
         return f"{formula} ({self.activation or 'not an activation'})"
 
 
