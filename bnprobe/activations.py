@@ -15,38 +15,40 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Softplus,
-)
+_TORCH_NAMES: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu", nn.RReLU: "rrelu",
+    nn.ELU: "elu", nn.CELU: "celu", nn.SELU: "selu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Mish: "mish",
+    nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.Hardtanh: "hardtanh", nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh", nn.Softplus: "softplus",
+}
+_TIMM_NAMES = {"Swish": "silu", "Mish": "mish", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid",
+               "HardMish": "hard_mish", "GELU": "gelu", "GELUTanh": "gelu", "QuickGELU": "quick_gelu",
+               "Sigmoid": "sigmoid", "Tanh": "tanh", "PReLU": "prelu"}
+"""timm's activation classes (``timm.layers.activations``) and the functions they compute."""
 
 
-def _timm_activation_types() -> tuple[type[nn.Module], ...]:
+def _timm_activation_names() -> dict[type[nn.Module], str]:
     try:
         from timm.layers import activations as timm_act
     except ImportError:  # pragma: no cover - timm is a hard dependency, but stay usable without it
-        return ()
-    names = ("Swish", "Mish", "HardSwish", "HardSigmoid", "HardMish", "GELU", "GELUTanh", "QuickGELU",
-             "Sigmoid", "Tanh", "PReLU")
-    return tuple(getattr(timm_act, n) for n in names if isinstance(getattr(timm_act, n, None), type))
+        return {}
+    return {getattr(timm_act, n): name for n, name in _TIMM_NAMES.items()
+            if isinstance(getattr(timm_act, n, None), type)}
 
 
-ACTIVATION_TYPES = ACTIVATION_TYPES + _timm_activation_types()
+_MODULE_NAMES = {**_TORCH_NAMES, **_timm_activation_names()}
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = tuple(_MODULE_NAMES)
+"""Every activation module class: torch's element-wise activations and timm's."""
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The function an activation module computes, named as :func:`functional_activation` names calls
+    (``"relu"`` for ``nn.ReLU``, ``"silu"`` for ``nn.SiLU`` and timm's ``Swish``); None for any other module.
+
+    A subclass is named after the nearest class it derives from (``nn.ReLU6`` is ``relu6``, not its
+    base ``hardtanh``), so a user's ``class MyReLU(nn.ReLU)`` is ``relu``.
+    """
+    return next((_MODULE_NAMES[cls] for cls in type(module).__mro__ if cls in _MODULE_NAMES), None)
 
 
 #: Activations that squeeze-excite blocks use as channel gates; their outputs are weights, not

@@ -35,6 +35,10 @@ whose forward calls it -- ``layer1.0:relu``, ``:gelu`` for the model's own forwa
 when it does not, capture uses module hooks only, lists the missed ones in
 :attr:`CaptureResult.unseen` and says so with a :class:`CaptureWarning`.
 
+Each layer also says which activation it is the output of (:attr:`LayerData.activation`: ``relu``,
+``silu``, ... for a module and a functional call alike; None for a conv or a norm); a streaming probe
+whose ``accumulator`` takes an ``activation`` keyword is told it as well (sparsity picks its zero test by it).
+
 Spatial rules (``spatial``, a per-sample vector from a ``(C, H, W)`` activation):
 
 * ``flatten`` -- all ``C*H*W`` values (what the paper probes; the default);
@@ -64,11 +68,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnprobe.activations import is_activation, is_gate
+from bnprobe.activations import activation_name, is_activation, is_gate
 from bnprobe.data import inputs_and_labels
 from bnprobe.errors import BnprobeError
-from bnprobe.fx_capture import plan_functional
-from bnprobe.probes.base import Accumulator, LayerData, Probe
+from bnprobe.fx_capture import functional_fn, plan_functional
+from bnprobe.probes.base import Accumulator, LayerData, Probe, new_accumulator
 from bnprobe.vector_store import VectorStore
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
@@ -362,6 +366,8 @@ def capture(
             for message in messages:
                 warnings.warn(message, CaptureWarning, stacklevel=2)
             targets = selected + plan.recorders
+            activation_of = {path: activation_name(m) for path, m in selected} | \
+                {path: functional_fn(path) for path, _ in plan.recorders}
             if not targets and unseen:
                 raise BnprobeError(f"layers={layers!r} selects only functional activations, and {plan.problem}; "
                                    "write them as modules (nn.ReLU() ...) to capture them")
@@ -375,7 +381,8 @@ def capture(
             cache, placement = _set_up_stores(taps.entries, names, n, vectors, spatial, dtype, run_device,
                                               max_memory, max_device_memory, cache_dir, stores)
             for key, entry in taps.entries.items():
-                entry.accumulators = {p.key: p.accumulator(names[key], entry.shape) for p in stream_probes}
+                entry.accumulators = {p.key: new_accumulator(p, names[key], entry.shape, activation_of[key[0]])
+                                      for p in stream_probes}
             seen = 0
             for x, y in itertools.chain([first], batches):
                 if seen >= n:
@@ -408,7 +415,8 @@ def capture(
     module_of = dict(selected)
     layer_data = [LayerData(name=names[key], shape=entry.shape, labels=labels, accumulators=entry.accumulators,
                             load_vectors=entry.store.load if entry.store is not None else None,
-                            load_tensor=entry.store.load_tensor if entry.store is not None else None)
+                            load_tensor=entry.store.load_tensor if entry.store is not None else None,
+                            activation=activation_of[key[0]])
                   for key, entry in taps.entries.items()]
     result = CaptureResult(layer_data, labels, {names[key]: module_of[key[0]] for key in taps.entries
                                                 if key[0] in module_of}, cache, unseen, messages, placement,

@@ -61,6 +61,11 @@ def functional_name(host: str, fn: str) -> str:
     return f"{host}:{fn}"
 
 
+def functional_fn(name: str) -> str:
+    """The activation a functional layer calls: ``FN`` of its name ``HOST:FN`` (:func:`functional_name`)."""
+    return name.rpartition(":")[2]
+
+
 def plan_functional(model: nn.Module, sample: torch.Tensor, *, hooked: Collection[nn.Module],
                     wanted: Callable[[str], bool]) -> FunctionalPlan:
     """Find the functional activations of ``model`` that ``wanted`` selects, and make them hookable.

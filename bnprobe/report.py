@@ -6,7 +6,9 @@ metric and variant, the mean ± sample standard deviation over seeds and the dif
 
 In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
 forward order, a column per variant and a ``Δ`` column per non-reference variant, ``*`` where the
-interval excludes 0; under it a sparkline per variant shows the trend through depth.  Each run's own
+interval excludes 0; under it a sparkline per variant shows the trend through depth.  A metric that
+is 0 in every run and layer gets one line instead, saying so and what the metric counts; the probe's
+notes (sparsity's zero test per layer) follow its tables, one line each.  Each run's own
 numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``, and print as
 one short line per measure (:data:`RUN_MEASURES`, labelled with what was measured and in which
 mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.flags`) follow.  A study
@@ -31,7 +33,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER, list_probes, parse_probe_spec
+from bnprobe.probes.base import MODEL_SCOPE_LAYER, Probe, list_probes, parse_probe_spec
+from bnprobe.probes.metrics import declared
 from bnprobe.results import RUN_PROBE, Results, write_atomic
 from bnprobe.stats import (
     CONFIDENCE,
@@ -52,6 +55,8 @@ PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_cluster
 
 ACCURACY_METRICS = ("train_accuracy", "test_accuracy")
 SPARK = "▁▂▃▄▅▆▇█"
+SHOWN_LAYERS = 3
+"""Layers a note line names for one text before it says how many more hold it."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,10 +81,16 @@ def probe_metrics(results: Results, probe: str) -> list[str]:
     """Every metric ``probe`` reported, its declared key metric first, then in the order first seen."""
     seen = list(dict.fromkeys(m for run in results.runs for layer in run.numbers().get(probe, {}).values()
                               for m in layer))
-    declared = {info.name: info.cls.key_metric for info in list_probes()}.get(parse_probe_spec(probe)[0])
-    if declared in seen:
-        return [declared, *(m for m in seen if m != declared)]
+    cls = _probe_class(probe)
+    key = cls.key_metric if cls is not None else None
+    if key in seen:
+        return [key, *(m for m in seen if m != key)]
     return seen
+
+
+def _probe_class(probe: str) -> type[Probe] | None:
+    """The registered class of the probe whose key is ``probe`` (``hdbscan(dims=30)``: hdbscan's), or None."""
+    return {info.name: info.cls for info in list_probes()}.get(parse_probe_spec(probe)[0])
 
 
 def key_metric(results: Results, probe: str) -> str | None:
@@ -109,6 +120,47 @@ def metric_stats(results: Results, probe: str, metric: str, reference: str = REF
             difference = paired_difference(values, ref) if variant != reference and has_reference else None
             rows.append(MetricStats(probe, layer, metric, variant, summarise(values.values()), difference))
     return rows
+
+
+def all_zero_line(results: Results, probe: str, metric: str) -> str | None:
+    """The line shown instead of ``metric``'s table when every value of it is 0, else None.
+
+    A column of zeros reads as a finding; the line says that nothing counted, and what the metric
+    counts (its declared definition), which is why: e.g. sparsity at layers without exact zeros.
+    """
+    cells = [(run.variant, run.seed, layer, numbers[metric]) for run in results.runs
+             for layer, numbers in run.numbers().get(probe, {}).items() if numbers.get(metric) is not None]
+    if not cells or any(value != 0 for *_, value in cells):
+        return None
+    layers, runs = len({cell[2] for cell in cells}), len({cell[:2] for cell in cells})
+    line = (f"{probe} — {metric}: every value is 0, at {layers} layer{'s' * (layers != 1)} in "
+            f"{runs} run{'s' * (runs != 1)}; no table")
+    cls = _probe_class(probe)
+    name = declared(cls.metrics, metric) if cls is not None else None
+    return f"{line}. {metric}: {cls.metrics[name].definition}" if name is not None else line
+
+
+def note_lines(results: Results, probe: str) -> list[str]:
+    """One line per note of ``probe`` (:attr:`RunResult.notes`): each text and the layers it holds at,
+    e.g. ``zero test: a <= 0 (silu) at every layer``."""
+    layers = probe_layers(results, probe)
+    found: dict[str, dict[str, list[str]]] = {}
+    for layer in layers:
+        for run in results.runs:
+            for name, text in run.notes.get(probe, {}).get(layer, {}).items():
+                held = found.setdefault(name, {}).setdefault(text, [])
+                if layer not in held:
+                    held.append(layer)
+    lines = []
+    for name, texts in found.items():
+        parts = []
+        for text, held in texts.items():
+            more = len(held) - SHOWN_LAYERS
+            where = "every layer" if len(held) == len(layers) > 1 else \
+                ", ".join(held[:SHOWN_LAYERS]) + (f" and {more} more" if more > 0 else "")
+            parts.append(f"{text} at {where}")
+        lines.append(f"{name.replace('_', ' ')}: {'; '.join(parts)}")
+    return lines
 
 
 def check_metrics(results: Results, metrics: Metrics) -> None:
@@ -281,11 +333,17 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
         console.print(f"[yellow]{note}[/yellow]", highlight=False)
     for probe in results.probe_keys:
         for metric in select_metrics(results, probe, metrics):
+            zero = all_zero_line(results, probe, metric)
+            if zero is not None:
+                console.print(Text(zero, style="italic"))
+                continue
             for table in probe_tables(results, probe, metric, console, reference):
                 console.print(titled(table))
             profile = depth_profile(metric_stats(results, probe, metric, reference))
             if profile is not None:
                 console.print(profile)
+        for line in note_lines(results, probe):
+            console.print(Text(line, style="dim"))
     console.print(f"[bold]runs[/bold] ({f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
     for variant in results.variants:
         for line in run_lines(results, variant, reference):

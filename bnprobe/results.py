@@ -9,12 +9,15 @@
                "probes": {PROBE: {LAYER: {METRIC: number or null}}},
                "failures": [{"probe", "layer", "error"}],
                "history": [{"epoch", "loss", "accuracy", "test_accuracy", "lr"}],
-               "flags": [{"name", "message"}]}]}
+               "flags": [{"name", "message"}],
+               "notes": {PROBE: {LAYER: {NAME: text}}}}]}
 
 ``results.csv`` holds the same numbers in tidy long form, one number a row, for pandas or a
 spreadsheet: ``variant, seed, probe, layer, metric, value`` (an empty value is a null).  Each run's own
 numbers (accuracies, losses, epochs) are filed under the pseudo-probe :data:`RUN_PROBE` at layer
-``model``, so one ``groupby`` reaches everything.  ``history.csv`` is each run's per-epoch history
+``model``, so one ``groupby`` reaches everything.  The probes' notes (sparsity's zero test per layer)
+are words, not numbers, and stay in ``results.json``: a text in ``value`` would make the column no
+longer numeric for every reader.  ``history.csv`` is each run's per-epoch history
 in the same long form: ``variant, seed, epoch, metric, value`` (:data:`HISTORY_METRICS`).
 
 Every file is written atomically (a temporary file in the same folder, then a rename), so an
@@ -65,6 +68,9 @@ class RunResult:
     """Per epoch: ``{"epoch", "loss", "accuracy", "test_accuracy", "lr"}`` (:data:`HISTORY_METRICS`)."""
     flags: list[dict] = field(default_factory=list)
     """Warnings about the run, ``{"name", "message"}`` (:mod:`bnprobe.flags`), e.g. ``at_chance``."""
+    notes: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """How the probes measured each layer, in words, ``{probe: {layer: {name: text}}}`` (:meth:`bnprobe.Probe.notes`):
+    e.g. ``{"sparsity": {"blocks.0.act": {"zero_test": "a <= 0 (silu)"}}}``."""
 
     def numbers(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Every number of the run in the shape of :attr:`probes`, its own under :data:`RUN_PROBE`.
@@ -189,6 +195,12 @@ def _run_from_dict(data: dict) -> RunResult:
                 if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                     raise ValueError(f"{run.variant} seed {run.seed}: {probe}/{layer}/{metric} is {value!r}, "
                                      "not a number")
+    for probe, layers in run.notes.items():
+        for layer, notes in layers.items():
+            for name, text in notes.items():
+                if not isinstance(text, str):
+                    raise ValueError(f"{run.variant} seed {run.seed}: note {probe}/{layer}/{name} is {text!r}, "
+                                     "not text")
     return run
 
 

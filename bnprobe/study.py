@@ -629,13 +629,13 @@ def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn
 def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, flags: list[dict],
                 outcome: ProbeOutcome) -> RunResult:
     """What the study files for one run: its training numbers and history, its swap report, its flags
-    (:mod:`bnprobe.flags`) and its probes' numbers."""
+    (:mod:`bnprobe.flags`) and its probes' numbers and notes."""
     return RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
                      test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
                      test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
                      diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
                      probes=outcome.values, failures=[f.to_dict() for f in outcome.failures],
-                     history=finite_history(trained.history), flags=flags)
+                     history=finite_history(trained.history), flags=flags, notes=outcome.notes)
 
 
 def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
@@ -749,6 +749,7 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
             outcome = pending.result()
             timings = replace(timings, probe=timings.probe + time.perf_counter() - waiting)
             run.probes.update({key: layers for key, layers in outcome.values.items() if layers})  # failed: kept
+            run.notes = {key: notes for key, notes in run.notes.items() if not outcome.values.get(key)} | outcome.notes
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
         results.save(study.out_dir)

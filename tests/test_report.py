@@ -307,3 +307,44 @@ def test_progress_has_a_capture_stage_counted_in_samples():
     task = listener.progress.tasks[-1]
     assert (task.description, task.completed, task.total) == ("capture bn seed 0", 256, 300)
     listener.__exit__(None, None, None)
+
+
+def test_a_metric_that_is_0_everywhere_is_one_line_saying_so_not_a_column_of_zeros():
+    results = _study()
+    for run in results.runs:
+        for layer in LAYERS:
+            run.probes["sparsity"][layer]["channel_sparsity"] = 0.0
+    text = _rendered(results, metrics=["channel_sparsity", "ari"])
+    assert ("sparsity — channel_sparsity: every value is 0, at 2 layers in 6 runs; no table. channel_sparsity: "
+            "mean over channels of the fraction of zeros") in " ".join(text.split())
+    assert "channel_sparsity (mean ± std" not in text and "hdbscan — ari (mean ± std over 3 seeds)" in text
+    results.runs[0].probes["sparsity"]["features.5"]["channel_sparsity"] = 0.01  # one value is not 0: a table
+    assert "sparsity — channel_sparsity (mean ± std over 3 seeds)" in _rendered(results)
+
+
+def test_zero_test_notes_survive_the_file_and_print_under_the_probes_tables(tmp_path):
+    results = _study()
+    tests = {"features.2": "a == 0 (relu)", "features.5": "a <= 0 (silu)"}
+    for run in results.runs:
+        run.notes = {"sparsity": {layer: {"zero_test": text} for layer, text in tests.items()}}
+    results.save(tmp_path)
+    results.save_csv(tmp_path)
+    loaded = Results.load(tmp_path)
+    assert [run.notes for run in loaded.runs] == [run.notes for run in results.runs]
+    assert "zero_test" not in (tmp_path / "results.csv").read_text()  # words stay out of the numeric value column
+    text = _rendered(loaded)
+    sparsity, hdbscan = text.split("hdbscan — ari")
+    assert "zero test: a == 0 (relu) at features.2; a <= 0 (silu) at features.5" in sparsity
+    assert "zero test" not in hdbscan
+    for run in loaded.runs:
+        run.notes["sparsity"]["features.2"]["zero_test"] = "a <= 0 (silu)"
+    assert "zero test: a <= 0 (silu) at every layer" in _rendered(loaded)
+
+
+def test_a_note_that_is_not_text_is_refused_on_load(tmp_path):
+    results = _study(seeds=1)
+    results.runs[0].notes = {"sparsity": {"features.2": {"zero_test": 0.5}}}
+    results.save(tmp_path)
+    from bnprobe.errors import BnprobeError
+    with pytest.raises(BnprobeError, match=r"note sparsity/features.2/zero_test is 0.5, not text"):
+        Results.load(tmp_path)

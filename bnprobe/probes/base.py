@@ -69,6 +69,10 @@ class LayerData:
     """The stored vectors as a host array in the storage dtype (set by capture)."""
     load_tensor: Callable[[torch.device], torch.Tensor] | None = None
     """The stored vectors as a float32 tensor on a device (set by capture; optional)."""
+    activation: str | None = None
+    """The activation function this layer is the output of, as :func:`bnprobe.activations.activation_name`
+    and :func:`~bnprobe.activations.functional_activation` name it (``"relu"``, ``"silu"``, ...); None for
+    a layer that is no activation (a conv, a norm).  Capture sets it."""
 
     def vectors(self) -> np.ndarray:
         """The per-sample representation vectors, ``(samples, features)`` float32, on the host.
@@ -177,8 +181,21 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
         return type(self).prepare is not Probe.prepare and type(self).conclude is not Probe.conclude
 
     def accumulator(self, layer: str, shape: tuple[int, ...]) -> Accumulator:
-        """A fresh running state for ``layer``; only streaming probes implement this."""
+        """A fresh running state for ``layer``; only streaming probes implement this.
+
+        An accumulator that takes an ``activation`` keyword is also told the layer's activation
+        (:attr:`LayerData.activation`; see :func:`new_accumulator`).
+        """
         raise NotImplementedError(f"probe {self.name} does not stream")
+
+    def notes(self, layer: LayerData | None, context: ProbeContext) -> dict[str, str]:
+        """Words on how this probe measured ``layer`` that its numbers cannot say -- sparsity's zero test
+        -- as ``{name: text}``; none by default.
+
+        The study files them beside the numbers (``notes`` in ``results.json``) and the report shows them
+        under the probe's tables.  Called in the study's process after :meth:`measure` (or :meth:`prepare`).
+        """
+        return {}
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -231,12 +248,26 @@ class StreamingProbe(Probe):
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """Read the numbers out of the accumulator capture filled for this probe."""
+        return self.state(layer).result()
+
+    def state(self, layer: LayerData) -> Accumulator:
+        """The accumulator capture filled for this probe at ``layer``."""
         try:
-            state = layer.accumulators[self.key]
+            return layer.accumulators[self.key]
         except KeyError:
             raise BnprobeError(f"probe {self.key}: layer {layer.name} was captured without this probe's "
                                "statistics; capture with this probe in `probes`") from None
-        return state.result()
+
+
+def new_accumulator(probe: Probe, layer: str, shape: tuple[int, ...], activation: str | None) -> Accumulator:
+    """``probe.accumulator(layer, shape)``, with ``activation=`` too when the accumulator takes that keyword.
+
+    Capture makes every accumulator here: a probe whose statistics depend on the activation (sparsity's
+    zero test) asks for it by its signature, and one written for the two-argument protocol works as it is.
+    """
+    if "activation" in inspect.signature(probe.accumulator).parameters:
+        return probe.accumulator(layer, shape, activation=activation)
+    return probe.accumulator(layer, shape)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ other probe and layer goes on: one fragile plugin must not cost a study its othe
 are done, :func:`run_probes` raises :class:`ProbeFailedError` naming the failures (or, with
 ``strict=False``, warns with :class:`ProbeFailureWarning` and returns the numbers); a study, which
 files failures in ``results.json`` and shows them in its report, asks only for them to be recorded.
+What a probe says about how it measured a layer (:meth:`Probe.notes`, e.g. sparsity's zero test) is
+kept beside the numbers, in :attr:`ProbeOutcome.notes`.
 
 The probe context -- model, probed inputs and labels, device, variant, layer modules -- comes from the
 capture (:func:`probe_context`): a hand-made one could hold other samples than the captured ones
@@ -37,6 +39,8 @@ from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
 """``{probe key: {layer: {metric: value}}}``"""
+Notes = dict[str, dict[str, dict[str, str]]]
+"""``{probe key: {layer: {name: text}}}``: what probes said about how they measured (:meth:`Probe.notes`)."""
 
 
 @dataclass
@@ -57,6 +61,8 @@ class ProbeOutcome:
 
     values: Values = field(default_factory=dict)
     failures: list[ProbeFailure] = field(default_factory=list)
+    notes: Notes = field(default_factory=dict)
+    """The notes of the layers that have numbers (none for a probe or layer without notes)."""
 
 
 OnFailure = Literal["raise", "warn", "record"]
@@ -103,6 +109,7 @@ class _Step:
     layer: str
     numbers: dict[str, float | None] | None = None
     error: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
     future: Future | None = None
     task: bytes | None = None
     """The pickled task a worker concludes, kept to conclude it here if the worker cannot."""
@@ -150,6 +157,8 @@ class PendingOutcome:
                 outcome.failures.append(ProbeFailure(step.probe.key, step.layer, step.error))
             else:
                 per_layer[step.layer] = step.numbers
+                if step.notes:
+                    outcome.notes.setdefault(step.probe.key, {})[step.layer] = step.notes
         if outcome.failures and self._on_failure == "raise":
             raise ProbeFailedError(outcome)
         if outcome.failures and self._on_failure == "warn":
@@ -286,6 +295,7 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                     del prepared
                 else:
                     step.numbers = _filed(probe.measure(layer, context))
+                step.notes = _noted(probe.notes(layer, context))
             except Exception as exc:  # isolate: one probe's failure must not end the study
                 step.error = _describe(exc)
     return PendingOutcome(steps, pool, on_failure)
@@ -323,6 +333,14 @@ def _lookup(reference: CaptureResult | None) -> Callable[[str], LayerData | None
 def _filed(numbers: dict[str, float]) -> dict[str, float | None]:
     """A probe's numbers as results store them (NaN and inf as None); raises on anything else."""
     return {str(name): finite_or_none(value) for name, value in numbers.items()}
+
+
+def _noted(notes: dict[str, str]) -> dict[str, str]:
+    """A probe's notes as results store them; raises on a name or text that is not a string."""
+    wrong = next((name for name, text in notes.items() if not (isinstance(name, str) and isinstance(text, str))), None)
+    if wrong is not None:
+        raise TypeError(f"notes must map names to strings; {wrong!r}: {notes[wrong]!r} does not")
+    return dict(notes)
 
 
 def _describe(exc: BaseException) -> str:

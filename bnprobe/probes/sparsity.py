@@ -1,9 +1,26 @@
 """Sparsity of a layer's activations, streamed batch by batch.
 
-An activation value counts as *zero* when ``|a| <= eps``.  ``eps=0`` (the default) counts exact
-zeros, which is what a ReLU produces.  SiLU, GELU and other smooth activations are almost never
-exactly zero, so for them pass a small ``eps`` (e.g. ``1e-2``) and read the numbers as "near-zero"
-sparsity.
+A value counts as *zero* -- the unit is off -- by a test chosen per layer from the activation the
+layer is the output of (:attr:`bnprobe.probes.LayerData.activation`; :func:`zero_test_for`):
+
+* ReLU and ReLU6 -- exact zeros, ``a == 0``: what they give for every input <= 0;
+* activations that are negative for negative inputs -- SiLU, GELU, Mish, Hardswish, HardMish,
+  LeakyReLU, PReLU, RReLU, ELU, CELU, SELU, Hardtanh, Tanh -- ``a <= 0``, the unit in its
+  non-positive region.  That is the same event as ReLU's zero, the input being <= 0
+  (``silu(x) <= 0`` exactly when ``x <= 0``, as ``relu(x) == 0``), so the numbers mean the same for
+  every activation and compare across them.  Exact zeros would count next to nothing (SiLU is 0 at
+  ``x = 0`` only), and a threshold relative to the layer's scale would move with that scale, which
+  is what BatchNorm changes and a study compares.  (PReLU is read with a positive slope.)
+* Sigmoid and Hardsigmoid, which are positive, by the same event: ``a <= 0.5``, their value at 0;
+* any other layer -- a conv or a norm output, a residual sum, Softplus (never <= 0; its value at 0
+  depends on ``beta``) -- exact zeros, the one test that needs no activation.
+
+``eps`` widens the test: ``|a| <= eps`` where zeros are exact, ``a <= eps`` (``a <= 0.5 + eps``) in
+the off region, so ``eps=0.01`` also counts the units that are barely on.  ``zero_test="exact"``
+takes ``|a| <= eps`` at every layer (bnprobe's test before it chose one per layer).  Each layer's
+test is filed with its numbers (the note ``zero_test``: ``a == 0 (relu)``, ``a <= 0 (silu)``,
+``a == 0 (not an activation)``; :meth:`SparsityProbe.notes`).  Hoyer's sparsity is a ratio of norms
+and takes no test.
 
 Metrics (``C`` channels, ``N`` probed samples, ``P`` spatial positions per channel):
 
@@ -12,7 +29,7 @@ Metrics (``C`` channels, ``N`` probed samples, ``P`` spatial positions per chann
 * ``channel_sparsity_q10`` / ``_q50`` / ``_q90`` -- quantiles of that per-channel distribution;
 * ``sample_sparsity`` -- mean over samples of the fraction of zeros in the sample's whole
   representation;
-* ``dead_channel_fraction`` -- share of channels that are zero for every probed sample and position;
+* ``dead_channel_fraction`` -- share of channels that are zero (off) for every probed sample and position;
 * ``hoyer`` -- mean over samples of Hoyer's sparsity ``(sqrt(n) - L1/L2) / (sqrt(n) - 1)`` of the
   sample's representation (1 = a single non-zero, 0 = all equal; an all-zero sample counts as 1);
 * ``class_sparsity_<label>`` -- fraction of zeros over the samples of each class, and
@@ -22,20 +39,69 @@ Metrics (``C`` channels, ``N`` probed samples, ``P`` spatial positions per chann
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-from bnprobe.params import check_float
-from bnprobe.probes.base import StreamingProbe, register_probe
+from bnprobe.params import check_choice, check_float
+from bnprobe.probes.base import LayerData, ProbeContext, StreamingProbe, register_probe
 from bnprobe.probes.metrics import Metric
+
+EXACT_ZERO_ACTIVATIONS = ("relu", "relu6")
+"""Activations whose output is exactly 0 for every input <= 0: their zero test is ``a == 0``."""
+OFF_THRESHOLDS: dict[str, float] = {
+    **dict.fromkeys(("silu", "gelu", "quick_gelu", "mish", "hard_mish", "hardswish", "leaky_relu", "prelu", "rrelu",
+                     "elu", "celu", "selu", "hardtanh", "tanh"), 0.0),
+    "sigmoid": 0.5, "hardsigmoid": 0.5,
+}
+"""Activation -> its value at input 0; its output is at or below that exactly when its input is <= 0,
+the unit is off (zero test ``a <= threshold``)."""
+ZERO_TESTS = ("auto", "exact")
+
+
+@dataclass(frozen=True)
+class ZeroTest:
+    """When a layer's value counts as zero: ``|a| <= bound`` (``rule="exact"``) or ``a <= bound`` (``"off"``)."""
+
+    rule: Literal["exact", "off"]
+    bound: float
+    activation: str | None
+    """The activation the test was chosen for; None for a layer that is none."""
+
+    def __call__(self, acts: torch.Tensor) -> torch.Tensor:
+        """The boolean mask of ``acts`` that count as zero."""
+        if self.rule == "off":
+            return acts <= self.bound
+        return acts == 0 if self.bound == 0 else acts.abs() <= self.bound  # the same test; 0 needs no abs
+
+    def describe(self) -> str:
+        """The test as the report and ``results.json`` write it: ``a <= 0 (silu)``, ``a == 0 (relu)``."""
+        bound = f"{self.bound:g}" if float(f"{self.bound:g}") == self.bound else repr(self.bound)  # exact, short
+        formula = f"a <= {bound}" if self.rule == "off" else "a == 0" if self.bound == 0 else f"|a| <= {bound}"
+        return f"{formula} ({self.activation or 'not an activation'})"
+
+
+def zero_test_for(activation: str | None, eps: float = 0.0, mode: str = "auto") -> ZeroTest:
+    """The zero test of a layer that is the output of ``activation`` (module docstring), widened by ``eps``.
+
+    ``mode="exact"`` gives ``|a| <= eps`` whatever the activation.
+    """
+    if mode == "auto" and activation in OFF_THRESHOLDS:
+        return ZeroTest("off", OFF_THRESHOLDS[activation] + eps, activation)
+    return ZeroTest("exact", eps, activation)
 
 
 class SparsityAccumulator:
-    """Running zero counts for one layer; memory is O(channels + samples + classes)."""
+    """Running zero counts for one layer; memory is O(channels + samples + classes).
 
-    def __init__(self, eps: float) -> None:
+    ``activation`` and ``mode`` choose the zero test (:func:`zero_test_for`); without them it is ``|a| <= eps``.
+    """
+
+    def __init__(self, eps: float = 0.0, activation: str | None = None, mode: str = "auto") -> None:
         self.eps = eps
+        self.test = zero_test_for(activation, eps, mode)
         self.channel_zeros: torch.Tensor | None = None
         self.channel_total = 0
         self.sample_fractions: list[torch.Tensor] = []
@@ -53,7 +119,7 @@ class SparsityAccumulator:
         if acts.dim() == 1:
             acts = acts[:, None]
         per_sample_dims = tuple(range(1, acts.dim()))
-        zero = acts == 0 if self.eps == 0 else acts.abs() <= self.eps  # the same test; eps 0 needs no abs
+        zero = self.test(acts)
         per_channel = zero.sum(dim=(0, *per_sample_dims[1:]), dtype=torch.float64)
         self.channel_zeros = per_channel if self.channel_zeros is None else self.channel_zeros + per_channel
         self.channel_total += zero[:, 0].numel()
@@ -105,11 +171,14 @@ def _hoyer(acts: torch.Tensor, dims: tuple[int, ...], n: int) -> torch.Tensor:
 class SparsityProbe(StreamingProbe):
     """Channel, sample, class and Hoyer sparsity of a layer, streamed during capture."""
 
-    description = "fraction of (near-)zero activations per channel, sample and class; Hoyer sparsity"
+    description = "fraction of zero (off) activations per channel, sample and class, by a zero test per layer; " \
+                  "Hoyer sparsity"
     key_metric = "channel_sparsity"
     metrics = {
-        "channel_sparsity": Metric("mean over channels of the fraction of zeros (|a| <= eps) in the channel, over "
-                                   "every probed sample and position", "0 to 1"),
+        "channel_sparsity": Metric("mean over channels of the fraction of zeros in the channel, over every probed "
+                                   "sample and position, by the layer's zero test: a == 0 after ReLU and at a conv "
+                                   "or norm, a <= 0 after SiLU, GELU and others that go negative (its zero_test note)",
+                                   "0 to 1"),
         "channel_sparsity_q10": Metric("10th percentile over channels of that per-channel fraction of zeros",
                                        "0 to 1"),
         "channel_sparsity_q50": Metric("median over channels of the per-channel fraction of zeros", "0 to 1"),
@@ -117,8 +186,8 @@ class SparsityProbe(StreamingProbe):
                                        "0 to 1"),
         "sample_sparsity": Metric("mean over samples of the fraction of zeros in the sample's whole representation",
                                   "0 to 1"),
-        "dead_channel_fraction": Metric("share of channels that are zero for every probed sample and position",
-                                        "0 to 1"),
+        "dead_channel_fraction": Metric("share of channels that are zero (off) for every probed sample and "
+                                        "position", "0 to 1"),
         "hoyer": Metric("mean over samples of Hoyer's sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1) of the sample's "
                         "representation; an all-zero sample counts as 1", "0 (all equal) to 1 (one non-zero)"),
         "class_sparsity_<label>": Metric("fraction of zeros over the samples of class <label> (one metric per "
@@ -127,9 +196,14 @@ class SparsityProbe(StreamingProbe):
                                         "on the class", "0 to 1"),
     }
 
-    def __init__(self, eps: float = 0.0) -> None:
+    def __init__(self, eps: float = 0.0, zero_test: str = "auto") -> None:
         self.eps = check_float("sparsity", "eps", eps, minimum=0.0)
+        self.zero_test = check_choice("sparsity", "zero_test", zero_test, ZERO_TESTS)
 
-    def accumulator(self, layer: str, shape: tuple[int, ...]) -> SparsityAccumulator:
-        """A fresh zero counter for ``layer``."""
-        return SparsityAccumulator(self.eps)
+    def accumulator(self, layer: str, shape: tuple[int, ...], activation: str | None = None) -> SparsityAccumulator:
+        """A fresh zero counter for ``layer``, the output of ``activation`` (which picks the zero test)."""
+        return SparsityAccumulator(self.eps, activation, self.zero_test)
+
+    def notes(self, layer: LayerData | None, context: ProbeContext) -> dict[str, str]:
+        """The zero test the layer was counted with, e.g. ``{"zero_test": "a <= 0 (silu)"}``."""
+        return {"zero_test": self.state(layer).test.describe()}
