@@ -12,6 +12,7 @@ from bnprobe.presets import Changes, build_study, reproduce, study_inputs
 from bnprobe.results import Results
 from bnprobe.robustness import grid_probes, parse_grid, robustness
 from bnprobe.study import reprobe_study
+from bnprobe.studydir import remove_study
 
 OPTIONS = ["--epochs", "1", "--seeds", "2", "--samples", "80", "--train-subset", "120", "--device", "cpu"]
 GRID = {"dims": [10, 50], "min_cluster_size": [5, 10]}  # (50, 10) is the preset's own setting
@@ -126,3 +127,14 @@ def test_parse_grid_reads_lists_and_single_values():
     study = build_study("potgieter2025", "mnist")
     with pytest.raises(BnprobeError, match="robustness grid: dims has no values"):
         grid_probes(study, {"dims": []})
+
+
+def test_overwriting_the_study_removes_its_robustness_outcome(finished, tmp_path):
+    study, saved = finished
+    out = tmp_path / "study"
+    shutil.copytree(saved, out)
+    robustness(study, out, grid={"dims": [10]})
+    (out / "notes.txt").write_text("mine")
+    remove_study(out)  # what --overwrite removes first: a stale robustness.json would outlive the new study
+    assert not (out / "robustness.json").exists() and not (out / "robustness").exists()
+    assert (out / "notes.txt").read_text() == "mine"
