@@ -204,6 +204,8 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
     the generalisation gap -- and writes results.json, results.csv, plots/ and verdicts.json to --out.
+    With --robustness (on a finished study: add --resume, nothing trains) the runs are then re-probed
+    under a grid of HDBSCAN settings, and a table shows in how many each verdict holds (robustness.json).
     """
     if list_:
         click.echo("\n".join(list_lines()))
