@@ -132,6 +132,15 @@ def grid_probes(study: PresetStudy, grid: Mapping[str, Sequence[Any]]) -> list[t
     return cells
 
 
+def check_robustness(study: PresetStudy, grid: Mapping[str, Sequence[Any]]) -> None:
+    """Fail in one line, before the study trains, when :func:`robustness` could not run after it: a bad
+    ``grid`` (:func:`grid_probes`), or a study that keeps no weights to re-probe (``checkpoints="none"``)."""
+    grid_probes(study, grid)
+    if study.config.checkpoints == "none":
+        raise BnprobeError("--robustness re-probes the runs' kept final weights, which --checkpoints none removes; "
+                           "keep them with --checkpoints final (the default)")
+
+
 def robustness(study: PresetStudy, out: str | Path, *, grid: Mapping[str, Sequence[Any]] = DEFAULT_GRID,
                listener: StudyListener | None = None) -> RobustnessResult:
     """Re-probe the finished reproduction of ``study`` in ``out`` under every setting of ``grid``.

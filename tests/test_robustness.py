@@ -127,6 +127,14 @@ def test_a_bad_grid_is_one_line_before_anything_trains(tmp_path, grid, message):
     assert not out.exists()
 
 
+def test_robustness_without_kept_weights_is_one_line_before_anything_trains(tmp_path):
+    out = tmp_path / "never"
+    result = run_cli("reproduce", "potgieter2025", "--dataset", "mnist", *OPTIONS, "--out", out, "--robustness",
+                     "--checkpoints", "none")
+    assert_one_line_error(result, "--checkpoints none")
+    assert not out.exists()
+
+
 def test_parse_grid_reads_lists_and_single_values():
     assert parse_grid("dims=[20, 50], min_cluster_size=10") == {"dims": [20, 50], "min_cluster_size": [10]}
     study = build_study("potgieter2025", "mnist")

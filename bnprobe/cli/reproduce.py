@@ -36,7 +36,7 @@ from bnprobe.robustness import (
     ROBUSTNESS_DIR,
     ROBUSTNESS_FILE,
     RobustnessResult,
-    grid_probes,
+    check_robustness,
     parse_grid,
 )
 from bnprobe.robustness import robustness as run_robustness
@@ -226,7 +226,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     study = build_study(preset, dataset, quick=quick, changes=changes)
     grid = parse_grid(robustness_grid) if robustness_grid else DEFAULT_GRID if robustness else None
     if grid is not None:
-        grid_probes(study, grid)  # a bad grid is one line before anything trains
+        check_robustness(study, grid)  # a bad grid is one line before anything trains
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
     check_out_dir(out_dir, resume=resume, overwrite=overwrite)  # before the recipe is printed: one line
     console = Console(stderr=as_json)
