@@ -285,6 +285,17 @@ def model_factory(name: str, kwargs: Mapping[str, Any], dataset: Dataset) -> Cal
     return build
 
 
+def study_inputs(study: PresetStudy) -> tuple[Dataset | None, Callable[[], nn.Module] | None]:
+    """The dataset and model factory to hand :func:`bnprobe.study.run_study` (or ``reprobe_study``):
+    loaded here only when the study needs a subset or model arguments, otherwise None (loaded there)."""
+    dataset = model = None
+    if study.train_subset or study.test_subset or study.model_kwargs:
+        dataset = load_study_dataset(study)
+        if study.model_kwargs:
+            model = model_factory(study.config.model, study.model_kwargs, dataset)
+    return dataset, model
+
+
 @dataclass
 class Reproduction:
     """A finished reproduction: the study, its results, each variant's generalisation gap and the verdicts.
@@ -353,11 +364,7 @@ def reproduce(study: PresetStudy, *, out: str | Path, listener: StudyListener | 
     :func:`run_study` loads them as ``bnprobe run`` does (and ``bnprobe probe OUT`` can re-probe it).
     """
     check_out_dir(out, resume=resume, overwrite=overwrite)
-    dataset = model = None
-    if study.train_subset or study.test_subset or study.model_kwargs:
-        dataset = load_study_dataset(study)
-        if study.model_kwargs:
-            model = model_factory(study.config.model, study.model_kwargs, dataset)
+    dataset, model = study_inputs(study)
     results = run_study(study.config, out=out, model=model, dataset=dataset, listener=listener, resume=resume,
                         overwrite=overwrite)
     reproduction = assess(study, results)

@@ -685,7 +685,8 @@ def _announce_fused(listener: StudyListener, variant: str, made: dict[int, tuple
 
 def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource | None = None,
                   dataset: Dataset | None = None, device: str = "auto", data_root: str | None = None,
-                  probe_workers: int | None = None, listener: StudyListener | None = None) -> Results:
+                  probe_workers: int | None = None, listener: StudyListener | None = None,
+                  save_to: str | Path | None = None) -> Results:
     """Probe the finished study in ``out`` again from its checkpoints, without retraining.
 
     Each run's final weights are loaded, its activations captured again on the same samples, and
@@ -694,7 +695,8 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     is kept.  Every run's checkpoint is loaded once first, so one that is missing, unreadable or of
     another model fails before ``results.json`` changes.  Diverged runs are skipped.  A study trained
     on a custom ``model`` or ``dataset`` needs them again here.  ``probe_workers`` is this machine's
-    (:attr:`StudyConfig.probe_workers`), not the study's.
+    (:attr:`StudyConfig.probe_workers`), not the study's.  ``save_to``: the folder the updated
+    ``results.json`` goes to instead (``out``'s own is then left as it was).
     """
     listener = listener or StudyListener()
     _check_dataset(dataset)
@@ -719,7 +721,7 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
         for run in results.runs:  # every checkpoint loads and fits before results.json is touched
             if run.diverged_at_epoch is None:
                 study.trained(run.variant, run.seed)
-        _reprobe_runs(study, results)
+        _reprobe_runs(study, results, Path(save_to) if save_to is not None else out_dir)
     return results
 
 
@@ -728,8 +730,9 @@ def _reference_first(run: RunResult) -> tuple[int, bool]:
     return run.seed, run.variant != REFERENCE_VARIANT
 
 
-def _reprobe_runs(study: _Study, results: Results) -> None:
-    """Probe every finished run of ``results`` again, saving after each (the runs' layers in parallel)."""
+def _reprobe_runs(study: _Study, results: Results, save_to: Path) -> None:
+    """Probe every finished run of ``results`` again, saving to ``save_to`` after each (the runs' layers
+    in parallel)."""
     keys = {probe.key for probe in study.probes}
     results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *study.config.probes]))
     study.listener.study_started(len(results.runs))
@@ -752,7 +755,7 @@ def _reprobe_runs(study: _Study, results: Results) -> None:
             run.notes = {key: notes for key, notes in run.notes.items() if not outcome.values.get(key)} | outcome.notes
             run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
             results.layers = results.layers or captured.names
-        results.save(study.out_dir)
+        results.save(save_to)
         study.listener.run_finished(run, timings)
     study.clear_cache()
 

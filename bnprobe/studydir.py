@@ -1,9 +1,10 @@
 """A study's output folder: which of its files are the study's, refusing to replace them, removing them.
 
 bnprobe writes into ``--out`` the files of :data:`STUDY_FILES`, ``plots/NAME.png`` with ``plots/NAME.csv`` beside it,
-``checkpoints/<variant>-seed<k>.pt`` and ``cache/<variant>-seed<k>/`` (and, for a moment, the
-``.NAME.*.tmp`` files of atomic writes beside them).  Those are the study's; anything else a user keeps
-there -- in ``plots/``, ``checkpoints/`` or ``cache/`` too -- is not, and is never removed.
+``checkpoints/<variant>-seed<k>.pt``, ``cache/<variant>-seed<k>/`` and ``robustness/results.json``
+(:mod:`bnprobe.robustness`) (and, for a moment, the ``.NAME.*.tmp`` files of atomic writes beside them).
+Those are the study's; anything else a user keeps there -- in ``plots/``, ``checkpoints/`` or ``cache/``
+too -- is not, and is never removed.
 
 A folder holds a study when it has ``results.json`` or run checkpoints.  :func:`check_out_dir`
 refuses to start a study in one unless it is resumed or overwritten; :func:`remove_study` is what
@@ -24,14 +25,15 @@ from bnprobe.results import Results
 from bnprobe.stats import STATS_CSV_COLUMNS
 from bnprobe.trainstate import CHECKPOINT_DIR
 
-STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json")
+STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json", "robustness.json")
 """The files a study (``bnprobe run``, ``bnprobe reproduce``) writes at the top of its folder."""
 _RUN = r"[A-Za-z0-9_.+=-]+-seed\d+"  # :func:`bnprobe.trainstate.run_stem`
 _TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.results.write_atomic`'s temporary files
 _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
         "plots": r"[^/]+\.(?:png|csv)",
         CHECKPOINT_DIR: rf"{_RUN}\.pt",
-        "cache": _RUN}
+        "cache": _RUN,
+        "robustness": "|".join(re.escape(name) for name in STUDY_FILES)}  # bnprobe.robustness.ROBUSTNESS_DIR
 """Per folder of the output folder (``""`` is the folder itself): a pattern of the names that are the study's."""
 
 

@@ -10,7 +10,9 @@ import json
 import textwrap
 
 import click
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
@@ -31,6 +33,15 @@ from bnprobe.presets import reproduce as run_reproduction
 from bnprobe.probes.base import REFERENCE_VARIANT, split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
+from bnprobe.robustness import (
+    DEFAULT_GRID,
+    ROBUSTNESS_DIR,
+    ROBUSTNESS_FILE,
+    RobustnessResult,
+    check_robustness,
+    parse_grid,
+)
+from bnprobe.robustness import robustness as run_robustness
 from bnprobe.stats import CONFIDENCE
 from bnprobe.studydir import check_out_dir
 from bnprobe.trainstate import CHECKPOINT_MODES
@@ -103,6 +114,32 @@ def verdict_lines(verdict: Verdict, width: int = 80) -> list[str]:
     return lines
 
 
+ROBUSTNESS_MARKS: dict[bool | None, str] = {True: "yes", False: "no", None: "?"}
+"""How :func:`render_robustness` shows a verdict's outcome in one setting."""
+
+
+def render_robustness(robust: RobustnessResult, console: Console) -> None:
+    """One table: a row per verdict, a column per grid setting, and in how many settings it holds."""
+    names = "/".join(robust.grid)
+    console.print(f"[bold]robustness[/bold] ({robust.probe} re-run, nothing retrained); columns {names}",
+                  highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("verdict", overflow="fold")
+    for setting in robust.settings:
+        label = "/".join(str(value) for value in setting.params.values())
+        table.add_column(label + "*" * setting.study, justify="center", no_wrap=True)
+    table.add_column("holds", justify="right", no_wrap=True)
+    held = VERDICT_LABELS[True]
+    for i, (finding, counts) in enumerate(zip(robust.findings(), robust.counts(), strict=True)):
+        key = getattr(robust.settings[0].verdicts[i], "key", None) or "abcdefgh"[i]
+        table.add_row(f"({key}) {finding}", *(ROBUSTNESS_MARKS[s.verdicts[i].holds] for s in robust.settings),
+                      f"{counts[held]} of {len(robust.settings)}")
+    console.print(table)
+    console.print(f"yes: {held}, no: {VERDICT_LABELS[False]}, ?: {VERDICT_LABELS[None]}; "
+                  "*: the study's own setting", markup=False, highlight=False)
+    console.print("only the clustering numbers differ between columns", markup=False, highlight=False)
+
+
 def list_lines() -> list[str]:
     """One block per preset: its name and paper, then each dataset with its model."""
     lines = []
@@ -155,6 +192,12 @@ def list_lines() -> list[str]:
                    "(other files stay).")
 @click.option("--checkpoints", "keep", type=click.Choice(CHECKPOINT_MODES), default=None,
               help=f"{CHECKPOINTS_HELP} [default: final]")
+@click.option("--robustness", is_flag=True,
+              help="Then re-probe the runs (no training) under a grid of HDBSCAN settings and count in how many "
+                   "each verdict holds (docs/reproducing.md).")
+@click.option("--robustness-grid", default=None,
+              help="The grid, e.g. 'dims=[20,50,100],min_cluster_size=[10,50]' (implies --robustness) "
+                   "[default: that one].")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")
@@ -168,11 +211,14 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
               precision: str | None, compile_: bool, augment: bool | None, resume: bool, overwrite: bool,
-              keep: str | None, quiet: bool, as_json: bool, verbose: bool) -> None:
+              keep: str | None, robustness: bool, robustness_grid: str | None, quiet: bool, as_json: bool,
+              verbose: bool) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
     the generalisation gap -- and writes results.json, results.csv, plots/ and verdicts.json to --out.
+    With --robustness (on a finished study: add --resume, nothing trains) the runs are then re-probed
+    under a grid of HDBSCAN settings, and a table shows in how many each verdict holds (robustness.json).
     """
     if list_:
         click.echo("\n".join(list_lines()))
@@ -191,6 +237,9 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
                       per_variant=overrides, train_subset=train_subset, test_subset=test_subset,
                       model_kwargs={k: v for k, v in (("width", width), ("head", head)) if v is not None})
     study = build_study(preset, dataset, quick=quick, changes=changes)
+    grid = parse_grid(robustness_grid) if robustness_grid else DEFAULT_GRID if robustness else None
+    if grid is not None:
+        check_robustness(study, grid)  # a bad grid is one line before anything trains
     out_dir = out or default_out(f"{study.preset}-{dataset}{'-quick' if quick else ''}")
     check_out_dir(out_dir, resume=resume, overwrite=overwrite)  # before the recipe is printed: one line
     console = Console(stderr=as_json)
@@ -200,9 +249,14 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
         console.print(f"  {line}", highlight=False, markup=False)
     with resumable(out_dir), RichListener(quiet=quiet, verbose=verbose) as listener:
         reproduction = run_reproduction(study, out=out_dir, listener=listener, resume=resume, overwrite=overwrite)
+        robust = run_robustness(study, out_dir, grid=grid, listener=listener) if grid is not None else None
     if as_json:
-        click.echo(json.dumps(reproduction.summary_json(), indent=2, allow_nan=False))
+        click.echo(json.dumps({**reproduction.summary_json(), **({"robustness": robust.to_dict()} if robust else {})},
+                              indent=2, allow_nan=False))
     else:
         render_reproduction(reproduction, console)
-    console.print(f"results: {out_dir}/results.json, results.csv, history.csv, plots/, verdicts.json", highlight=False)
+        if robust is not None:
+            render_robustness(robust, console)
+    console.print(f"results: {out_dir}/results.json, results.csv, history.csv, plots/, verdicts.json"
+                  + (f", {ROBUSTNESS_FILE}, {ROBUSTNESS_DIR}/" if robust else ""), highlight=False)
 
