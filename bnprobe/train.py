@@ -129,9 +129,9 @@ class TrainResult:
     """Wall time of the training and its final evaluation; for fused runs the whole group's."""
     timings: dict[str, float] = field(default_factory=dict)
     """Where :attr:`seconds` went (:data:`TRAIN_PARTS`): ``steps`` (the optimiser steps), ``saves``
-    (per-epoch checkpoints), ``evaluation`` (per-epoch and final eval-mode passes) and ``setup`` (the
-    rest: moving the model, building the optimiser, restoring a checkpoint).  For fused runs, like
-    :attr:`seconds`, the whole group's, shared by its ``fused_runs`` runs."""
+    (per-epoch checkpoints), ``evaluation`` (per-epoch and final passes, and recomputing BatchNorm
+    statistics) and ``setup`` (the rest: moving the model, building the optimiser, restoring a
+    checkpoint).  For fused runs, like :attr:`seconds`, the whole group's, shared by its ``fused_runs`` runs."""
     fused_runs: int = 1
     """How many runs trained together in one fused model (1: alone)."""
     train_mode_test_accuracy: float | None = None
