@@ -2,27 +2,57 @@
 
 A flag is ``{"name": NAME, "message": what was seen}`` in :attr:`bnprobe.results.RunResult.flags`
 (``results.json``); the report prints each one under its variant.  :data:`CHECKS` maps each name
-to a check that reads the run's training numbers and the data it was trained on, and returns a
-message or None; a new warning is one more entry there.
+to a check that reads the run's training numbers (a :class:`bnprobe.train.TrainResult`, or a saved
+:class:`bnprobe.results.RunResult`: :class:`RunNumbers`) and the data it was trained on, and returns
+a message or None; a new warning is one more entry there.
 
 ``at_chance``: the run's test accuracy is not above chance.  A model that guesses uniformly among
 ``C`` classes gets a Binomial(n, 1/C) count right on ``n`` test samples; the run is flagged when
 its accuracy is at most ``q / n``, where ``q`` is that count's 95% quantile (one-sided: guessing
 scores above the threshold less than 5% of the time).  Diverged runs are not checked -- the report
 says they diverged.
+
+``eval_below_train``: the run's eval-mode test accuracy ``a_eval`` is far below its test accuracy with
+BatchNorm on batch statistics ``a_train`` (train mode, :attr:`bnprobe.train.TrainResult.train_mode_test_accuracy`):
+the same weights classify well, but the BatchNorm running statistics that eval mode -- the reported
+accuracy and every captured activation -- rests on lag behind them.  "Far" is both of:
+
+* beyond binomial noise: ``a_train - a_eval > z * sqrt(2 p (1 - p) / n)``, with ``n`` test samples,
+  ``p = (a_train + a_eval) / 2`` and ``z`` the one-sided 95% normal quantile (1.645) -- the two
+  accuracies taken as independent proportions, which overstates the noise of two measurements on the
+  same samples, so it flags less, not more;
+* and more than :data:`EVAL_MARGIN` (0.1): a gap that changes what a comparison says.
+
+So with 360 test samples the gap must exceed 0.1 whenever the binomial bound is smaller (it is
+at most 0.061 there); with 50 it must exceed up to 0.164.  Models without BatchNorm running
+statistics (both modes compute the same), diverged runs and runs without a test split are not
+checked.  ``--recalibrate-bn`` recomputes the statistics after training.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Protocol
 
-from scipy.stats import binom
+from scipy.stats import binom, norm
 
 from bnprobe.data import Dataset
-from bnprobe.train import TrainResult
 
 CHANCE_QUANTILE = 0.95
 """How sure the at-chance threshold is that guessing stays under it."""
+EVAL_QUANTILE = 0.95
+"""How sure the eval-below-train threshold is that noise alone stays under it."""
+EVAL_MARGIN = 0.1
+"""The least gap between train-mode and eval-mode test accuracy that is flagged, however many samples."""
+
+
+class RunNumbers(Protocol):
+    """What a check reads of a run: a :class:`bnprobe.train.TrainResult` or a :class:`bnprobe.results.RunResult`."""
+
+    test_accuracy: float | None
+    train_mode_test_accuracy: float | None
+    diverged_at_epoch: int | None
 
 
 def chance_threshold(num_classes: int, samples: int, quantile: float = CHANCE_QUANTILE) -> float:
@@ -31,7 +61,7 @@ def chance_threshold(num_classes: int, samples: int, quantile: float = CHANCE_QU
     return float(binom.ppf(quantile, samples, 1 / num_classes)) / samples
 
 
-def at_chance(trained: TrainResult, data: Dataset) -> str | None:
+def at_chance(trained: RunNumbers, data: Dataset) -> str | None:
     """A message when ``trained``'s test accuracy is not above :func:`chance_threshold` (module docstring)."""
     if trained.diverged_at_epoch is not None or trained.test_accuracy is None or data.num_classes < 2:
         return None
@@ -43,11 +73,33 @@ def at_chance(trained: TrainResult, data: Dataset) -> str | None:
             f"({CHANCE_QUANTILE:.0%} of the time); its representations say little about what it learnt")
 
 
-CHECKS: dict[str, Callable[[TrainResult, Dataset], str | None]] = {"at_chance": at_chance}
+def eval_gap_threshold(eval_accuracy: float, train_accuracy: float, samples: int,
+                       quantile: float = EVAL_QUANTILE, margin: float = EVAL_MARGIN) -> float:
+    """The gap ``train_accuracy - eval_accuracy`` on ``samples`` test samples that :func:`eval_below_train`
+    needs to exceed: the larger of the binomial noise bound and ``margin`` (module docstring)."""
+    p = (eval_accuracy + train_accuracy) / 2
+    return max(float(norm.ppf(quantile)) * math.sqrt(2 * p * (1 - p) / samples), margin)
+
+
+def eval_below_train(trained: RunNumbers, data: Dataset) -> str | None:
+    """A message when ``trained``'s eval-mode test accuracy is far below its batch-statistics one (module docstring)."""
+    a_eval, a_train = trained.test_accuracy, trained.train_mode_test_accuracy
+    if trained.diverged_at_epoch is not None or a_eval is None or a_train is None or not len(data.test):
+        return None
+    threshold = eval_gap_threshold(a_eval, a_train, len(data.test))
+    if a_train - a_eval <= threshold:
+        return None
+    return (f"test accuracy {a_eval:.4g} in eval mode, {a_train:.4g} with BatchNorm on batch statistics: the gap "
+            f"exceeds {threshold:.2g} on {len(data.test)} test samples, so the running statistics that eval "
+            "mode and the captured activations use lag behind the weights; rerun with --recalibrate-bn")
+
+
+CHECKS: dict[str, Callable[[RunNumbers, Dataset], str | None]] = {"at_chance": at_chance,
+                                                                  "eval_below_train": eval_below_train}
 """Flag name -> its check, run on every trained run in this order."""
 
 
-def run_flags(trained: TrainResult, data: Dataset) -> list[dict]:
+def run_flags(trained: RunNumbers, data: Dataset) -> list[dict]:
     """The flags :data:`CHECKS` raise for one trained run, as ``{"name", "message"}`` dicts."""
     flags = []
     for name, check in CHECKS.items():

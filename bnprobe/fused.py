@@ -117,7 +117,7 @@ def fusion_blocker(config: TrainConfig, train: object, device: torch.device, run
 def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *, config: TrainConfig,
                 device: str | torch.device = "auto", augment: Augment | None = None,
                 resume: bool = False, on_start: Callable[[], None] | None = None, cuda_graph: bool = True,
-                on_graph: Callable[[str], None] | None = None) -> list[TrainResult]:
+                on_graph: Callable[[str], None] | None = None, recalibrate_bn: bool = False) -> list[TrainResult]:
     """Train every run's model in place, all in one vmapped step; one :class:`TrainResult` per run.
 
     Each run is trained as :func:`bnprobe.train.train_model` would train it with its seed, augment,
@@ -126,6 +126,8 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
     is called once they can, before the first epoch.  ``cuda_graph`` allows replaying the step from a
     CUDA graph (on CUDA only); ``on_graph`` is called after training with how the steps ran, e.g.
     ``"CUDA graph, 9370 of 9380 steps replayed"`` or ``"eager: CUDA graphs need a CUDA device"``.
+    ``recalibrate_bn`` recomputes each run's BatchNorm statistics after training, on its own module
+    (which holds its final weights and buffers), one run after another as ``train_model`` does.
     """
     started = time.perf_counter()
     device = resolve_device(device)
@@ -145,6 +147,9 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
         group.graph.release()  # its memory pool holds a whole step's activations
     if on_graph is not None:
         on_graph(summary)
+    for index, (run, item) in enumerate(zip(group.runs, group.fused, strict=True)):
+        _set_global_rng(group.global_rng[index], device)  # what its checkpoint records as this run's
+        run.after_training(recalibrate_bn, item.checkpoint)
     results = [run.result(test, started, fused_runs=len(group.runs)) for run in group.runs]
     seconds = time.perf_counter() - started
     timings = train_timings(seconds, [group.times, *(run.times for run in group.runs)])

@@ -69,7 +69,8 @@ class Recipe:
 
     ``no_bn`` holds the training settings (fields of :data:`bnprobe.train.PER_VARIANT`) that every
     BN-free variant gets instead of ``train``'s -- a paper's separate learning rate for the model
-    without BatchNorm.
+    without BatchNorm.  ``recalibrate_bn``: whether the BatchNorm running statistics are recomputed
+    after training (:attr:`bnprobe.study.StudyConfig.recalibrate_bn`).
     """
 
     model: str
@@ -77,6 +78,7 @@ class Recipe:
     augment: bool
     quick: Quick
     no_bn: Mapping[str, Any] = field(default_factory=dict)
+    recalibrate_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ POTGIETER2025 = Preset(
             train=TrainConfig(epochs=30, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=0.0,
                               schedule="constant"),
             augment=False,
+            recalibrate_bn=False,  # the paper evaluates the models as trained; the eval_below_train flag guards
             quick=Quick(train_subset=10_000, test_subset=None, epochs=5, seeds=2, samples=1000),
         ),
         "cifar10": Recipe(
@@ -137,6 +140,7 @@ POTGIETER2025 = Preset(
                               schedule="constant"),
             no_bn={"lr": 1e-4},
             augment=False,
+            recalibrate_bn=False,
             quick=Quick(train_subset=1000, test_subset=500, epochs=2, seeds=2, samples=250),
         ),
     },
@@ -217,7 +221,7 @@ def build_study(preset: str, dataset: str | None, *, quick: bool = False,
     changes = changes or Changes()
     study: dict[str, Any] = {"model": recipe.model, "dataset": dataset, "variants": spec.variants,
                              "seeds": spec.seeds, "samples": spec.samples, "probes": spec.probes,
-                             "layers": spec.layers, "augment": recipe.augment}
+                             "layers": spec.layers, "augment": recipe.augment, "recalibrate_bn": recipe.recalibrate_bn}
     train = recipe.train
     subsets = (None, None)
     if quick:

@@ -283,11 +283,15 @@ RUN_MEASURES = (("train_accuracy", "train acc (eval mode)"),
 
 The train accuracy is measured after training, in eval mode (as the test accuracy); the train loss
 is the mean over the last epoch's batches as the optimiser saw them, in train mode."""
+BATCH_STATS_LABEL = "test acc (train-mode BN)"
+"""The label of the test accuracy with BatchNorm on batch statistics, printed for runs that have one."""
 
 
 def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT) -> list[str]:
     """The report's lines for ``variant``'s runs: a heading, one short line per measure (mean ± std
-    over seeds, Δ test accuracy from ``reference``), then divergence and each run's flags.
+    over seeds, Δ test accuracy from ``reference``; the test accuracy with train-mode BatchNorm where
+    it was measured; how many runs had their BatchNorm statistics recomputed), then divergence and
+    each run's flags.
 
     Each line stays under 80 columns for numbers of ordinary size, so no phrase is broken by wrapping.
     """
@@ -304,6 +308,12 @@ def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT
                                            seed_values(results, RUN_PROBE, MODEL_SCOPE_LAYER, metric, reference))
             if difference is not None:
                 lines.append(f"  {label + ' − ' + reference:<{width}}{difference}")
+    batch_stats = summarise(r.train_mode_test_accuracy for r in runs)
+    if batch_stats:
+        lines.append(f"  {BATCH_STATS_LABEL:<{width}}{batch_stats}")
+    recalibrated = sum(r.recalibrated_bn for r in runs)
+    if recalibrated:
+        lines.append(f"  BatchNorm statistics recomputed after training in {recalibrated}/{len(runs)} runs")
     diverged = [r for r in runs if r.diverged_at_epoch is not None]
     if diverged:
         lines.append(f"  diverged in {len(diverged)}/{len(runs)} runs "
@@ -328,6 +338,9 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
                   f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples")
+    if results.config.get("recalibrate_bn"):
+        console.print("BatchNorm running statistics recomputed over the training data after training "
+                      "(--recalibrate-bn); runs below say where", highlight=False)
     note = comparison_note(results, reference)
     if note is not None:
         console.print(f"[yellow]{note}[/yellow]", highlight=False)

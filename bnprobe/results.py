@@ -10,6 +10,7 @@
                "failures": [{"probe", "layer", "error"}],
                "history": [{"epoch", "loss", "accuracy", "test_accuracy", "lr"}],
                "flags": [{"name", "message"}],
+               "train_mode_test_accuracy", "recalibrated_bn",
                "notes": {PROBE: {LAYER: {NAME: text}}}}]}
 
 ``results.csv`` holds the same numbers in tidy long form, one number a row, for pandas or a
@@ -42,7 +43,8 @@ SCHEMA_VERSION = 1
 CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
 RUN_PROBE = "run"
 """Pseudo-probe under which the tidy CSV and the report file a run's own numbers, at layer ``model``."""
-RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch")
+RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch",
+               "train_mode_test_accuracy")
 HISTORY_COLUMNS = ("variant", "seed", "epoch", "metric", "value")
 HISTORY_METRICS = ("loss", "accuracy", "test_accuracy", "lr")
 """Per-epoch numbers: train-mode loss and accuracy over the epoch's batches, test accuracy after the
@@ -68,6 +70,11 @@ class RunResult:
     """Per epoch: ``{"epoch", "loss", "accuracy", "test_accuracy", "lr"}`` (:data:`HISTORY_METRICS`)."""
     flags: list[dict] = field(default_factory=list)
     """Warnings about the run, ``{"name", "message"}`` (:mod:`bnprobe.flags`), e.g. ``at_chance``."""
+    train_mode_test_accuracy: float | None = None
+    """Test accuracy with BatchNorm on batch statistics (:attr:`bnprobe.train.TrainResult.train_mode_test_accuracy`);
+    None without BatchNorm, and in results written before it was measured."""
+    recalibrated_bn: bool = False
+    """Whether the BatchNorm running statistics were recomputed after training (``--recalibrate-bn``)."""
     notes: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     """How the probes measured each layer, in words, ``{probe: {layer: {name: text}}}`` (:meth:`bnprobe.Probe.notes`):
     e.g. ``{"sparsity": {"blocks.0.act": {"zero_test": "a <= 0 (silu)"}}}``."""

@@ -33,6 +33,12 @@ default) fuses on CUDA only: there a small model's step leaves the GPU idle, whi
 batched step does the same arithmetic no faster.  :meth:`StudyListener.training_planned` says which
 path each variant took and why.
 
+**BatchNorm statistics** (:mod:`bnprobe.bnstats`).  Every run of a model with BatchNorm also has its
+test accuracy with batch statistics, and is flagged (:mod:`bnprobe.flags`) when its eval-mode accuracy
+falls far below it.  ``recalibrate_bn`` recomputes each run's running statistics over the training
+split after training -- on the fused path too, run by run -- so that evaluation, checkpoint and
+capture all use them; it may not change on resume.
+
 A run whose loss diverged keeps its training numbers and ``diverged_at_epoch`` but is not probed:
 the activations of non-finite weights say nothing.  The study goes on with the next run.
 
@@ -58,6 +64,7 @@ import torch
 from torch import nn
 
 from bnprobe.augment import Augment
+from bnprobe.bnstats import batchnorm_layers
 from bnprobe.capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -71,7 +78,7 @@ from bnprobe.checkpoint import load_checkpoint
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted, UnknownNameError
-from bnprobe.flags import run_flags
+from bnprobe.flags import CHECKS, run_flags
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.params import check_choice, split_list
@@ -81,7 +88,15 @@ from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.results import Results, RunResult, finite_history, finite_or_none
 from bnprobe.studydir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
-from bnprobe.train import PER_VARIANT, TrainConfig, TrainResult, check_last_batch, resolve_device, train_model
+from bnprobe.train import (
+    PER_VARIANT,
+    TrainConfig,
+    TrainResult,
+    check_last_batch,
+    evaluate,
+    resolve_device,
+    train_model,
+)
 from bnprobe.trainstate import (
     CHECKPOINT_DIR,
     CHECKPOINT_MODES,
@@ -97,6 +112,8 @@ PROBE_SAMPLE_SEED = 20250101
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
                         "cuda_graph", "probe_workers")
 """Config fields that say where or how fast a study runs, not what it computes or keeps."""
+ADDED_FIELDS = {"recalibrate_bn": False}
+"""Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
 
 
 @dataclass
@@ -133,6 +150,9 @@ class StudyConfig:
     checkpoints: str = "final"
     """What a finished run's checkpoint keeps: ``final`` weights, the whole ``resume`` state, or ``none``
     once the study is done (:mod:`bnprobe.trainstate`)."""
+    recalibrate_bn: bool = False
+    """Recompute every run's BatchNorm running statistics over the training split after training, before
+    it is evaluated and captured (:meth:`bnprobe.train._Run.after_training`); off, runs are used as trained."""
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
@@ -508,7 +528,7 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     if out_dir is None or not (out_dir / "results.json").is_file():
         return {}
     saved = Results.load(out_dir)
-    difference = first_difference(saved.config, results.config, ignore=MAY_CHANGE_ON_RESUME)
+    difference = first_difference({**ADDED_FIELDS, **saved.config}, results.config, ignore=MAY_CHANGE_ON_RESUME)
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
                            "use the same options, or another --out")
@@ -622,7 +642,8 @@ def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn
     trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
                           device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
                           on_step=study.on_step(variant, seed),
-                          augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume)
+                          augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume,
+                          recalibrate_bn=config.recalibrate_bn)
     return model, report, trained
 
 
@@ -635,7 +656,8 @@ def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapRepor
                      test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,
                      diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
                      probes=outcome.values, failures=[f.to_dict() for f in outcome.failures],
-                     history=finite_history(trained.history), flags=flags, notes=outcome.notes)
+                     history=finite_history(trained.history), flags=flags, notes=outcome.notes,
+                     train_mode_test_accuracy=trained.train_mode_test_accuracy, recalibrated_bn=trained.recalibrated_bn)
 
 
 def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
@@ -665,7 +687,8 @@ def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
             results = train_fused(group, study.dataset.train, study.dataset.test, config=train_config,
                                   device=study.device, augment=study.augment, resume=resume,
                                   on_start=partial(_announce_fused, listener, variant, made, train_config.epochs),
-                                  cuda_graph=config.cuda_graph, on_graph=partial(listener.fused_steps, variant))
+                                  cuda_graph=config.cuda_graph, on_graph=partial(listener.fused_steps, variant),
+                                  recalibrate_bn=config.recalibrate_bn)
         except FusionUnavailable as exc:
             listener.training_planned(variant, seeds, str(exc))
             continue
@@ -693,8 +716,10 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
     numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
     is kept.  Every run's checkpoint is loaded once first, so one that is missing, unreadable or of
-    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A study trained
-    on a custom ``model`` or ``dataset`` needs them again here.  ``probe_workers`` is this machine's
+    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A run saved
+    before the batch-statistics test accuracy was measured gets it now, from the same weights, and
+    its flags are raised again with it.  A study trained on a custom ``model`` or ``dataset`` needs
+    them again here.  ``probe_workers`` is this machine's
     (:attr:`StudyConfig.probe_workers`), not the study's.  ``save_to``: the folder the updated
     ``results.json`` goes to instead (``out``'s own is then left as it was).
     """
@@ -730,6 +755,17 @@ def _reference_first(run: RunResult) -> tuple[int, bool]:
     return run.seed, run.variant != REFERENCE_VARIANT
 
 
+def _measure_batch_statistics(study: _Study, run: RunResult, model: nn.Module) -> None:
+    """Give ``run`` (saved without it) its batch-statistics test accuracy, measured on ``model`` (its
+    weights) as training measures it, and raise its flags again; nothing for a model without BatchNorm."""
+    if not batchnorm_layers(model) or not len(study.dataset.test):
+        return
+    train = study.config.train_for(run.variant)
+    run.train_mode_test_accuracy = evaluate(model, study.dataset.test, device=study.device, batch_size=train.batch_size,
+                                            precision=train.precision, batch_stats=True)[1]
+    run.flags = [f for f in run.flags if f["name"] not in CHECKS] + run_flags(run, study.dataset)
+
+
 def _reprobe_runs(study: _Study, results: Results, save_to: Path) -> None:
     """Probe every finished run of ``results`` again, saving to ``save_to`` after each (the runs' layers
     in parallel)."""
@@ -745,6 +781,8 @@ def _reprobe_runs(study: _Study, results: Results, save_to: Path) -> None:
             study.clear_cache()
         if run.diverged_at_epoch is None:
             model = study.trained(run.variant, run.seed)
+            if run.train_mode_test_accuracy is None:
+                _measure_batch_statistics(study, run, model)
             pending, captured, timings = study.probe(model, run.variant, run.seed, reference)
             if run.variant == REFERENCE_VARIANT:
                 reference = captured

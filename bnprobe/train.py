@@ -25,6 +25,13 @@ saw them; ``test_accuracy`` is measured in eval mode after the epoch (None witho
 for the last epoch it is the final evaluation's, so a one-epoch run makes no extra pass; ``lr`` is
 the learning rate of the epoch's last step.  The history is part of the checkpoint.
 
+**BatchNorm statistics** (:mod:`bnprobe.bnstats`).  The final evaluation of a model with BatchNorm
+also measures its test accuracy with batch statistics (train-mode BatchNorm, running statistics
+untouched: :attr:`TrainResult.train_mode_test_accuracy`), so a run whose running statistics lag its
+weights shows it (:mod:`bnprobe.flags`).  ``recalibrate_bn`` recomputes those statistics over the
+training split after the last epoch (:meth:`_Run.after_training`); the final evaluation, the last
+epoch's ``test_accuracy`` and the checkpoint then have the recomputed ones.
+
 **Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.trainstate`) after
 every epoch; ``resume=True`` continues from that file, bit-identically to an uninterrupted run on
 the CPU.
@@ -39,6 +46,7 @@ checkpoint; all ranks end with rank 0's weights and BatchNorm statistics.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -55,6 +63,7 @@ from torch import nn
 
 from bnprobe import distributed
 from bnprobe.augment import Augment
+from bnprobe.bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
 from bnprobe.data import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
@@ -120,11 +129,17 @@ class TrainResult:
     """Wall time of the training and its final evaluation; for fused runs the whole group's."""
     timings: dict[str, float] = field(default_factory=dict)
     """Where :attr:`seconds` went (:data:`TRAIN_PARTS`): ``steps`` (the optimiser steps), ``saves``
-    (per-epoch checkpoints), ``evaluation`` (per-epoch and final eval-mode passes) and ``setup`` (the
-    rest: moving the model, building the optimiser, restoring a checkpoint).  For fused runs, like
-    :attr:`seconds`, the whole group's, shared by its ``fused_runs`` runs."""
+    (per-epoch checkpoints), ``evaluation`` (per-epoch and final passes, and recomputing BatchNorm
+    statistics) and ``setup`` (the rest: moving the model, building the optimiser, restoring a
+    checkpoint).  For fused runs, like :attr:`seconds`, the whole group's, shared by its ``fused_runs`` runs."""
     fused_runs: int = 1
     """How many runs trained together in one fused model (1: alone)."""
+    train_mode_test_accuracy: float | None = None
+    """The test accuracy with BatchNorm normalising by batch statistics (train mode), running statistics
+    untouched; None for a model without BatchNorm (both modes compute the same), a diverged run, or
+    without a test split.  Far above :attr:`test_accuracy`, it says the running statistics lag."""
+    recalibrated_bn: bool = False
+    """Whether the BatchNorm running statistics were recomputed after training (``recalibrate_bn``)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -214,13 +229,20 @@ def derive_seed(seed: int, stream: str, rank: int = 0) -> int:
 
 
 def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator, device: torch.device,
-             world: distributed.World | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+             world: distributed.World | None = None, even: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of one pass over ``data``: slices of a permutation of a split (``even``: as few
+    batches of at most ``batch_size`` as there must be, their sizes within one of each other, so that
+    no batch's statistics rest on a few samples), or a loader's batches as it gives them."""
     world = world or distributed.World()
     if isinstance(data, Split):
         order = torch.randperm(len(data), generator=generator).to(data.x.device)
         if world.size > 1:
             order = order[world.rank:len(order) - len(order) % world.size:world.size]
         step = batch_size // world.size
+        if even and len(order):
+            for idx in order.tensor_split(-(-len(order) // step)):
+                yield data.x[idx], data.y[idx]
+            return
         for start in range(0, len(order), step):
             idx = order[start:start + step]
             yield data.x[idx], data.y[idx]
@@ -316,8 +338,13 @@ def adaptive_clip_(parameters: Iterable[nn.Parameter], clip: float, eps: float =
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, batch_size: int = 512,
-             precision: str = "auto") -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode)."""
+             precision: str = "auto", batch_stats: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode).
+
+    With ``batch_stats`` the BatchNorm layers normalise by each batch's own statistics instead, as in
+    training (:func:`bnprobe.bnstats.batch_statistics`: their running statistics are left as they
+    were), in batches of nearly equal size up to ``batch_size`` -- give the training batch size.
+    """
     was_training = model.training
     model.eval()
     amp = autocast_dtype(precision, device)
@@ -327,12 +354,13 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     count = 0
     generator = torch.Generator().manual_seed(0)
     try:
-        for x, y in _batches(data, batch_size, generator, device):
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(_in_layout(x, layout))
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-            count += len(y)
+        with batch_statistics(model) if batch_stats else contextlib.nullcontext():
+            for x, y in _batches(data, batch_size, generator, device, even=batch_stats):
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits = model(_in_layout(x, layout))
+                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+                correct += (logits.argmax(dim=1) == y).sum()
+                count += len(y)
     finally:
         model.train(was_training)
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
@@ -359,6 +387,8 @@ class _Run:
         self.history: list[dict] = []
         self.diverged_at_epoch: int | None = None
         self.net: nn.Module = model
+        self.recalibrated = False
+        """Whether the BatchNorm statistics were recomputed after training (here, or before the checkpoint)."""
         self.times: dict[str, float] = {}
         """Seconds spent per part of :data:`TRAIN_PARTS` but ``setup`` (derived from the total)."""
 
@@ -425,22 +455,54 @@ class _Run:
                 record["test_accuracy"] = evaluate(self.model, test, device=self.device,
                                                    precision=self.config.precision)[1]
 
+    def after_training(self, recalibrate_bn: bool, path: Path | None) -> None:
+        """Recompute the BatchNorm running statistics once training is done, when ``recalibrate_bn``
+        asks (precise BN, :func:`bnprobe.bnstats.cumulative_statistics`), and save them to ``path``.
+
+        One pass over the whole training split without augmentation (the inputs eval mode sees), in a
+        fixed order and batches of nearly equal size up to the training batch size; in the training
+        precision.  Diverged runs and models without BatchNorm running statistics are left as they are.
+        A checkpoint whose statistics were recomputed is refused when ``recalibrate_bn`` is off: the
+        statistics training left are gone from it.
+        """
+        if not recalibrate_bn:
+            if self.recalibrated:
+                raise BnprobeError(f"checkpoint {path} holds BatchNorm statistics recomputed after training "
+                                   "(recalibrate_bn); resume with --recalibrate-bn, or delete it to train again")
+            return
+        if self.diverged_at_epoch is not None or not batchnorm_layers(self.model):
+            return
+        layout = memory_format(self.device, self.model)
+        generator = torch.Generator().manual_seed(0)
+        with timed(self.times, "evaluation"), torch.no_grad(), cumulative_statistics(self.model):
+            for x, _ in _batches(self.train, self.config.batch_size, generator, self.device, even=True):
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    self.model(_in_layout(x, layout))
+        self.recalibrated = True
+        if path is not None:
+            self.save(path)
+
     def result(self, test: Split | Iterable | None, started: float, fused_runs: int = 1) -> TrainResult:
-        """Evaluate the trained model on ``self.train`` and ``test`` (eval mode) and file the run, timed
-        from ``started`` (a ``time.perf_counter()``)."""
+        """Evaluate the trained model on ``self.train`` and ``test`` (eval mode; on ``test`` also with
+        batch statistics, for a model with BatchNorm) and file the run, timed from ``started`` (a
+        ``time.perf_counter()``)."""
         with timed(self.times, "evaluation"):
             train_loss, train_acc = evaluate(self.model, self.train, device=self.device,
                                              precision=self.config.precision)
-            test_loss, test_acc = (None, None)
+            test_loss, test_acc, batch_stats_acc = (None, None, None)
             if test is not None:
                 test_loss, test_acc = evaluate(self.model, test, device=self.device, precision=self.config.precision)
+                if batchnorm_layers(self.model) and self.diverged_at_epoch is None:
+                    batch_stats_acc = evaluate(self.model, test, device=self.device, batch_size=self.config.batch_size,
+                                               precision=self.config.precision, batch_stats=True)[1]
         if self.history and self.history[-1].get("test_accuracy") is None:
             self.history[-1]["test_accuracy"] = test_acc
         seconds = time.perf_counter() - started
         return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=self.history[-1]["loss"],
                            test_loss=test_loss, epochs_run=len(self.history), diverged_at_epoch=self.diverged_at_epoch,
                            history=self.history, seconds=seconds, fused_runs=fused_runs,
-                           timings=train_timings(seconds, [self.times]))
+                           timings=train_timings(seconds, [self.times]), train_mode_test_accuracy=batch_stats_acc,
+                           recalibrated_bn=self.recalibrated)
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         state = {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
@@ -459,7 +521,7 @@ class _Run:
                          "diverged_at_epoch": self.diverged_at_epoch, "history": self.history,
                          "config": self.config.to_dict(), "model": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                         "scaler": self.scaler.state_dict(), "rng": rng}, path)
+                         "scaler": self.scaler.state_dict(), "rng": rng, "recalibrated_bn": self.recalibrated}, path)
 
     def restore(self, path: Path) -> None:
         """Continue from the state saved at ``path`` by a run with the same config and process count.
@@ -482,6 +544,7 @@ class _Run:
                                "delete it, or resume in the folder of the study that wrote it") from None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.diverged_at_epoch = state["diverged_at_epoch"]
+        self.recalibrated = bool(state.get("recalibrated_bn", False))  # written before it existed: not recalibrated
         if not can_continue(state):  # final weights only: enough for a finished run, which trains no more
             if not self.finished:
                 raise BnprobeError(f"checkpoint {path} keeps final weights only (--checkpoints final), not the "
@@ -517,7 +580,8 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                 config: TrainConfig | None = None, device: str | torch.device = "auto", seed: int = 0,
                 on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
                 augment: Augment | None = None,
-                checkpoint: str | os.PathLike | None = None, resume: bool = False) -> TrainResult:
+                checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                recalibrate_bn: bool = False) -> TrainResult:
     """Train ``model`` in place on ``train``; report train/test accuracy and the final loss.
 
     It trains and evaluates in the layout :func:`memory_format` picks, and hands the model back in the
@@ -527,7 +591,9 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
     step (:data:`StepCallback`).  ``checkpoint`` is a file rewritten after every epoch (before
     ``on_epoch`` is called); with ``resume`` an existing one is continued
     from, so a finished run is only evaluated.  A non-finite loss ends the run early with
-    ``diverged_at_epoch`` set (1-based).
+    ``diverged_at_epoch`` set (1-based).  ``recalibrate_bn`` recomputes the BatchNorm running
+    statistics after training, before the final evaluation (:meth:`_Run.after_training`); the
+    checkpoint then holds them.
     """
     started = time.perf_counter()
     config = config or TrainConfig()
@@ -558,6 +624,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                 run.save(path)
             if on_epoch is not None:
                 on_epoch(record["epoch"], record)
+        run.after_training(recalibrate_bn, path)
         distributed.broadcast_buffers(model)
         return run.result(test, started)
     finally:

@@ -10,7 +10,8 @@ holds plain containers and tensors only, and is read back with ``weights_only=Tr
      "config": the TrainConfig as a dict,
      "model": state_dict, "optimizer": ..., "schedule": ..., "scaler": ...,
      "rng": [per process: {"order": data-order generator, "augment": augmentation generator,
-                           "torch": global CPU generator, "cuda": the GPU's generator (CUDA only)}]}
+                           "torch": global CPU generator, "cuda": the GPU's generator (CUDA only)}],
+     "recalibrated_bn": whether the BatchNorm statistics were recomputed after training (absent: no)}
 
 The weights sit under ``"model"``, a key :func:`bnprobe.checkpoint.load_checkpoint` looks in, so a
 finished run's checkpoint can also seed another study.

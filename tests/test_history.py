@@ -36,7 +36,7 @@ def _counting_evaluate(monkeypatch) -> list:
     real = train_module.evaluate
 
     def counted(model, data, **kwargs):
-        calls.append(len(data))
+        calls.append((len(data), kwargs.get("batch_stats", False)))
         return real(model, data, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate", counted)
@@ -49,7 +49,8 @@ def test_every_epoch_has_its_test_accuracy_and_the_last_reuses_the_final_evaluat
     calls = _counting_evaluate(monkeypatch)
     config = TrainConfig(epochs=epochs, batch_size=16, schedule="constant", lr=0.01)
     result = train_model(_model(), data.train, data.test, config=config, device="cpu")
-    assert calls == [32] * (epochs - 1) + [64, 32]  # one test pass per epoch but the last, then train and test
+    # one test pass per epoch but the last, then train and test, and test with batch statistics (BatchNorm)
+    assert calls == [(32, False)] * (epochs - 1) + [(64, False), (32, False), (32, True)]
     assert [r["epoch"] for r in result.history] == list(range(1, epochs + 1))
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in result.history)
     assert result.history[-1]["test_accuracy"] == result.test_accuracy
@@ -139,4 +140,4 @@ def test_a_run_at_chance_is_flagged_and_one_above_is_not():
     assert run_flags(_trained(0.9), data) == []
     assert at_chance(_trained(0.5, diverged=1), data) is None  # the report says it diverged
     assert at_chance(_trained(None), data) is None
-    assert set(CHECKS) == {"at_chance"}
+    assert set(CHECKS) == {"at_chance", "eval_below_train"}

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
-from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, default_out, train_settings
+from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
 from bnprobe.models import HEADS
 from bnprobe.params import split_list
 from bnprobe.presets import (
@@ -81,6 +81,7 @@ def recipe_lines(study: PresetStudy) -> list[str]:
             f"{train.optimizer} lr {train.lr}{momentum}, weight decay {train.weight_decay}, {train.schedule} schedule, "
             f"batch {train.batch_size}, {train.epochs} epoch{'s' * (train.epochs != 1)}, "
             f"augmentation {'on' if config.augment else 'off'}"
+            + (", BatchNorm statistics recomputed after training" if config.recalibrate_bn else "")
             + (f"; {own}" if own else "")]
 
 
@@ -186,6 +187,7 @@ def list_lines() -> list[str]:
 @click.option("--precision", default=None, help=f"auto, fp32, bf16 or fp16. {KEEP}")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--augment/--no-augment", default=None, help=f"The dataset's augmentation. {KEEP}")
+@click.option("--recalibrate-bn/--no-recalibrate-bn", default=None, help=f"{RECALIBRATE_HELP} {KEEP}")
 @click.option("--resume", is_flag=True, help="Continue the study in --out: keep finished runs, resume the last.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the study in --out: remove its results, plots, checkpoints and caches first "
@@ -210,9 +212,9 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
-              precision: str | None, compile_: bool, augment: bool | None, resume: bool, overwrite: bool,
-              keep: str | None, robustness: bool, robustness_grid: str | None, quiet: bool, as_json: bool,
-              verbose: bool) -> None:
+              precision: str | None, compile_: bool, augment: bool | None, recalibrate_bn: bool | None,
+              resume: bool, overwrite: bool, keep: str | None, robustness: bool, robustness_grid: str | None,
+              quiet: bool, as_json: bool, verbose: bool) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
@@ -229,7 +231,8 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
         "grad_clip": grad_clip, "agc": agc})
     study_changes = {"model": model, "variants": variant_list, "seeds": seeds, "samples": samples,
                      "probes": split_probe_list(probes) if probes else None, "layers": layers, "spatial": spatial,
-                     "device": device, "data_root": data_root, "augment": augment, "checkpoints": keep}
+                     "device": device, "data_root": data_root, "augment": augment, "checkpoints": keep,
+                     "recalibrate_bn": recalibrate_bn}
     train_changes = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
                      "precision": precision, "compile": compile_ or None}
     changes = Changes(study={k: v for k, v in study_changes.items() if v is not None},

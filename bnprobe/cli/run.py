@@ -24,6 +24,8 @@ from bnprobe.train import TrainConfig
 from bnprobe.trainstate import CHECKPOINT_MODES
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
+RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "
+                    "evaluating and probing (precise BN; docs/training.md).")
 CHECKPOINTS_HELP = ("What a finished run's checkpoint keeps: final (its weights: enough for bnprobe probe and "
                     "--checkpoint), resume (its whole training state), none (removed once the study is done).")
 
@@ -130,6 +132,7 @@ def _setting_name(param: click.Parameter) -> str:
 @click.option("--sync-bn", is_flag=True, help="Under torchrun: BatchNorm statistics over the global batch.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="The dataset's augmentation: random crop, plus flips where they keep the class.")
+@click.option("--recalibrate-bn/--no-recalibrate-bn", default=False, show_default=True, help=RECALIBRATE_HELP)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--fuse/--no-fuse", default=None,
               help="Train each variant's seeds as one batched (vmapped) model, same numbers up to rounding "
@@ -162,7 +165,8 @@ def _setting_name(param: click.Parameter) -> str:
 def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
-        precision: str, compile_: bool, sync_bn: bool, augment: bool, device: str, fuse: bool | None,
+        precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
+        fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
         checkpoint: str | None, max_memory: str, max_device_memory: str, quiet: bool, verbose: bool,
         as_json: bool) -> None:
@@ -184,6 +188,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
+        recalibrate_bn=recalibrate_bn,
         max_device_memory=parse_device_budget(max_device_memory),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
