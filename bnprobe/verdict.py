@@ -140,13 +140,15 @@ def sparsity_change_verdict(results: Results, variant: str = "identity",
 # (a2) does sparsity explain generalisation?
 
 def run_sparsity(results: Results, probe: str = "sparsity", metric: str = "channel_sparsity") -> list[dict]:
-    """Every run with a test accuracy and ``metric`` at every layer that all such runs have.
+    """Every run with a test accuracy and ``metric`` numbers, at every layer that all such runs have.
 
     One row per run: ``variant``, ``seed``, ``layers`` ({layer: sparsity}), ``sparsity`` (their mean),
     ``generalisation_gap`` (train - test accuracy) and ``test_accuracy``.  Rows compare the same
-    layers, so a run missing one layer does not shift the others' mean.
+    layers, so a run missing one layer does not shift the others' mean.  A run with no ``metric`` at
+    all (diverged, so not probed, or its probe failed) is left out, not allowed to empty ``common``.
     """
-    runs = [run for run in results.runs if run.test_accuracy is not None]
+    runs = [run for run in results.runs if run.test_accuracy is not None
+            and any(numbers.get(metric) is not None for numbers in run.numbers().get(probe, {}).values())]
     values = [{layer: v for layer, numbers in run.numbers().get(probe, {}).items()
                if (v := numbers.get(metric)) is not None} for run in runs]
     common = [layer for layer in results.layers if values and all(layer in v for v in values)]

@@ -206,3 +206,14 @@ def test_verdicts_are_plain_data_and_print_within_80_columns():
         assert all(len(line) <= 80 for line in lines)
         assert lines[0].startswith(f"  ({verdict.key}) {verdict.finding}: ")
         assert " ".join(line.strip() for line in lines[1:]) == f"rule: {verdict.rule} evidence: {verdict.evidence}"
+
+
+def test_a2_leaves_out_a_run_without_sparsity_numbers_instead_of_giving_up():
+    """A diverged run is not probed but keeps its test accuracy: it must not take every layer out of a2."""
+    def tracking(variant, seed, sparsity):
+        return 0.05 + 0.5 * (sparsity - 0.5) + 0.001 * (seed % 3)
+
+    res = _gap_study(4, lambda s: 0.01 * s, tracking)
+    res.runs.append(RunResult("identity", 4, 0.1, 0.1, None, diverged_at_epoch=1))
+    verdict = generalisation_verdict(res)
+    assert verdict.holds is False and len(verdict.numbers["runs"]) == 8
