@@ -36,7 +36,8 @@ when it does not, capture uses module hooks only, lists the missed ones in
 :attr:`CaptureResult.unseen` and says so with a :class:`CaptureWarning`.
 
 Each layer also says which activation it is the output of (:attr:`LayerData.activation`: ``relu``,
-``silu``, ... for a module and a functional call alike; None for a conv or a norm); a streaming probe
+``silu``, ... for a module and a functional call alike; a timm norm-act layer's is its ``act``'s; None
+for a conv or a plain norm); a streaming probe
 whose ``accumulator`` takes an ``activation`` keyword is told it as well (sparsity picks its zero test by it).
 
 Spatial rules (``spatial``, a per-sample vector from a ``(C, H, W)`` activation):
@@ -135,6 +136,16 @@ class CaptureResult:
 def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) or \
         "Norm" in type(module).__name__ and not any(True for _ in module.children())
+
+
+def _output_activation(module: nn.Module) -> str | None:
+    """The activation ``module``'s output comes out of: its own, or for a timm norm-act layer
+    (``BatchNormAct2d``, ``GroupNormAct``: norm -> drop -> act) its ``act``'s, so that a norm-act layer
+    selected as a ``norm`` gets its activation's zero test."""
+    act = getattr(module, "act", None)
+    if _is_norm(module) and isinstance(act, nn.Module):
+        return activation_name(act)
+    return activation_name(module)
 
 
 def _is_conv(module: nn.Module) -> bool:
@@ -366,7 +377,7 @@ def capture(
             for message in messages:
                 warnings.warn(message, CaptureWarning, stacklevel=2)
             targets = selected + plan.recorders
-            activation_of = {path: activation_name(m) for path, m in selected} | \
+            activation_of = {path: _output_activation(m) for path, m in selected} | \
                 {path: functional_fn(path) for path, _ in plan.recorders}
             if not targets and unseen:
                 raise BnprobeError(f"layers={layers!r} selects only functional activations, and {plan.problem}; "

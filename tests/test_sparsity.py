@@ -258,3 +258,20 @@ def test_probing_a_study_again_files_the_zero_test_of_the_probes_it_replaces(tmp
     assert results.runs[0].notes == {"sparsity": saved.runs[0].notes["sparsity"]}
     exact = saved.runs[0].notes["sparsity(zero_test='exact')"]
     assert {note["zero_test"] for note in exact.values()} == {"a == 0 (relu)"}
+
+
+def test_a_timm_norm_act_layer_is_counted_by_its_activations_zero_test():
+    """BatchNormAct2d's output is its SiLU's: selected as a norm it must get a <= 0, not exact zeros."""
+    from timm.layers import BatchNormAct2d
+
+    import bnprobe
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), BatchNormAct2d(3, act_layer=torch.nn.SiLU))
+    model.eval()
+    x, y = torch.randn(12, 1, 6, 6), torch.arange(12) % 3
+    probe = SparsityProbe()
+    captured = bnprobe.capture(model, (x, y), layers="norm,act", probes=[probe], batch_size=5)
+    assert {layer.name: layer.activation for layer in captured.layers} == {"1": "silu", "1.act": "silu"}
+    numbers = bnprobe.run_probes(captured, [probe]).values["sparsity"]
+    assert 0 < numbers["1"]["channel_sparsity"] == pytest.approx(numbers["1.act"]["channel_sparsity"])
