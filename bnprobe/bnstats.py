@@ -42,7 +42,7 @@ def _bn_in_train_mode(model: nn.Module) -> Iterator[list[_BatchNorm]]:
     try:
         model.eval()
         for layer in layers:
-            layer.train()
+            layer.training = True  # not .train(): a norm-act layer's drop and act children stay in eval mode
         yield layers
     finally:
         for module, flag in training.items():

@@ -87,6 +87,18 @@ def test_cumulative_statistics_are_the_mean_over_the_batches_and_flags_are_resto
     assert model[0].momentum == 0.3 and model.training and model[0].training and not model[1].training
 
 
+def test_a_norm_act_layers_dropout_and_activation_stay_in_eval_mode():
+    """timm's BatchNormAct2d holds its drop and act as children: only the norm goes to train mode."""
+    from timm.layers import BatchNormAct2d
+
+    layer = BatchNormAct2d(3, act_layer=nn.RReLU, drop_layer=nn.Dropout)
+    layer.eval()
+    for context in (batch_statistics, cumulative_statistics):
+        with torch.no_grad(), context(layer):
+            assert layer.training and not layer.drop.training and not layer.act.training
+        assert not any(m.training for m in layer.modules())
+
+
 def test_batch_statistics_leave_every_buffer_bit_for_bit(digits, trained):
     model = trained[False][0]
     _, before = _state(model)
