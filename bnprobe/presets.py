@@ -314,6 +314,13 @@ class Reproduction:
     gap_differences: dict[str, Difference | None]
     verdicts: list[Verdict]
 
+    @property
+    def flagged_runs(self) -> list[dict]:
+        """``{"variant", "seed", "flags"}`` of every run with a flag (:mod:`bnprobe.flags`): the verdicts rest
+        on these runs too, so a flagged ``bn`` reference (lagging statistics, at chance) is named beside them."""
+        return [{"variant": run.variant, "seed": run.seed, "flags": [flag["name"] for flag in run.flags]}
+                for run in self.results.runs if run.flags]
+
     def shown_metrics(self) -> list[str] | None:
         """The preset's report metrics that the results have; None (each probe's key metric) if none."""
         present = {m for probe in self.results.probe_keys for m in probe_metrics(self.results, probe)}
@@ -323,6 +330,7 @@ class Reproduction:
         """What ``verdicts.json`` holds."""
         return {**self.study.to_dict(),
                 "verdicts": [{**v.to_dict(), "verdict": VERDICT_LABELS[v.holds]} for v in self.verdicts],
+                "flagged_runs": self.flagged_runs,
                 "generalisation_gap": {
                     variant: {**(gap.to_dict() if gap else {"mean": None, "std": None, "n": 0}),
                               "difference": d.to_dict() if (d := self.gap_differences.get(variant)) else None}

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 from test_datasets import _mnist_arrays, _write_idx
 
 from bnprobe.cli import cli
-from bnprobe.cli.reproduce import per_variant_changes
+from bnprobe.cli.reproduce import per_variant_changes, render_reproduction
 from bnprobe.data import Dataset, Split
 from bnprobe.errors import BnprobeError
 from bnprobe.presets import Changes, assess, build_study, model_factory, subset
@@ -90,6 +91,19 @@ def test_generalisation_gap_is_train_minus_test_paired_by_seed():
     assert [(v["key"], v["verdict"]) for v in saved["verdicts"]] == [("a1", "UNDECIDED"), ("a2", "UNDECIDED"),
                                                                      ("b", "UNDECIDED")]  # no probe numbers
     assert saved["generalisation_gap"]["bn"]["difference"] is None
+    assert saved["flagged_runs"] == []
+
+
+def test_verdicts_name_the_flagged_runs_they_rest_on():
+    lagging = RunResult("bn", 0, 0.60, 0.10, 0.1, flags=[{"name": "eval_below_train", "message": "lags"}])
+    runs = [lagging, RunResult("identity", 0, 0.90, 0.70, 0.1)]
+    study = build_study("potgieter2025", "mnist", changes=Changes(study={"variants": ["bn", "identity"]}))
+    reproduction = assess(study, Results("cnn4", "mnist", {}, runs, layers=["l0"]))
+    assert reproduction.to_dict()["flagged_runs"] == [{"variant": "bn", "seed": 0, "flags": ["eval_below_train"]}]
+    console = Console(width=80, record=True)
+    render_reproduction(reproduction, console)
+    assert "caution: they rest on 1 flagged run (bn seed 0: eval_below_train); see the flags above" in \
+        " ".join(console.export_text().split())
 
 
 def test_list_names_each_preset_and_dataset():

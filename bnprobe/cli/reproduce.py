@@ -101,6 +101,11 @@ def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     variant = reproduction.study.compared_variant
     console.print(f"[bold]verdicts[/bold] (a1, b: {REFERENCE_VARIANT} against {variant}; a2: every run; "
                   "docs/reproducing.md)")
+    flagged = reproduction.flagged_runs
+    if flagged:
+        runs = "; ".join(f"{r['variant']} seed {r['seed']}: {', '.join(r['flags'])}" for r in flagged)
+        console.print(f"  caution: they rest on {len(flagged)} flagged run{'s' if len(flagged) > 1 else ''} ({runs}); "
+                      "see the flags above", markup=False, highlight=False)
     for verdict in reproduction.verdicts:
         for line in verdict_lines(verdict, min(console.width, 80)):
             console.print(line, markup=False, highlight=False)
