@@ -5,7 +5,8 @@ study may start from a checkpoint: a plain ``state_dict`` or a timm training che
 the weights under ``state_dict``, ``model`` or ``state_dict_ema``, next to the optimizer state and the
 training ``args``).  Keys saved from ``DataParallel``/``DistributedDataParallel`` carry a ``module.``
 prefix, which is stripped.  Only tensors and plain containers are unpickled (``weights_only``); timm's
-``argparse.Namespace`` of training arguments is allowed too.
+``argparse.Namespace`` of training arguments is allowed too.  :func:`load_state` loads bnprobe's own
+checkpoints (a resumed run, a re-probed study) with one error line in the caller's words.
 """
 
 from __future__ import annotations
@@ -45,6 +46,26 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     if unexpected is not None:
         raise BnprobeError(f"{where}: the checkpoint has key {unexpected}, which the model does not")
     model.load_state_dict(state)
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], message: str) -> None:
+    """Load ``state`` into ``model`` with ``load_state_dict``, or raise one :class:`BnprobeError` line.
+
+    When the weights do not fit, the error is ``message`` with ``{why}`` replaced by the first line of
+    torch's (which names the first mismatch); ``message`` says whose weights they are and what to do.
+    Only ``{why}`` is replaced, so a path with braces in ``message`` is kept as it is.  The one wrapper
+    for loading bnprobe's own checkpoints (a resumed run, a re-probed study).
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BnprobeError(message.replace("{why}", _first_line(exc))) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of ``exc``'s message, or its type's name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def read_torch_file(path: str | os.PathLike, *, fix: str, allowed: Sequence[type] = ()) -> Any:

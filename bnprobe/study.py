@@ -74,7 +74,7 @@ from bnprobe.capture import (
     check_max_device_memory,
     check_spatial,
 )
-from bnprobe.checkpoint import load_checkpoint
+from bnprobe.checkpoint import load_checkpoint, load_state
 from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.distributed import World, current_world, process_group
 from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted, UnknownNameError
@@ -388,10 +388,7 @@ class _Study:
             raise BnprobeError(f"{variant} seed {seed} stopped after epoch {state['epoch']} of {epochs}; "
                                "finish the study with `bnprobe run ... --resume` first")
         model, _ = self.variant(variant, seed)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise BnprobeError(f"checkpoint {path} does not fit {variant}: {str(exc).splitlines()[0]}") from None
+        load_state(model, state["model"], f"checkpoint {path} does not fit {variant}: {{why}}")
         return model.to(self.device)
 
     def cache_dir(self, variant: str, seed: int) -> Path | None:

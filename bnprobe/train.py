@@ -64,6 +64,7 @@ from torch import nn
 from bnprobe import distributed
 from bnprobe.augment import Augment
 from bnprobe.bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
+from bnprobe.checkpoint import load_state
 from bnprobe.data import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
@@ -537,11 +538,8 @@ class _Run:
         if can_continue(state) and len(state["rng"]) != self.world.size:
             raise BnprobeError(f"checkpoint {path} was written by {len(state['rng'])} processes, this run has "
                                f"{self.world.size}; resume with the same number")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise BnprobeError(f"checkpoint {path} holds another model's weights ({str(exc).splitlines()[0]}); "
-                               "delete it, or resume in the folder of the study that wrote it") from None
+        load_state(self.model, state["model"], f"checkpoint {path} holds another model's weights ({{why}}); "
+                   "delete it, or resume in the folder of the study that wrote it")
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.diverged_at_epoch = state["diverged_at_epoch"]
         self.recalibrated = bool(state.get("recalibrated_bn", False))  # written before it existed: not recalibrated
