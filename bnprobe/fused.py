@@ -70,9 +70,11 @@ from bnprobe.train import (
     _Run,
     autocast_dtype,
     epoch_record,
+    global_rng_state,
     make_optimizer,
     make_schedule,
     resolve_device,
+    set_global_rng_state,
     timed,
     train_timings,
 )
@@ -148,7 +150,7 @@ def train_fused(runs: list[FusedRun], train: Split, test: Split | None = None, *
     if on_graph is not None:
         on_graph(summary)
     for index, (run, item) in enumerate(zip(group.runs, group.fused, strict=True)):
-        _set_global_rng(group.global_rng[index], device)  # what its checkpoint records as this run's
+        set_global_rng_state(group.global_rng[index], device)  # what its checkpoint records as this run's
         run.after_training(recalibrate_bn, item.checkpoint)
     results = [run.result(test, started, fused_runs=len(group.runs)) for run in group.runs]
     seconds = time.perf_counter() - started
@@ -167,12 +169,15 @@ class _FusedGroup:
             item.model.to(device)
         self.runs: list[_Run] = []
         self.global_rng: list[dict[str, torch.Tensor]] = []
+        """Each run's global generators' state, as its seed (or its checkpoint) set it.  A fused model draws
+        nothing from them (vmap runs it with ``randomness="error"``), so the state stays the one a run alone
+        would have; it is put back before the run's checkpoint records it."""
         for item in fused:
             run = _Run(item.model, train, config, device, item.seed, augment, world)  # seeds the global RNG
             if resume and item.checkpoint is not None and item.checkpoint.exists():
                 run.restore(item.checkpoint)
             self.runs.append(run)
-            self.global_rng.append(_global_rng(device))
+            self.global_rng.append(global_rng_state(device))
         epochs = {run.epoch for run in self.runs}
         if len(epochs) > 1 or any(run.diverged_at_epoch is not None for run in self.runs):
             raise FusionUnavailable("the runs resume from different epochs")
@@ -281,7 +286,7 @@ class _FusedGroup:
             run.evaluate_epoch(record, self.test)
             item = self.fused[index]
             if item.checkpoint is not None:
-                _set_global_rng(self.global_rng[index], self.device)  # what ``_Run.save`` records as this run's
+                set_global_rng_state(self.global_rng[index], self.device)  # what ``_Run.save`` records as this run's
                 run.save(item.checkpoint)
             if item.on_epoch is not None:
                 item.on_epoch(record["epoch"], record)
@@ -359,22 +364,3 @@ def _stacked_state(states: list[dict]) -> dict:
                    for name, value in entry.items()} for i, entry in states[0]["state"].items()}
     return {"state": stacked, "param_groups": states[0]["param_groups"]}
 
-
-def _global_rng(device: torch.device) -> dict[str, torch.Tensor]:
-    """The global generators' state (CPU, and the GPU's on CUDA)."""
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_global_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Put back a state from :func:`_global_rng`.
-
-    A fused model draws nothing from the global generators (vmap runs it with ``randomness="error"``),
-    so each run's state stays the one its seed (or its checkpoint) set; it is restored before the
-    run's checkpoint records it.
-    """
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)

@@ -229,6 +229,26 @@ def derive_seed(seed: int, stream: str, rank: int = 0) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generators' state: the CPU's, and the GPU's on CUDA.
+
+    Part of what a checkpoint records (:meth:`_Run.save`); a fused group keeps one per run
+    (:mod:`bnprobe.fused`), so that each run's checkpoint holds the state it would hold alone.
+    """
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_global_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Put back a state from :func:`global_rng_state` (other keys in ``state`` are ignored; a GPU
+    state only on CUDA)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator, device: torch.device,
              world: distributed.World | None = None, even: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of one pass over ``data``: slices of a permutation of a split (``even``: as few
@@ -506,11 +526,8 @@ class _Run:
                            recalibrated_bn=self.recalibrated)
 
     def rng_state(self) -> dict[str, torch.Tensor]:
-        state = {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
-                 "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return {"order": self.order.get_state(), "augment": self.augment_rng.get_state(),
+                **global_rng_state(self.device)}
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` (rank 0; every rank contributes its random generators)."""
@@ -554,9 +571,7 @@ class _Run:
         rng = state["rng"][self.world.rank]
         self.order.set_state(rng["order"])
         self.augment_rng.set_state(rng["augment"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        set_global_rng_state(rng, self.device)
 
 
 def train_timings(seconds: float, times: Iterable[dict[str, float]]) -> dict[str, float]:

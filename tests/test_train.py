@@ -9,7 +9,16 @@ from bnprobe.cli.run import per_variant, train_settings
 from bnprobe.data import Dataset, Split
 from bnprobe.errors import BnprobeError
 from bnprobe.study import StudyConfig, run_study
-from bnprobe.train import TrainConfig, adaptive_clip_, classifier_parameters, evaluate, resolve_device, train_model
+from bnprobe.train import (
+    TrainConfig,
+    adaptive_clip_,
+    classifier_parameters,
+    evaluate,
+    global_rng_state,
+    resolve_device,
+    set_global_rng_state,
+    train_model,
+)
 
 
 def _model(seed=0):
@@ -193,3 +202,13 @@ def test_training_options_fail_in_one_line(args, message, monkeypatch, tmp_path)
     result = CliRunner().invoke(cli, ["run", "cnn4", "--variants", "bn,identity", "--device", "cpu", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_global_rng_state_put_back_replays_the_same_draws():
+    torch.manual_seed(3)
+    state = global_rng_state(torch.device("cpu"))
+    assert set(state) == {"torch"}  # no GPU state off CUDA
+    first = torch.rand(5)
+    torch.rand(7)  # moves the generator on
+    set_global_rng_state({"order": torch.zeros(1), **state}, torch.device("cpu"))  # a checkpoint's extra keys
+    assert torch.equal(torch.rand(5), first)
