@@ -44,7 +44,6 @@ cannot be recorded falls back to eager steps; ``on_graph`` is told which path th
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -69,7 +68,6 @@ from bnprobe.train import (
     _num_batches,
     _Run,
     autocast_dtype,
-    epoch_record,
     global_rng_state,
     make_optimizer,
     make_schedule,
@@ -276,20 +274,12 @@ class _FusedGroup:
         for index, run in enumerate(self.runs):
             if not self.active[index]:
                 continue
-            run.epoch += 1
-            record = epoch_record(run.epoch, losses[index], accuracies[index], lr)
-            run.history.append(record)
-            if not math.isfinite(losses[index]):
-                run.diverged_at_epoch = run.epoch
-                self.active[index] = False
+            record = run.close_epoch(losses[index], accuracies[index], lr)
+            self.active[index] = run.diverged_at_epoch is None
             self._write_back(index)
-            run.evaluate_epoch(record, self.test)
             item = self.fused[index]
-            if item.checkpoint is not None:
-                set_global_rng_state(self.global_rng[index], self.device)  # what ``_Run.save`` records as this run's
-                run.save(item.checkpoint)
-            if item.on_epoch is not None:
-                item.on_epoch(record["epoch"], record)
+            own_rng = partial(set_global_rng_state, self.global_rng[index], self.device)  # what ``_Run.save`` records
+            run.after_epoch(record, self.test, item.checkpoint, item.on_epoch, before_save=own_rng)
 
     def _stacked_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of ``(K, batch, ...)`` inputs and ``(K, batch)`` labels, each run's batch its own.

@@ -461,12 +461,29 @@ class _Run:
                 if on_step is not None:
                     on_step(step, steps)
             loss = float(loss_sum) / max(count, 1)  # the epoch's one host synchronisation
+        return self.close_epoch(loss, float(correct) / max(count, 1), lr)
+
+    def close_epoch(self, loss: float, accuracy: float, lr: float) -> dict:
+        """Count an epoch trained with these train-mode means and last learning rate: its record, added
+        to the history, and the divergence check (a non-finite loss ends the run)."""
         self.epoch += 1
-        record = epoch_record(self.epoch, loss, float(correct) / max(count, 1), lr)
+        record = epoch_record(self.epoch, loss, accuracy, lr)
         self.history.append(record)
         if not math.isfinite(loss):
             self.diverged_at_epoch = self.epoch
         return record
+
+    def after_epoch(self, record: dict, test: Split | Iterable | None, path: Path | None,
+                    on_epoch: EpochCallback | None, before_save: Callable[[], None] | None = None) -> None:
+        """What follows an epoch: the test accuracy (:meth:`evaluate_epoch`), the checkpoint at ``path``
+        (after ``before_save``, when given), then ``on_epoch``."""
+        self.evaluate_epoch(record, test)
+        if path is not None:
+            if before_save is not None:
+                before_save()
+            self.save(path)
+        if on_epoch is not None:
+            on_epoch(record["epoch"], record)
 
     def evaluate_epoch(self, record: dict, test: Split | Iterable | None) -> None:
         """Put the test accuracy after this epoch into ``record``, unless the run is finished: then the
@@ -631,12 +648,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
             run.restore(path)
         run.prepare()
         while not run.finished:
-            record = run.train_epoch(on_step)
-            run.evaluate_epoch(record, test)
-            if path is not None:
-                run.save(path)
-            if on_epoch is not None:
-                on_epoch(record["epoch"], record)
+            run.after_epoch(run.train_epoch(on_step), test, path, on_epoch)
         run.after_training(recalibrate_bn, path)
         distributed.broadcast_buffers(model)
         return run.result(test, started)
