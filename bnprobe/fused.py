@@ -227,7 +227,8 @@ class _FusedGroup:
             self._forward_backward(self.params, {n: b.clone() for n, b in self.buffers.items()},
                                    x.expand(k, *x.shape).contiguous(), y.expand(k, *y.shape).contiguous())
         except (RuntimeError, NotImplementedError, ValueError) as exc:
-            raise FusionUnavailable(f"the model does not run under vmap ({str(exc).splitlines()[0]})") from None
+            why = (str(exc).splitlines() or [type(exc).__name__])[0]  # an empty message names its type
+            raise FusionUnavailable(f"the model does not run under vmap ({why})") from None
         finally:
             for p in self.params.values():
                 p.grad = None

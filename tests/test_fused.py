@@ -133,6 +133,18 @@ def test_unfusable_runs_are_refused_with_the_reason():
     assert all(torch.equal(b, m.state_dict()["2.running_mean"]) for b, m in zip(before, models, strict=True))
 
 
+class _Unbatched(nn.Module):
+    def forward(self, x):
+        raise NotImplementedError  # an operation without a batching rule, and no message
+
+
+def test_an_error_without_a_message_still_says_why_fusion_is_off():
+    train, _ = _data()
+    nets = [nn.Sequential(nn.Flatten(), nn.Linear(64, 4), _Unbatched()) for _ in range(2)]
+    with pytest.raises(FusionUnavailable, match=r"^the model does not run under vmap \(NotImplementedError\)$"):
+        train_fused([FusedRun(m, s) for s, m in enumerate(nets)], train, config=TrainConfig(epochs=1), device="cpu")
+
+
 class _Paths(StudyListener):
     def __init__(self):
         self.planned = {}
