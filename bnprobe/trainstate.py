@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
+from bnprobe._common import write_atomic
 from bnprobe.checkpoint import read_torch_file
 from bnprobe.errors import BnprobeError
-from bnprobe.results import write_atomic
 
 FORMAT = "bnprobe-train-state"
 VERSION = 1

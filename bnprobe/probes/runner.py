@@ -31,11 +31,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, finite_or_none
 from bnprobe.capture import CaptureResult
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, LayerData, Probe, ProbeContext
+from bnprobe.probes.base import LayerData, Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
-from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
 """``{probe key: {layer: {metric: value}}}``"""
