@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import tomllib
 import torch
 from torch import nn
 
@@ -16,7 +17,9 @@ from bnprobe import _common
 from bnprobe._common import describe, finite_or_none, first_line, preserved_flags, safe_filename, write_atomic
 from bnprobe.capture import capture
 from bnprobe.cli.run import default_out
+from bnprobe.errors import BnprobeError
 from bnprobe.report import file_stem
+from bnprobe.studyfile import read_study_file
 from bnprobe.trainstate import checkpoint_path, run_stem
 
 
@@ -61,6 +64,18 @@ def test_describe():
     assert describe(TypeError("bad input\nat line 3")) == "TypeError: bad input"
     assert describe(TypeError("bad input\nat line 3"), full=True) == "TypeError: bad input\nat line 3"
     assert describe(ValueError(), full=True) == "ValueError: "
+
+
+def test_study_file_with_an_empty_parse_error_still_says_why(tmp_path, monkeypatch):
+    path = tmp_path / "s.toml"
+    path.write_text('model = "cnn4"\n')
+
+    def fail(text):
+        raise ValueError()
+
+    monkeypatch.setattr(tomllib, "loads", fail)
+    with pytest.raises(BnprobeError, match=r"^study file .*s\.toml cannot be read: ValueError$"):
+        read_study_file(path, ["model"])
 
 
 # ---- safe file names: each caller's output, pinned
