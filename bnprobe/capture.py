@@ -69,6 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnprobe._common import safe_filename
 from bnprobe.activations import activation_name, is_activation, is_gate
 from bnprobe.data import inputs_and_labels
 from bnprobe.errors import BnprobeError
@@ -494,7 +495,7 @@ def _set_up_stores(entries: dict[tuple[str, int], _Entry], names: dict[tuple[str
     for index, (key, entry) in enumerate(entries.items()):
         path = None
         if cache is not None:
-            path = cache / f"{index:03d}-{re.sub(r'[^A-Za-z0-9_.#-]', '_', names[key])}.npy"
+            path = cache / f"{index:03d}-{safe_filename(names[key])}.npy"
         entry.store = VectorStore(n, dims[key], dtype, path, device if placement == "device" else None)
         stores.append(entry.store)
     return cache, placement

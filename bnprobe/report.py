@@ -32,7 +32,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, write_atomic
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, safe_filename, write_atomic
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import Probe, list_probes, parse_probe_spec
 from bnprobe.probes.metrics import declared
@@ -403,7 +403,7 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
 
 def file_stem(probe: str) -> str:
     """``probe`` as a file name: ``hdbscan(dims=30)`` -> ``hdbscan_dims=30``."""
-    return "".join(c if c.isalnum() or c in "_.=-" else "_" for c in probe).strip("_")
+    return safe_filename(probe).strip("_")
 
 
 def plot_metrics(results: Results, probe: str, metrics: Metrics = None) -> list[str]:

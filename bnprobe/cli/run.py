@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT
+from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
 from bnprobe.distributed import launched_world
@@ -33,7 +33,7 @@ CHECKPOINTS_HELP = ("What a finished run's checkpoint keeps: final (its weights:
 
 def default_out(model: str) -> Path:
     """``runs/<model>-<timestamp>``, with characters unsafe in paths replaced."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", model)
+    safe = safe_filename(model, fill="-")
     return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
