@@ -120,7 +120,7 @@ class Preset:
 POTGIETER2025 = Preset(
     name="potgieter2025",
     paper="Potgieter, Mouton & Davel (2025), Impact of Batch Normalization on Convolutional Network Representations",
-    variants=("bn", "identity+bias"),
+    variants=(REFERENCE_VARIANT, "identity+bias"),
     seeds=4,
     samples=5000,
     probes=("sparsity", "hdbscan"),
