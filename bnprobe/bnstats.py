@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnprobe._common import preserved_flags
+
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """Every BatchNorm layer of ``model`` that keeps running statistics (eval mode differs from train mode)."""
@@ -37,16 +39,11 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 @contextmanager
 def _bn_in_train_mode(model: nn.Module) -> Iterator[list[_BatchNorm]]:
     """``model`` in eval mode but its BatchNorm layers in train mode; every module's flag restored afterwards."""
-    training = {m: m.training for m in model.modules()}
     layers = batchnorm_layers(model)
-    try:
-        model.eval()
+    with preserved_flags(model, training=False):
         for layer in layers:
             layer.training = True  # not .train(): a norm-act layer's drop and act children stay in eval mode
         yield layers
-    finally:
-        for module, flag in training.items():
-            module.train(flag)
 
 
 @contextmanager

@@ -69,6 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnprobe._common import preserved_flags, safe_filename
 from bnprobe.activations import activation_name, is_activation, is_gate
 from bnprobe.data import inputs_and_labels
 from bnprobe.errors import BnprobeError
@@ -352,8 +353,6 @@ def capture(
 
     param_device = next(iter(model.parameters()), torch.empty(0)).device
     run_device = torch.device(device) if device is not None else param_device
-    saved_training = {m: m.training for m in model.modules()}
-    saved_grad = {p: p.requires_grad for p in model.parameters()}
     taps = _Taps(spatial)
     handles: list[torch.utils.hooks.RemovableHandle] = []
     stores: list[VectorStore] = []
@@ -362,12 +361,9 @@ def capture(
     cache: Path | None = None
     placement: str | None = None
     try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         if run_device != param_device:
             model.to(run_device)
-        with torch.no_grad():
+        with preserved_flags(model, training=False, requires_grad=False), torch.no_grad():
             sample = first[0][:1].to(run_device)
             plan = plan_functional(model, sample, hooked=[m for _, m in selected],
                                    wanted=lambda name: "act" in kinds and _matches(name, globs))
@@ -417,10 +413,6 @@ def capture(
             s.finish()
         if run_device != param_device:
             model.to(param_device)
-        for m, flag in saved_training.items():
-            m.train(flag)
-        for p, flag in saved_grad.items():
-            p.requires_grad_(flag)
 
     labels = torch.cat(labels_seen).numpy()
     module_of = dict(selected)
@@ -494,7 +486,7 @@ def _set_up_stores(entries: dict[tuple[str, int], _Entry], names: dict[tuple[str
     for index, (key, entry) in enumerate(entries.items()):
         path = None
         if cache is not None:
-            path = cache / f"{index:03d}-{re.sub(r'[^A-Za-z0-9_.#-]', '_', names[key])}.npy"
+            path = cache / f"{index:03d}-{safe_filename(names[key])}.npy"
         entry.store = VectorStore(n, dims[key], dtype, path, device if placement == "device" else None)
         stores.append(entry.store)
     return cache, placement

@@ -37,6 +37,7 @@ import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
+from bnprobe._common import describe
 from bnprobe.activations import functional_activation, is_activation
 
 _RECORDER_PREFIX = "_bnprobe_functional_"
@@ -83,16 +84,11 @@ def plan_functional(model: nn.Module, sample: torch.Tensor, *, hooked: Collectio
     try:
         traced, recorders = _instrument(model, {host for host, _ in calls}, hooked, wanted)
     except Exception as exc:  # tracing runs user code and may fail in any way; the fallback is hooks
-        return FunctionalPlan(model, unseen=names, problem=f"model does not trace with torch.fx ({_reason(exc)})")
+        return FunctionalPlan(model, unseen=names, problem=f"model does not trace with torch.fx ({describe(exc)})")
     problem = _disagreement(traced, [name for name, _ in recorders], names, sample, expected)
     if problem:
         return FunctionalPlan(model, unseen=names, problem=problem)
     return FunctionalPlan(traced, recorders)
-
-
-def _reason(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _disagreement(traced: fx.GraphModule, traced_names: list[str], names: list[str], sample: torch.Tensor,
@@ -103,7 +99,7 @@ def _disagreement(traced: fx.GraphModule, traced_names: list[str], names: list[s
     try:
         output = traced(sample)
     except Exception as exc:  # the traced code runs user code too
-        return f"the torch.fx trace of the model fails ({_reason(exc)})"
+        return f"the torch.fx trace of the model fails ({describe(exc)})"
     return "" if _same_tensors(expected, output) else "the torch.fx trace of the model gives other outputs"
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from bnprobe.probes.base import MODEL_SCOPE_LAYER
+from bnprobe._common import MODEL_SCOPE_LAYER
 from bnprobe.stats import MetricStats
 
 PANEL_INCHES = (5.0, 3.4)

@@ -30,12 +30,13 @@ from typing import Any
 
 from torch import nn
 
+from bnprobe._common import REFERENCE_VARIANT, write_atomic
 from bnprobe.data import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models import create_model
-from bnprobe.probes.base import REFERENCE_VARIANT, build_probes
+from bnprobe.probes.base import build_probes
 from bnprobe.report import probe_metrics, summary_json, write_outputs
-from bnprobe.results import Results, write_atomic
+from bnprobe.results import Results
 from bnprobe.stats import Difference, Summary, paired_difference, summarise
 from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
 from bnprobe.studydir import check_out_dir
@@ -119,7 +120,7 @@ class Preset:
 POTGIETER2025 = Preset(
     name="potgieter2025",
     paper="Potgieter, Mouton & Davel (2025), Impact of Batch Normalization on Convolutional Network Representations",
-    variants=("bn", "identity+bias"),
+    variants=(REFERENCE_VARIANT, "identity+bias"),
     seeds=4,
     samples=5000,
     probes=("sparsity", "hdbscan"),

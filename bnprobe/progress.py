@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.results import RunResult
 from bnprobe.stats import format_value
 from bnprobe.study import RunTimings, StudyListener
@@ -126,7 +127,7 @@ class RichListener(StudyListener):
         self._last_line = self.clock()
 
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:
-        what = "model as built" if variant == "bn" else f"{report.n_swapped} norm layers swapped"
+        what = "model as built" if variant == REFERENCE_VARIANT else f"{report.n_swapped} norm layers swapped"
         self._say(f"{variant} seed {seed}: {what}")
 
     def _stage(self, description: str, total: int) -> None:

@@ -32,10 +32,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, safe_filename, write_atomic
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER, Probe, list_probes, parse_probe_spec
+from bnprobe.probes.base import Probe, list_probes, parse_probe_spec
 from bnprobe.probes.metrics import declared
-from bnprobe.results import RUN_PROBE, Results, write_atomic
+from bnprobe.results import RUN_PROBE, Results
 from bnprobe.stats import (
     CONFIDENCE,
     PAIRED_METHOD,
@@ -45,7 +46,6 @@ from bnprobe.stats import (
     stats_csv,
     summarise,
 )
-from bnprobe.study import REFERENCE_VARIANT
 
 Metrics = Sequence[str] | Literal["all"] | None
 """Which metrics to show: None for each probe's key metric, ``"all"``, or a list of names."""
@@ -403,7 +403,7 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
 
 def file_stem(probe: str) -> str:
     """``probe`` as a file name: ``hdbscan(dims=30)`` -> ``hdbscan_dims=30``."""
-    return "".join(c if c.isalnum() or c in "_.=-" else "_" for c in probe).strip("_")
+    return safe_filename(probe).strip("_")
 
 
 def plot_metrics(results: Results, probe: str, metrics: Metrics = None) -> list[str]:

@@ -30,14 +30,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bnprobe._common import MODEL_SCOPE_LAYER, finite_or_none, write_atomic
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER
 
 SCHEMA_VERSION = 1
 CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
@@ -211,48 +208,7 @@ def _run_from_dict(data: dict) -> RunResult:
     return run
 
 
-def _new_file_mode() -> int:
-    """The mode ``open()`` gives a new file (0o666 less the umask), read once at import."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_NEW_FILE_MODE = _new_file_mode()
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` as a float, or None when it is missing, NaN or infinite (JSON has no NaN)."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def finite_history(history: list[dict]) -> list[dict]:
     """``history`` with every non-finite float (a diverged epoch's loss) as None, for JSON."""
     return [{key: finite_or_none(value) if isinstance(value, float) else value for key, value in record.items()}
             for record in history]
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Replace ``path`` with ``data`` (text as UTF-8, or bytes such as a PNG) so readers see the old
-    file or the new one, never half of one.
-
-    The file gets the permissions a plain ``open()`` would give it (the temporary file's are
-    owner-only), so a study folder stays as readable as the rest of the user's files.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _NEW_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnprobe._common import write_atomic
 from bnprobe.errors import BnprobeError
 from bnprobe.presets import VERDICT_LABELS, PresetStudy, assess, study_inputs
 from bnprobe.probes.base import Probe, build_probes, get_probe, parse_probe_spec
-from bnprobe.results import Results, write_atomic
+from bnprobe.results import Results
 from bnprobe.study import StudyListener, reprobe_study
 from bnprobe.verdict import Verdict
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from bnprobe._common import describe
+
 Recorder = Callable[[Callable[..., tuple[torch.Tensor, ...]], list[torch.Tensor], Sequence[torch.Tensor]],
                     tuple[tuple[torch.Tensor, ...], Callable[[], None]]]
 
@@ -155,7 +157,7 @@ class StepGraph:
             self._eager_only, self._inputs = True, []
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # nothing recorded ran; let the failed capture settle
-            self.status = f"eager: the step could not be recorded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            self.status = f"eager: the step could not be recorded ({describe(exc)})"
             return self.step(*inputs)
         self._outputs, self._replay = tuple(outputs), replay
         self._grads = [p.grad for p in self.params]

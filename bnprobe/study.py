@@ -63,6 +63,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, finite_or_none
 from bnprobe.augment import Augment
 from bnprobe.bnstats import batchnorm_layers
 from bnprobe.capture import (
@@ -82,10 +83,10 @@ from bnprobe.flags import CHECKS, run_flags
 from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.models import create_model, input_channels
 from bnprobe.params import check_choice, split_list
-from bnprobe.probes.base import REFERENCE_VARIANT, Probe, build_probes, split_probe_list
+from bnprobe.probes.base import Probe, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
-from bnprobe.results import Results, RunResult, finite_history, finite_or_none
+from bnprobe.results import Results, RunResult, finite_history
 from bnprobe.studydir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
 from bnprobe.train import (
@@ -122,7 +123,7 @@ class StudyConfig:
 
     model: str
     dataset: str = "digits"
-    variants: Sequence[str] = ("bn", "identity", "groupnorm")
+    variants: Sequence[str] = DEFAULT_VARIANTS
     seeds: int = 1
     samples: int = 5000
     probes: Sequence[str] = ("sparsity", "hdbscan")

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from bnprobe._common import SAFE_CHARS
 from bnprobe.errors import BnprobeError
 from bnprobe.results import Results
 from bnprobe.stats import STATS_CSV_COLUMNS
@@ -27,7 +28,7 @@ from bnprobe.trainstate import CHECKPOINT_DIR
 
 STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json", "robustness.json")
 """The files a study (``bnprobe run``, ``bnprobe reproduce``) writes at the top of its folder."""
-_RUN = r"[A-Za-z0-9_.+=-]+-seed\d+"  # :func:`bnprobe.trainstate.run_stem`
+_RUN = rf"[{SAFE_CHARS}]+-seed\d+"  # :func:`bnprobe.trainstate.run_stem`
 _TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.results.write_atomic`'s temporary files
 _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
         "plots": r"[^/]+\.(?:png|csv)",

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bnprobe._common import first_line
 from bnprobe.errors import BnprobeError
 
 
@@ -65,7 +66,7 @@ def _load(path: Path) -> dict:
     except BnprobeError:
         raise
     except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError: both say where
-        raise BnprobeError(f"study file {path} cannot be read: {str(exc).splitlines()[0]}") from None
+        raise BnprobeError(f"study file {path} cannot be read: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise BnprobeError(f"study file {path} must hold settings (key = value), not a {type(data).__name__}")
     return data

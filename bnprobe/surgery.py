@@ -102,6 +102,7 @@ from torchvision.models import regnet as tv_regnet
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 
 #: Every module type that counts as BatchNorm.  ``_BatchNorm`` covers ``BatchNorm1d/2d/3d``,
@@ -704,7 +705,7 @@ def make_variant(model: nn.Module, variant: str) -> tuple[nn.Module, SwapReport]
     model start from the same conv and linear weights.  A model without BatchNorm is refused for every
     variant, ``bn`` included, since there would be nothing to compare.
     """
-    if variant.strip().lower() != "bn":
+    if variant.strip().lower() != REFERENCE_VARIANT:
         return swap_norms(model, variant)
     _require_batchnorm(model)
-    return copy.deepcopy(model), SwapReport(target="bn")
+    return copy.deepcopy(model), SwapReport(target=REFERENCE_VARIANT)

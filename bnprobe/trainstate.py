@@ -28,16 +28,15 @@ cannot continue training; ``none`` removes the study's files once the study is d
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bnprobe._common import safe_filename, write_atomic
 from bnprobe.checkpoint import read_torch_file
 from bnprobe.errors import BnprobeError
-from bnprobe.results import write_atomic
 
 FORMAT = "bnprobe-train-state"
 VERSION = 1
@@ -55,7 +54,7 @@ def checkpoint_path(out_dir: str | Path, variant: str, seed: int) -> Path:
 
 def run_stem(variant: str, seed: int) -> str:
     """``<variant>-seed<seed>`` with characters unsafe in file names (``:`` of ``groupnorm:8``) replaced."""
-    return f"{re.sub(r'[^A-Za-z0-9_.+=-]', '_', variant)}-seed{seed}"
+    return f"{safe_filename(variant)}-seed{seed}"
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.report import seed_values
 from bnprobe.results import Results
 from bnprobe.stats import CORRELATION_METHOD, PAIRED_METHOD, Difference, correlation, paired_difference
@@ -77,7 +78,7 @@ class Verdict:
 
 
 def layer_differences(results: Results, probe: str, metric: str, variant: str,
-                      reference: str = "bn") -> dict[str, Difference]:
+                      reference: str = REFERENCE_VARIANT) -> dict[str, Difference]:
     """``{layer: reference - variant}`` of ``metric``, paired by seed with its interval, in layer order."""
     out: dict[str, Difference] = {}
     for layer in results.layers:

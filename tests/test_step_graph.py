@@ -107,3 +107,12 @@ def test_without_cuda_the_step_just_runs():
     assert graph.status == "eager: CUDA graphs need a CUDA device"
     assert not graph.graphed and graph.replays == 0
     assert torch.equal(out[0], torch.arange(3.0)) and torch.equal(weight.grad, torch.arange(3.0))
+
+
+def test_an_error_without_a_message_still_falls_back_with_a_status(tmp_path, monkeypatch):
+    def refuse(step, inputs, params):
+        raise RuntimeError()
+    monkeypatch.setattr(step_graph, "graphs_supported", lambda device: True)
+    monkeypatch.setattr(step_graph, "record_cuda_graph", refuse)
+    _, _, summary = _train(tmp_path, TrainConfig(epochs=2, batch_size=24), cuda_graph=True, tag="fallback")
+    assert summary == ["eager: the step could not be recorded (RuntimeError)"]

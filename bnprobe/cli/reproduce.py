@@ -14,6 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
@@ -30,7 +31,7 @@ from bnprobe.presets import (
     model_label,
 )
 from bnprobe.presets import reproduce as run_reproduction
-from bnprobe.probes.base import REFERENCE_VARIANT, split_probe_list
+from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render
 from bnprobe.robustness import (

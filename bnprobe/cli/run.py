@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
 from bnprobe.cli.interrupt import resumable
 from bnprobe.distributed import launched_world
@@ -18,7 +19,7 @@ from bnprobe.params import split_list
 from bnprobe.probes.base import split_probe_list
 from bnprobe.progress import RichListener
 from bnprobe.report import render, summary_json, write_outputs
-from bnprobe.study import REFERENCE_VARIANT, StudyConfig, run_study
+from bnprobe.study import StudyConfig, run_study
 from bnprobe.studyfile import read_study_file
 from bnprobe.train import TrainConfig
 from bnprobe.trainstate import CHECKPOINT_MODES
@@ -32,7 +33,7 @@ CHECKPOINTS_HELP = ("What a finished run's checkpoint keeps: final (its weights:
 
 def default_out(model: str) -> Path:
     """``runs/<model>-<timestamp>``, with characters unsafe in paths replaced."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", model)
+    safe = safe_filename(model, fill="-")
     return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -104,8 +105,8 @@ def _setting_name(param: click.Parameter) -> str:
               help="digits (embedded), mnist, fashion-mnist, cifar10, or folder:PATH (PATH/train, PATH/test).")
 @click.option("--data-root", default=None,
               help="Folder with the dataset's files (downloaded there when missing) [default: usual places].")
-@click.option("--variants", default="bn,identity,groupnorm", show_default=True,
-              help="Comma list: bn (as built) and norm targets.")
+@click.option("--variants", default=",".join(DEFAULT_VARIANTS), show_default=True,
+              help=f"Comma list: {REFERENCE_VARIANT} (as built) and norm targets.")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--seeds", default=1, show_default=True, type=int, help="How many seeds (0, 1, ...).")
 @click.option("--samples", default=5000, show_default=True, type=int,

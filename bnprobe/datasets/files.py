@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bnprobe._common import first_line
 from bnprobe.data import cache_root
 from bnprobe.errors import BnprobeError
 
@@ -60,8 +61,7 @@ def locate(dataset: str, wanted: Sequence[Sequence[str]], folders: Callable[[Pat
         _take_back(before)
         if not isinstance(exc, Exception):  # Ctrl-C: cleaned up, and still an interruption
             raise
-        lines = str(exc).strip().splitlines()  # torchvision lists each mirror's error; the last says why
-        reason = lines[-1].strip() if lines else type(exc).__name__
+        reason = first_line(exc, last=True)  # torchvision lists each mirror's error; the last says why
         searched = ", ".join(str(f) for f in folders(root))
         raise BnprobeError(f"{dataset}: its files are in none of {searched}, and downloading them to {target} "
                            f"failed ({reason}); put {', '.join(n[0] for n in wanted)} in a folder and pass "

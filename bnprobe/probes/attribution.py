@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bnprobe._common import preserved_flags
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_int
 from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, Scope, register_probe
@@ -207,24 +208,8 @@ def _attributable(model: nn.Module) -> Iterator[nn.Module]:
     LayerDeepLift hook tensors that only exist when the graph reaches the parameters; captum takes
     gradients with ``torch.autograd.grad``, so no ``.grad`` is written); activations out of place.
     """
-    training = {m: m.training for m in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
-    inplace = {m: m.inplace for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)}
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        for m in inplace:
-            m.inplace = False
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, flag in training.items():
-            m.train(flag)
-        for p, flag in grads.items():
-            p.requires_grad_(flag)
-        for m, flag in inplace.items():
-            m.inplace = flag
+    with preserved_flags(model, training=False, requires_grad=True, inplace=False), torch.enable_grad():
+        yield model
 
 
 @contextmanager

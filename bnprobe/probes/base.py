@@ -32,13 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnprobe._common import MODEL_SCOPE_LAYER as MODEL_SCOPE_LAYER  # re-exported: plugins and probes read it here
+from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.probes.metrics import Metric
 
 ENTRY_POINT_GROUP = "bnprobe.probes"
-MODEL_SCOPE_LAYER = "model"
-REFERENCE_VARIANT = "bn"
-"""The variant other variants are compared with: the model as built, BatchNorm included."""
 
 Need = Literal["stream", "vectors", "model"]
 Scope = Literal["layer", "model"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from bnprobe._common import write_atomic
 from bnprobe.errors import BnprobeError
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def generated_part(text: str) -> str:
 
 def rewrite(path: str | Path) -> None:
     """Replace the generated part of the Markdown file at ``path`` with :func:`metrics_markdown`."""
-    from bnprobe.results import write_atomic
-
     text = Path(path).read_text(encoding="utf-8")
     old = generated_part(text)
     if not old:

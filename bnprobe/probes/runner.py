@@ -31,11 +31,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, describe, finite_or_none, first_line
 from bnprobe.capture import CaptureResult
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, LayerData, Probe, ProbeContext
+from bnprobe.probes.base import LayerData, Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
-from bnprobe.results import finite_or_none
 
 Values = dict[str, dict[str, dict[str, float]]]
 """``{probe key: {layer: {metric: value}}}``"""
@@ -90,7 +90,7 @@ def describe_failures(failures: Sequence[ProbeFailure]) -> str:
     """One line naming the failed probes, their layers and errors (the same error once, with its layers)."""
     grouped: dict[tuple[str, str], list[str]] = {}
     for failure in failures:
-        error = (failure.error.splitlines() or [""])[0]
+        error = first_line(failure.error)
         grouped.setdefault((failure.probe, error), []).append(failure.layer)
     parts = []
     for (probe, error), layers in list(grouped.items())[:SHOWN_FAILURES]:
@@ -130,7 +130,7 @@ class _Step:
                 numbers = probe.conclude(prepared)
             self.numbers = _filed(numbers)
         except Exception as exc:  # isolate, as in the process
-            self.error = _describe(exc)
+            self.error = describe(exc, full=True)
         self.future, self.task = None, None
 
 
@@ -297,7 +297,7 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                     step.numbers = _filed(probe.measure(layer, context))
                 step.notes = _noted(probe.notes(layer, context))
             except Exception as exc:  # isolate: one probe's failure must not end the study
-                step.error = _describe(exc)
+                step.error = describe(exc, full=True)
     return PendingOutcome(steps, pool, on_failure)
 
 
@@ -343,5 +343,3 @@ def _noted(notes: dict[str, str]) -> dict[str, str]:
     return dict(notes)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
