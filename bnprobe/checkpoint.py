@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnprobe._common import first_line
 from bnprobe.errors import BnprobeError
 
 #: Where a checkpoint dict may keep the weights, in the order they are looked for (EMA weights last).
@@ -59,13 +60,7 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], message: str
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise BnprobeError(message.replace("{why}", _first_line(exc))) from None
-
-
-def _first_line(exc: Exception) -> str:
-    """The first line of ``exc``'s message, or its type's name when the message is empty."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise BnprobeError(message.replace("{why}", first_line(exc))) from None
 
 
 def read_torch_file(path: str | os.PathLike, *, fix: str, allowed: Sequence[type] = ()) -> Any:

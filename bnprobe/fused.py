@@ -56,6 +56,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from bnprobe import distributed
+from bnprobe._common import first_line
 from bnprobe.augment import Augment
 from bnprobe.data import Split
 from bnprobe.step_graph import StepGraph
@@ -227,8 +228,7 @@ class _FusedGroup:
             self._forward_backward(self.params, {n: b.clone() for n, b in self.buffers.items()},
                                    x.expand(k, *x.shape).contiguous(), y.expand(k, *y.shape).contiguous())
         except (RuntimeError, NotImplementedError, ValueError) as exc:
-            why = (str(exc).splitlines() or [type(exc).__name__])[0]  # an empty message names its type
-            raise FusionUnavailable(f"the model does not run under vmap ({why})") from None
+            raise FusionUnavailable(f"the model does not run under vmap ({first_line(exc)})") from None
         finally:
             for p in self.params.values():
                 p.grad = None
