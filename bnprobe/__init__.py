@@ -16,6 +16,8 @@ or all at once with :func:`run_study` (your own loaders: ``bnprobe.Dataset.from_
 ``bnprobe.render(results)`` in the terminal and ``bnprobe.write_outputs(results, out)`` on disk.
 """
 
+from importlib.metadata import version as _package_version
+
 from bnprobe.capture import CaptureResult, CaptureWarning, capture
 from bnprobe.data import Dataset, Split, list_datasets, load_dataset
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
@@ -38,7 +40,7 @@ from bnprobe.study import StudyConfig, reprobe_study, run_study
 from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
 from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
 
-__version__ = "0.1.0"
+__version__ = _package_version("bnprobe")
 
 __all__ = [
     "BnprobeError",
