@@ -55,7 +55,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import InitVar, asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,7 @@ class StudyConfig:
     """Apply the dataset's augmentation policy while training."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
-    checkpoint: str | None = None
+    init_weights: str | None = None
     """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
     fuse: bool | None = None
     """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
@@ -154,8 +154,15 @@ class StudyConfig:
     recalibrate_bn: bool = False
     """Recompute every run's BatchNorm running statistics over the training split after training, before
     it is evaluated and captured (:meth:`bnprobe.train._Run.after_training`); off, runs are used as trained."""
+    checkpoint: InitVar[str | None] = None
+    """Deprecated name of ``init_weights`` (it read as bnprobe's own per-run checkpoints)."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, checkpoint: str | None) -> None:
+        if checkpoint is not None:
+            _warn_checkpoint_renamed(stacklevel=4)  # the caller of the generated __init__
+            if self.init_weights is not None and self.init_weights != checkpoint:
+                raise BnprobeError("both init_weights and its deprecated name checkpoint are given; give init_weights")
+            self.init_weights = checkpoint
         # A comma list is accepted where a list is, as on the command line.
         self.variants = split_list(self.variants) if isinstance(self.variants, str) else list(self.variants)
         self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
@@ -211,10 +218,41 @@ class StudyConfig:
     def from_dict(cls, data: dict) -> StudyConfig:
         """The config saved in a ``results.json`` (keys it does not know, such as ``samples_probed``, dropped)."""
         known = {f.name for f in fields(cls)}
+        data = renamed_config(data)
         values = {k: v for k, v in data.items() if k in known}
         train_fields = {f.name for f in fields(TrainConfig)}
         values["train"] = {k: v for k, v in data.get("train", {}).items() if k in train_fields}  # built on init
         return cls(**values)
+
+
+def _warn_checkpoint_renamed(stacklevel: int = 3) -> None:
+    warnings.warn("StudyConfig.checkpoint is deprecated and will be removed; use init_weights (the same weights)",
+                  FutureWarning, stacklevel=stacklevel)
+
+
+def _checkpoint_property() -> property:
+    """``config.checkpoint``, read or set, as ``init_weights`` with a deprecation warning."""
+
+    def get(self: StudyConfig) -> str | None:
+        _warn_checkpoint_renamed()
+        return self.init_weights
+
+    def set_(self: StudyConfig, value: str | None) -> None:
+        _warn_checkpoint_renamed()
+        self.init_weights = value
+
+    return property(get, set_, doc="Deprecated name of :attr:`StudyConfig.init_weights`.")
+
+
+StudyConfig.checkpoint = _checkpoint_property()  # after @dataclass, which keeps None as the keyword's default
+
+RENAMED_FIELDS = {"checkpoint": "init_weights"}
+"""Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""
+
+
+def renamed_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config with its keys under today's names, so that older studies still resume and re-probe."""
+    return {RENAMED_FIELDS.get(key, key): value for key, value in config.items()}
 
 
 def _as_train_config(value: TrainConfig | Mapping[str, Any]) -> TrainConfig:
@@ -336,8 +374,8 @@ class _Study:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
         if self._base is None or self._base[0] != seed:
             model = build_seeded_model(self.source, seed, self.dataset)
-            if self.config.checkpoint:
-                load_checkpoint(model, self.config.checkpoint)
+            if self.config.init_weights:
+                load_checkpoint(model, self.config.init_weights)
             self._base = (seed, model)
         return self._base[1]
 
@@ -465,7 +503,7 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     A folder that holds a study is refused unless ``resume`` continues it or ``overwrite`` replaces it
     (see the module docstring).  Ctrl-C raises :class:`StudyInterrupted` naming the finished runs.
     """
-    check_out_dir(out, resume=resume, overwrite=overwrite, reads=[config.checkpoint])
+    check_out_dir(out, resume=resume, overwrite=overwrite, reads=[config.init_weights])
     try:
         return _run_study(config, out, model, dataset, listener, resume, overwrite)
     except StudyInterrupted:
@@ -526,7 +564,8 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     if out_dir is None or not (out_dir / "results.json").is_file():
         return {}
     saved = Results.load(out_dir)
-    difference = first_difference({**ADDED_FIELDS, **saved.config}, results.config, ignore=MAY_CHANGE_ON_RESUME)
+    saved_config = {**ADDED_FIELDS, **renamed_config(saved.config)}
+    difference = first_difference(saved_config, results.config, ignore=MAY_CHANGE_ON_RESUME)
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
                            "use the same options, or another --out")

@@ -93,7 +93,7 @@ def test_checkpoint_is_loaded_into_every_variant(tmp_path):
                   str(tmp_path / "w.pt"), "--out", str(out), "--epochs", "1", "--samples", "50", "--device", "cpu")
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
-    assert saved["config"]["checkpoint"] == str(tmp_path / "w.pt")
+    assert saved["config"]["init_weights"] == str(tmp_path / "w.pt")
     bad = _run("run", "cnn4", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--overwrite")
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
     assert "missing.pt not found" in bad.output

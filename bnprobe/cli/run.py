@@ -187,7 +187,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     config = StudyConfig(
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
-        overrides=overrides, checkpoint=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
+        overrides=overrides, init_weights=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
         recalibrate_bn=recalibrate_bn,
         max_device_memory=parse_device_budget(max_device_memory),

@@ -1,0 +1,51 @@
+"""StudyConfig.init_weights, and its deprecated old name checkpoint."""
+
+import json
+import warnings
+
+import pytest
+
+from bnprobe import StudyConfig
+from bnprobe.errors import BnprobeError
+from bnprobe.study import renamed_config
+
+
+def test_init_weights_is_the_field_and_takes_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = StudyConfig(model="cnn4", init_weights="w.pt")
+    assert config.init_weights == "w.pt"
+    assert config.to_dict()["init_weights"] == "w.pt"
+    assert "checkpoint" not in config.to_dict()
+
+
+def test_the_old_keyword_still_works_with_a_future_warning():
+    with pytest.warns(FutureWarning, match="use init_weights") as caught:
+        config = StudyConfig(model="cnn4", checkpoint="w.pt")
+    assert config.init_weights == "w.pt"
+    assert caught[0].filename == __file__  # points at the caller's line, not at bnprobe
+
+
+def test_the_old_attribute_reads_and_sets_init_weights_with_a_warning():
+    config = StudyConfig(model="cnn4", init_weights="a.pt")
+    with pytest.warns(FutureWarning, match="deprecated"):
+        assert config.checkpoint == "a.pt"
+    with pytest.warns(FutureWarning):
+        config.checkpoint = "b.pt"
+    assert config.init_weights == "b.pt"
+
+
+def test_both_names_with_different_files_is_refused():
+    with pytest.warns(FutureWarning), pytest.raises(BnprobeError, match="give init_weights"):
+        StudyConfig(model="cnn4", init_weights="a.pt", checkpoint="b.pt")
+
+
+def test_a_config_saved_under_the_old_name_still_loads():
+    saved = json.loads(json.dumps(StudyConfig(model="cnn4").to_dict()))
+    del saved["init_weights"]
+    saved["checkpoint"] = "old.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = StudyConfig.from_dict(saved)
+    assert config.init_weights == "old.pt"
+    assert renamed_config({"checkpoint": None, "model": "cnn4"}) == {"init_weights": None, "model": "cnn4"}
