@@ -53,4 +53,4 @@ def main() -> None:
     cli()
 
 
-from bnprobe.cli import compare, probe, probes, report, reproduce, run, surgery  # noqa: E402,F401  (registers the subcommands)
+from bnprobe.cli import compare, list_probes, report, reprobe, reproduce, run, surgery  # noqa: E402,F401  (registers the subcommands)
