@@ -1,4 +1,4 @@
-"""The package declares what it imports, and its version has one source (issue 17, point 8)."""
+"""The package declares what it imports, and its version has one source."""
 
 import ast
 import re
