@@ -55,8 +55,8 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import InitVar, asdict, dataclass, field, fields, replace
-from functools import partial
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -154,15 +154,8 @@ class StudyConfig:
     recalibrate_bn: bool = False
     """Recompute every run's BatchNorm running statistics over the training split after training, before
     it is evaluated and captured (:meth:`bnprobe.train._Run.after_training`); off, runs are used as trained."""
-    checkpoint: InitVar[str | None] = None
-    """Deprecated name of ``init_weights`` (it read as bnprobe's own per-run checkpoints)."""
 
-    def __post_init__(self, checkpoint: str | None) -> None:
-        if checkpoint is not None:
-            _warn_checkpoint_renamed(stacklevel=4)  # the caller of the generated __init__
-            if self.init_weights is not None and self.init_weights != checkpoint:
-                raise BnprobeError("both init_weights and its deprecated name checkpoint are given; give init_weights")
-            self.init_weights = checkpoint
+    def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
         self.variants = split_list(self.variants) if isinstance(self.variants, str) else list(self.variants)
         self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
@@ -225,9 +218,28 @@ class StudyConfig:
         return cls(**values)
 
 
-def _warn_checkpoint_renamed(stacklevel: int = 3) -> None:
+def _warn_checkpoint_renamed() -> None:
     warnings.warn("StudyConfig.checkpoint is deprecated and will be removed; use init_weights (the same weights)",
-                  FutureWarning, stacklevel=stacklevel)
+                  FutureWarning, stacklevel=3)
+
+
+def _accepting_checkpoint(init: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass ``__init__`` that also takes ``checkpoint=``, the deprecated name of ``init_weights``.
+
+    A wrapper rather than an ``InitVar``: ``dataclasses.replace`` would read an InitVar back through the
+    deprecated attribute and warn on every copy of a config.
+    """
+
+    @wraps(init)
+    def __init__(self: StudyConfig, *args: Any, checkpoint: str | None = None, **kwargs: Any) -> None:
+        if checkpoint is not None:
+            _warn_checkpoint_renamed()
+            if kwargs.get("init_weights") not in (None, checkpoint):
+                raise BnprobeError("both init_weights and its deprecated name checkpoint are given; give init_weights")
+            kwargs["init_weights"] = checkpoint
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 def _checkpoint_property() -> property:
@@ -244,7 +256,8 @@ def _checkpoint_property() -> property:
     return property(get, set_, doc="Deprecated name of :attr:`StudyConfig.init_weights`.")
 
 
-StudyConfig.checkpoint = _checkpoint_property()  # after @dataclass, which keeps None as the keyword's default
+StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
+StudyConfig.checkpoint = _checkpoint_property()
 
 RENAMED_FIELDS = {"checkpoint": "init_weights"}
 """Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""

@@ -1,5 +1,6 @@
 """StudyConfig.init_weights, and its deprecated old name checkpoint."""
 
+import dataclasses
 import json
 import warnings
 
@@ -49,3 +50,11 @@ def test_a_config_saved_under_the_old_name_still_loads():
         config = StudyConfig.from_dict(saved)
     assert config.init_weights == "old.pt"
     assert renamed_config({"checkpoint": None, "model": "cnn4"}) == {"init_weights": None, "model": "cnn4"}
+
+
+def test_copying_a_config_does_not_warn():
+    config = StudyConfig(model="cnn4", init_weights="w.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copy = dataclasses.replace(config, seeds=2)
+    assert (copy.init_weights, copy.seeds) == ("w.pt", 2)
