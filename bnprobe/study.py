@@ -198,6 +198,17 @@ class StudyConfig:
                                    f"{', '.join(PER_VARIANT)}")
             self.train_for(variant)  # validates the values
 
+    @property
+    def checkpoint(self) -> str | None:
+        """Deprecated name of :attr:`init_weights` (it read as bnprobe's own per-run checkpoints)."""
+        _warn_checkpoint_renamed()
+        return self.init_weights
+
+    @checkpoint.setter
+    def checkpoint(self, value: str | None) -> None:
+        _warn_checkpoint_renamed()
+        self.init_weights = value
+
     def train_for(self, variant: str) -> TrainConfig:
         """The training configuration of ``variant``: ``train`` with its overrides applied."""
         return replace(self.train, **self.overrides.get(variant, {}))
@@ -242,22 +253,7 @@ def _accepting_checkpoint(init: Callable[..., None]) -> Callable[..., None]:
     return __init__
 
 
-def _checkpoint_property() -> property:
-    """``config.checkpoint``, read or set, as ``init_weights`` with a deprecation warning."""
-
-    def get(self: StudyConfig) -> str | None:
-        _warn_checkpoint_renamed()
-        return self.init_weights
-
-    def set_(self: StudyConfig, value: str | None) -> None:
-        _warn_checkpoint_renamed()
-        self.init_weights = value
-
-    return property(get, set_, doc="Deprecated name of :attr:`StudyConfig.init_weights`.")
-
-
 StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
-StudyConfig.checkpoint = _checkpoint_property()
 
 RENAMED_FIELDS = {"checkpoint": "init_weights"}
 """Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""
