@@ -48,9 +48,9 @@ from bnprobe.data import Dataset, Split
 from bnprobe.models import create_model
 from bnprobe.probes.base import build_probes
 from bnprobe.probes.runner import run_probes
-from bnprobe.study import RunTimings, StudyConfig, StudyListener, probe_subset, run_study
+from bnprobe.study._run import RunTimings, StudyConfig, StudyListener, probe_subset, run_study
 from bnprobe.surgery import make_variant
-from bnprobe.train import TrainConfig, evaluate, make_optimizer, make_schedule, resolve_device
+from bnprobe.train._loop import TrainConfig, evaluate, make_optimizer, make_schedule, resolve_device
 
 VARIANTS = ("bn", "identity")
 GPU_GOAL_SECONDS = 30.0

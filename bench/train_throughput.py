@@ -41,10 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnprobe.augment import Augment
-from bnprobe.data import Split
+from bnprobe.data import Augment, Split
 from bnprobe.models import create_model
-from bnprobe.train import (
+from bnprobe.train._loop import (
     TrainConfig,
     autocast_dtype,
     make_optimizer,

@@ -19,7 +19,7 @@ or all at once with :func:`run_study` (your own loaders: ``bnprobe.Dataset.from_
 from importlib.metadata import version as _package_version
 
 from bnprobe.capture import CaptureResult, CaptureWarning, capture
-from bnprobe.data import Dataset, Split, list_datasets, load_dataset
+from bnprobe.data import Dataset, Split, list_datasets, load_dataset, register_dataset
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import create_model, list_models, register_model
 from bnprobe.probes import (
@@ -34,8 +34,7 @@ from bnprobe.probes import (
 )
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import ProbeFailedError, ProbeFailureWarning, ProbeOutcome, run_probes, start_probes
-from bnprobe.report import render, write_outputs
-from bnprobe.results import Results, RunResult
+from bnprobe.report import Results, RunResult, render, write_outputs
 from bnprobe.study import StudyConfig, reprobe_study, run_study
 from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
 from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
@@ -76,6 +75,7 @@ __all__ = [
     "load_dataset",
     "make_variant",
     "register_model",
+    "register_dataset",
     "register_probe",
     "render",
     "run_probes",

@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bnprobe.data import Dataset, Split, register_dataset  # noqa: E402
+from bnprobe.data._loaders import Dataset, Split, register_dataset  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

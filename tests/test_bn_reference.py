@@ -10,16 +10,23 @@ import torch
 from _cli import assert_one_line_error, run_cli
 from torch import nn
 
-from bnprobe.bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
 from bnprobe.data import Dataset, Split, load_dataset
 from bnprobe.errors import BnprobeError
-from bnprobe.flags import chance_threshold, eval_below_train, eval_gap_threshold, run_flags
-from bnprobe.fused import FusedRun, train_fused
-from bnprobe.presets import Changes, build_study
-from bnprobe.results import Results, RunResult
+from bnprobe.report import Results, RunResult
+from bnprobe.reproduce import Changes, build_study
 from bnprobe.study import StudyConfig, reprobe_study, run_study
-from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
-from bnprobe.trainstate import checkpoint_path, load_train_state
+from bnprobe.train import (
+    FusedRun,
+    TrainConfig,
+    TrainResult,
+    checkpoint_path,
+    evaluate,
+    load_train_state,
+    train_fused,
+    train_model,
+)
+from bnprobe.train._bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
+from bnprobe.train._flags import chance_threshold, eval_below_train, eval_gap_threshold, run_flags
 
 LAGGING = TrainConfig(epochs=3, batch_size=64, lr=1e-2)
 """A short run whose BatchNorm layers (momentum 0.001, :func:`_lagging_model`) keep nearly their initial statistics."""

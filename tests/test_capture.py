@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from bnprobe.capture import CaptureWarning, capture, select_modules
+from bnprobe.capture._capture import CaptureWarning, capture, select_modules
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.sparsity import SparsityProbe
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from bnprobe.capture import capture, check_max_device_memory, plan_placement
+from bnprobe.capture._vector_store import VectorStore
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import LayerData
-from bnprobe.vector_store import VectorStore
 
 GB = 10**9
 
@@ -140,7 +140,7 @@ def test_a_store_is_on_a_device_or_in_a_file(tmp_path):
 
 def test_capture_fills_tensor_stores_when_the_plan_says_device(monkeypatch):
     # what a CUDA run does, on the CPU device: the plan is forced, the stores are torch tensors
-    capture_module = importlib.import_module("bnprobe.capture")  # the attribute is the function
+    capture_module = importlib.import_module("bnprobe.capture._capture")  # the attribute is the function
 
     data = (torch.randn(7, 1, 8, 8), torch.arange(7) % 2)
     in_memory = capture(_model(), data, batch_size=3, dtype="float16")

@@ -8,15 +8,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bnprobe.checkpoint import load_checkpoint
 from bnprobe.cli import cli
 from bnprobe.data import Split
 from bnprobe.errors import BnprobeError
-from bnprobe.models import create_model
+from bnprobe.models import create_model, load_checkpoint
 from bnprobe.study import StudyConfig, StudyListener, run_study
 from bnprobe.surgery import make_variant
 from bnprobe.train import TrainConfig, train_model
-from bnprobe.trainstate import TRAINING_KEYS, checkpoint_path, keep_final_weights, load_train_state
+from bnprobe.train._state import TRAINING_KEYS, checkpoint_path, keep_final_weights, load_train_state
 
 STUDY = ["cnn4", "--variants", "bn,identity", "--dataset", "tiny-study", "--epochs", "1", "--samples", "16",
          "--batch-size", "32", "--device", "cpu", "--probes", "sparsity", "--quiet"]

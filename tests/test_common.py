@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 import bnprobe.probes.base as base
-import bnprobe.results as results
-import bnprobe.study as study
+import bnprobe.report._results as results
+import bnprobe.study._run as study
 from bnprobe import _common
 from bnprobe._common import describe, finite_or_none, first_line, preserved_flags, safe_filename, write_atomic
 from bnprobe.capture import capture
 from bnprobe.cli.run import default_out
 from bnprobe.errors import BnprobeError
-from bnprobe.report import file_stem
-from bnprobe.studyfile import read_study_file
-from bnprobe.trainstate import checkpoint_path, run_stem
+from bnprobe.report._report import file_stem
+from bnprobe.study import read_study_file
+from bnprobe.train import checkpoint_path, run_stem
 
 
 def test_imports_only_the_standard_library():

@@ -52,7 +52,7 @@ def test_unknown_model_names_close_matches():
 
 
 def test_augment_crop_is_a_shift_within_the_reflected_border():
-    from bnprobe.augment import Augment
+    from bnprobe.data import Augment
 
     image = torch.arange(16.0).reshape(1, 1, 4, 4)
     padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="reflect")[0, 0]
@@ -63,7 +63,7 @@ def test_augment_crop_is_a_shift_within_the_reflected_border():
 
 
 def test_augment_flip_is_seeded_and_mirrors_about_half():
-    from bnprobe.augment import Augment
+    from bnprobe.data import Augment
 
     images = torch.randn(200, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     flip = Augment(pad=0, flip=True)

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from bnprobe.data import load_dataset
-from bnprobe.datasets import idx
+from bnprobe.data._readers import idx
 from bnprobe.errors import BnprobeError
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

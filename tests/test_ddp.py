@@ -8,14 +8,13 @@ from pathlib import Path
 
 import torch
 
-from bnprobe.augment import Augment
-from bnprobe.data import Dataset, Split
-from bnprobe.trainstate import checkpoint_path, load_train_state
+from bnprobe.data import Augment, Dataset, Split
+from bnprobe.train import checkpoint_path, load_train_state
 
 
 def _worker(out: Path) -> None:
     """One torchrun process: a two-variant study, recording this rank's final weights and history."""
-    import bnprobe.study as study
+    import bnprobe.study._run as study
     from bnprobe.study import StudyConfig, run_study
     from bnprobe.train import TrainConfig
 

@@ -14,13 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-from bnprobe.augment import Augment
-from bnprobe.data import Dataset, Split
-from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
+from bnprobe.data import Augment, Dataset, Split
 from bnprobe.models import create_model
 from bnprobe.study import StudyConfig, StudyListener, run_study
-from bnprobe.train import TrainConfig, train_model
-from bnprobe.trainstate import checkpoint_path, load_train_state
+from bnprobe.train import (
+    FusedRun,
+    FusionUnavailable,
+    TrainConfig,
+    checkpoint_path,
+    fusion_blocker,
+    load_train_state,
+    train_fused,
+    train_model,
+)
 
 SEEDS = (0, 1, 2)
 AUGMENT = Augment(pad=1, flip=True)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_auto_device_is_cuda_and_training_uses_bf16_channels_last():
     device = bnprobe.train.resolve_device("auto")
     assert device.type == "cuda"
-    assert bnprobe.train.autocast_dtype("auto", device) is torch.bfloat16  # H100/H200: bf16 autocast
+    assert bnprobe.train._loop.autocast_dtype("auto", device) is torch.bfloat16  # H100/H200: bf16 autocast
     data = bnprobe.load_dataset("digits")
     model = bnprobe.create_model("resnet18", num_classes=10, in_chans=1)
     result = bnprobe.train_model(model, data.train, data.test, config=bnprobe.TrainConfig(epochs=5), device="auto")
@@ -87,7 +87,7 @@ def test_whole_study_on_cuda(tmp_path):
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-4), ("bf16", 1e-2)])
 def test_fused_step_replayed_from_a_cuda_graph_matches_eager(monkeypatch, precision, tolerance):
     """Also in bf16, what ``precision="auto"`` trains in on these cards: graphed, not fallen back."""
-    from bnprobe.fused import FusedRun, train_fused
+    from bnprobe.train import FusedRun, train_fused
 
     # Deterministic cuDNN kernels in both runs: no atomics adding in another order.
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)

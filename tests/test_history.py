@@ -10,13 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-import bnprobe.train as train_module
+import bnprobe.train._loop as train_module
 from bnprobe.data import Dataset, Split
-from bnprobe.flags import CHECKS, at_chance, chance_threshold, run_flags
-from bnprobe.fused import FusedRun, train_fused
 from bnprobe.report import summary_json, write_outputs
-from bnprobe.results import HISTORY_COLUMNS, Results, RunResult, finite_history
-from bnprobe.train import TrainConfig, TrainResult, train_model
+from bnprobe.report._results import HISTORY_COLUMNS, Results, RunResult, finite_history
+from bnprobe.train import FusedRun, TrainConfig, TrainResult, train_fused, train_model
+from bnprobe.train._flags import CHECKS, at_chance, chance_threshold, run_flags
 
 
 def _data() -> Dataset:

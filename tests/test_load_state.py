@@ -1,13 +1,12 @@
-"""bnprobe.checkpoint.load_state: one line, in the caller's words, for weights that do not fit."""
+"""bnprobe.models.load_state: one line, in the caller's words, for weights that do not fit."""
 
 import pytest
 import torch
 from torch import nn
 
-from bnprobe.checkpoint import load_state
 from bnprobe.data import Split
 from bnprobe.errors import BnprobeError
-from bnprobe.models import create_model
+from bnprobe.models import create_model, load_state
 from bnprobe.train import TrainConfig, train_model
 
 

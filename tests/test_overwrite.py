@@ -19,15 +19,13 @@ import torch
 from _cli import assert_one_line_error, finished_study, run_cli
 from click.testing import CliRunner
 
-from bnprobe.checkpoint import load_checkpoint
 from bnprobe.cli import cli
 from bnprobe.errors import BnprobeError, StudyInterrupted
-from bnprobe.models import create_model
-from bnprobe.presets import build_study, reproduce
+from bnprobe.models import create_model, load_checkpoint
+from bnprobe.reproduce import build_study, reproduce
 from bnprobe.study import StudyConfig, StudyListener, run_study
-from bnprobe.studydir import remove_study
-from bnprobe.train import TrainConfig
-from bnprobe.trainstate import load_train_state
+from bnprobe.study._dir import remove_study
+from bnprobe.train import TrainConfig, load_train_state
 
 TINY = ["--dataset", "tiny-study", "--epochs", "1", "--samples", "16", "--batch-size", "32", "--device", "cpu",
         "--probes", "sparsity", "--quiet"]
@@ -84,8 +82,8 @@ def test_a_folder_with_only_the_users_files_is_no_study(tmp_path):
 
 
 def test_the_python_api_refuses_before_the_data_are_loaded(finished, monkeypatch):
-    import bnprobe.presets as presets
-    import bnprobe.study as study_module
+    import bnprobe.reproduce._presets as presets
+    import bnprobe.study._run as study_module
 
     before = _files(finished)
     monkeypatch.setattr(study_module, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
@@ -221,7 +219,7 @@ class _InterruptIdentity(StudyListener):
 
 
 def test_an_interrupted_study_names_its_finished_runs(tmp_path, monkeypatch):
-    import bnprobe.study as study_module
+    import bnprobe.study._run as study_module
 
     config = StudyConfig(model="cnn4", dataset="tiny-study", variants=["bn", "identity"], samples=16,
                          probes=["sparsity"], device="cpu", train=TrainConfig(epochs=2, batch_size=32))

@@ -8,11 +8,11 @@ import matplotlib.image as mpimg
 import pytest
 from matplotlib.container import BarContainer
 
-from bnprobe import plots
-from bnprobe.plots import figure_pixels, metric_figure, probe_figure
-from bnprobe.report import metric_stats, write_outputs
-from bnprobe.results import Results, RunResult
-from bnprobe.stats import MetricStats, Summary
+from bnprobe.report import Results, RunResult
+from bnprobe.report import _plots as plots
+from bnprobe.report._plots import figure_pixels, metric_figure, probe_figure
+from bnprobe.report._report import metric_stats, write_outputs
+from bnprobe.report._stats import MetricStats, Summary
 
 VARIANTS = ("bn", "identity", "groupnorm")
 RESNET18 = ["relu"] + [f"layer{a}.{b}.relu#{c}" for a in range(1, 5) for b in range(2) for c in range(2)]

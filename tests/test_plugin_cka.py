@@ -200,8 +200,8 @@ def test_probing_again_finds_the_bn_reference_whatever_the_variants_order(tmp_pa
 
 
 def test_a_study_without_bn_is_refused_before_it_trains(monkeypatch):
-    import bnprobe.study
+    import bnprobe.study._run
 
-    monkeypatch.setattr(bnprobe.study, "train_model", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(bnprobe.study._run, "train_model", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(BnprobeError, match="probe cka compares each variant with the bn run; add bn to the variants"):
         _tiny_study(("identity",))

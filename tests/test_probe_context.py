@@ -12,8 +12,8 @@ import bnprobe
 from bnprobe.data import Dataset, Split
 from bnprobe.probes import base
 from bnprobe.probes.base import Probe, register_probe
-from bnprobe.study import build_seeded_model, probe_subset
-from bnprobe.trainstate import checkpoint_path, load_train_state
+from bnprobe.study._run import build_seeded_model, probe_subset
+from bnprobe.train import checkpoint_path, load_train_state
 
 CPU = torch.device("cpu")
 

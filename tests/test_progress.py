@@ -8,9 +8,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from bnprobe.cli._progress import HEARTBEAT_SECONDS, RichListener
 from bnprobe.data import Dataset, Split
-from bnprobe.progress import HEARTBEAT_SECONDS, RichListener
-from bnprobe.results import Results
+from bnprobe.report import Results
 from bnprobe.study import RunTimings, StudyConfig, StudyListener, reprobe_study, run_study
 from bnprobe.train import TrainConfig
 

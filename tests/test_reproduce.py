@@ -12,8 +12,8 @@ from bnprobe.cli import cli
 from bnprobe.cli.reproduce import per_variant_changes, render_reproduction
 from bnprobe.data import Dataset, Split
 from bnprobe.errors import BnprobeError
-from bnprobe.presets import Changes, assess, build_study, model_factory, subset
-from bnprobe.results import Results, RunResult
+from bnprobe.report import Results, RunResult
+from bnprobe.reproduce._presets import Changes, assess, build_study, model_factory, subset
 
 
 def _run(*args):

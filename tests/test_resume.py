@@ -7,13 +7,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from bnprobe.augment import Augment
 from bnprobe.cli import cli
-from bnprobe.data import Dataset, Split, register_dataset
+from bnprobe.data import Augment, Dataset, Split, register_dataset
 from bnprobe.errors import BnprobeError
 from bnprobe.study import StudyConfig, StudyListener, run_study
-from bnprobe.train import TrainConfig, train_model
-from bnprobe.trainstate import checkpoint_path, load_train_state
+from bnprobe.train import TrainConfig, checkpoint_path, load_train_state, train_model
 
 
 @register_dataset("tiny-blobs")
@@ -125,7 +123,7 @@ def test_resume_needs_the_same_config(finished):
 
 
 def test_resuming_a_finished_study_trains_nothing(finished, monkeypatch):
-    import bnprobe.study as study
+    import bnprobe.study._run as study
 
     before = json.loads((finished / "results.json").read_text())
     monkeypatch.setattr(study, "train_model", lambda *a, **k: pytest.fail("a finished run was trained again"))

@@ -8,11 +8,11 @@ from _cli import assert_one_line_error, run_cli
 from test_datasets import _mnist_arrays, _write_idx
 
 from bnprobe.errors import BnprobeError
-from bnprobe.presets import Changes, assess, build_study, reproduce, study_inputs
-from bnprobe.results import Results
-from bnprobe.robustness import grid_probes, parse_grid, robustness
+from bnprobe.report import Results
+from bnprobe.reproduce._presets import Changes, assess, build_study, reproduce, study_inputs
+from bnprobe.reproduce._robustness import grid_probes, parse_grid, robustness
 from bnprobe.study import reprobe_study
-from bnprobe.studydir import remove_study
+from bnprobe.study._dir import remove_study
 
 OPTIONS = ["--epochs", "1", "--seeds", "2", "--samples", "80", "--train-subset", "120", "--device", "cpu"]
 GRID = {"dims": [10, 50], "min_cluster_size": [5, 10]}  # (50, 10) is the preset's own setting
@@ -40,7 +40,7 @@ def test_grid_reprobes_the_kept_weights_and_leaves_the_study_as_it_was(finished,
     def no_training(*args, **kwargs):
         raise AssertionError("robustness trained a model")
 
-    monkeypatch.setattr("bnprobe.study.train_model", no_training)
+    monkeypatch.setattr("bnprobe.study._run.train_model", no_training)
     outcome = robustness(study, out, grid=GRID)
 
     assert (out / "results.json").read_bytes() == before  # the study's own numbers are untouched

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnprobe.activations import ACTIVATION_TYPES, FUNCTIONAL_ACTIVATION_NAMES, activation_name
+from bnprobe.capture._layer_kinds import ACTIVATION_TYPES, FUNCTIONAL_ACTIVATION_NAMES, activation_name
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import get_probe
 from bnprobe.probes.sparsity import EXACT_ZERO_ACTIVATIONS, OFF_THRESHOLDS, SparsityProbe, zero_test_for
@@ -220,7 +220,7 @@ def test_a_timm_silu_model_through_the_study_has_sparsity_and_says_by_which_test
     from rich.console import Console
 
     import bnprobe
-    from bnprobe.results import Results
+    from bnprobe.report import Results
 
     config = bnprobe.StudyConfig(model="test_efficientnet", dataset="tiny-study", variants=["bn", "identity"],
                                  samples=16, probes=["sparsity"], device="cpu", probe_workers=0,

@@ -12,11 +12,10 @@ checks the real graph on a GPU.
 import pytest
 import torch
 
-from bnprobe import step_graph
-from bnprobe.fused import FusedRun, train_fused
 from bnprobe.models import create_model
-from bnprobe.step_graph import StepGraph
-from bnprobe.train import TrainConfig
+from bnprobe.train import FusedRun, TrainConfig, train_fused
+from bnprobe.train import _step_graph as step_graph
+from bnprobe.train._step_graph import StepGraph
 
 SEEDS = (0, 1)
 

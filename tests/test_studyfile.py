@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from bnprobe.cli import cli
 from bnprobe.errors import BnprobeError
-from bnprobe.studyfile import read_study_file
+from bnprobe.study import read_study_file
 
 OPTIONS = ["model", "variants", "probes", "lr", "epochs", "samples", "device"]
 

@@ -16,10 +16,10 @@ from timm.layers.norm_act import convert_sync_batchnorm
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from bnprobe.activations import activation_modules, count_activation_calls
-from bnprobe.checkpoint import load_checkpoint
+from bnprobe.capture._layer_kinds import activation_modules, count_activation_calls
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
-from bnprobe.surgery import (
+from bnprobe.models import load_checkpoint
+from bnprobe.surgery._swap import (
     ChannelAffine,
     InstanceNorm,
     NormAct,

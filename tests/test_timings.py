@@ -7,8 +7,8 @@ import pytest
 import torch
 from rich.console import Console
 
+from bnprobe.cli._progress import RichListener
 from bnprobe.data import Dataset, Split
-from bnprobe.progress import RichListener
 from bnprobe.study import RunTimings, StudyConfig, StudyListener, run_study
 from bnprobe.train import TRAIN_PARTS, TrainConfig, train_model
 

@@ -3,13 +3,12 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from bnprobe.augment import Augment
 from bnprobe.cli import cli
 from bnprobe.cli.run import per_variant, train_settings
-from bnprobe.data import Dataset, Split
+from bnprobe.data import Augment, Dataset, Split
 from bnprobe.errors import BnprobeError
 from bnprobe.study import StudyConfig, run_study
-from bnprobe.train import (
+from bnprobe.train._loop import (
     TrainConfig,
     adaptive_clip_,
     classifier_parameters,
@@ -135,7 +134,7 @@ def _tiny_dataset(n=96):
 
 
 def test_variants_of_a_seed_start_from_the_same_weights(monkeypatch):
-    import bnprobe.study as study
+    import bnprobe.study._run as study
 
     seen = {}
 

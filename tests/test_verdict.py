@@ -6,9 +6,8 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from bnprobe.cli.reproduce import verdict_lines
-from bnprobe.results import Results, RunResult
-from bnprobe.stats import correlation
-from bnprobe.verdict import (
+from bnprobe.report import Results, RunResult, correlation
+from bnprobe.reproduce._verdict import (
     clustering_verdict,
     generalisation_verdict,
     layer_differences,

@@ -9,8 +9,8 @@ from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.cli.report import metrics_option, parse_metrics
-from bnprobe.compare import comparison_json, render_comparison
-from bnprobe.results import Results
+from bnprobe.report._compare import comparison_json, render_comparison
+from bnprobe.report._results import Results
 
 
 @cli.command("compare")

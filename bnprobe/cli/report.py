@@ -10,8 +10,8 @@ from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.params import split_list
-from bnprobe.report import Metrics, render, summary_json, write_outputs
-from bnprobe.results import Results
+from bnprobe.report._report import Metrics, render, summary_json, write_outputs
+from bnprobe.report._results import Results
 
 metrics_option = click.option(
     "--metrics", default="key", show_default=True,

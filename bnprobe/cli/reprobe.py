@@ -6,11 +6,11 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
+from bnprobe.cli._progress import RichListener
 from bnprobe.cli.run import parse_workers
 from bnprobe.probes.base import split_probe_list
-from bnprobe.progress import RichListener
-from bnprobe.report import render, write_outputs
-from bnprobe.study import reprobe_study
+from bnprobe.report._report import render, write_outputs
+from bnprobe.study._run import reprobe_study
 
 
 @cli.command("probe")

@@ -1,6 +1,6 @@
 """``bnprobe reproduce PRESET --dataset NAME``: a published study in one command, ending in verdicts.
 
-The preset (:mod:`bnprobe.presets`) sets everything; every option below left out keeps the preset's
+The preset (:mod:`bnprobe.reproduce._presets`) sets everything; every option below left out keeps the preset's
 value, and one given replaces it.  The per-variant options (``--lr``...) read as in ``bnprobe run``.
 """
 
@@ -16,11 +16,15 @@ from rich.table import Table
 
 from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.cli import cli
+from bnprobe.cli._progress import RichListener
 from bnprobe.cli.interrupt import resumable
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
-from bnprobe.models import HEADS
+from bnprobe.models._factory import HEADS
 from bnprobe.params import split_list
-from bnprobe.presets import (
+from bnprobe.probes.base import split_probe_list
+from bnprobe.report._report import render
+from bnprobe.report._stats import CONFIDENCE
+from bnprobe.reproduce._presets import (
     PRESETS,
     VERDICT_LABELS,
     Changes,
@@ -30,11 +34,8 @@ from bnprobe.presets import (
     get_preset,
     model_label,
 )
-from bnprobe.presets import reproduce as run_reproduction
-from bnprobe.probes.base import split_probe_list
-from bnprobe.progress import RichListener
-from bnprobe.report import render
-from bnprobe.robustness import (
+from bnprobe.reproduce._presets import reproduce as run_reproduction
+from bnprobe.reproduce._robustness import (
     DEFAULT_GRID,
     ROBUSTNESS_DIR,
     ROBUSTNESS_FILE,
@@ -42,11 +43,10 @@ from bnprobe.robustness import (
     check_robustness,
     parse_grid,
 )
-from bnprobe.robustness import robustness as run_robustness
-from bnprobe.stats import CONFIDENCE
-from bnprobe.studydir import check_out_dir
-from bnprobe.trainstate import CHECKPOINT_MODES
-from bnprobe.verdict import Verdict
+from bnprobe.reproduce._robustness import robustness as run_robustness
+from bnprobe.reproduce._verdict import Verdict
+from bnprobe.study._dir import check_out_dir
+from bnprobe.train._state import CHECKPOINT_MODES
 
 KEEP = "[default: the preset's]"
 

@@ -12,17 +12,17 @@ from rich.console import Console
 
 from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
+from bnprobe.cli._progress import RichListener
 from bnprobe.cli.interrupt import resumable
-from bnprobe.distributed import launched_world
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 from bnprobe.probes.base import split_probe_list
-from bnprobe.progress import RichListener
-from bnprobe.report import render, summary_json, write_outputs
-from bnprobe.study import StudyConfig, run_study
-from bnprobe.studyfile import read_study_file
-from bnprobe.train import TrainConfig
-from bnprobe.trainstate import CHECKPOINT_MODES
+from bnprobe.report._report import render, summary_json, write_outputs
+from bnprobe.study._file import read_study_file
+from bnprobe.study._run import StudyConfig, run_study
+from bnprobe.train._distributed import launched_world
+from bnprobe.train._loop import TrainConfig
+from bnprobe.train._state import CHECKPOINT_MODES
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
 RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "

@@ -6,11 +6,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bnprobe.checkpoint import load_checkpoint
 from bnprobe.cli import cli
-from bnprobe.data import load_dataset
-from bnprobe.models import create_model, input_channels
-from bnprobe.surgery import SwapReport, swap_norms
+from bnprobe.data._loaders import load_dataset
+from bnprobe.models._factory import create_model, input_channels
+from bnprobe.models._weights import load_checkpoint
+from bnprobe.surgery._swap import SwapReport, swap_norms
 
 
 def swap_table(report: SwapReport, model: str) -> Table:

@@ -69,8 +69,8 @@ class LayerData:
     load_tensor: Callable[[torch.device], torch.Tensor] | None = None
     """The stored vectors as a float32 tensor on a device (set by capture; optional)."""
     activation: str | None = None
-    """The activation function this layer is the output of, as :func:`bnprobe.activations.activation_name`
-    and :func:`~bnprobe.activations.functional_activation` name it (``"relu"``, ``"silu"``, ...); None for
+    """The activation function this layer is the output of, as :func:`bnprobe.capture.activation_name`
+    and :func:`~bnprobe.capture.functional_activation` name it (``"relu"``, ``"silu"``, ...); None for
     a layer that is no activation (a conv, a norm).  Capture sets it."""
 
     def vectors(self) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, describe, finite_or_none, first_line
-from bnprobe.capture import CaptureResult
+from bnprobe.capture._capture import CaptureResult
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import LayerData, Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
@@ -175,7 +175,7 @@ def probe_context(captured: CaptureResult, reference: CaptureResult | None = Non
     missing = [what for what in ("model", "inputs", "device") if getattr(captured, what) is None]
     if missing:
         raise BnprobeError(f"this CaptureResult does not hold its {', '.join(missing)}; capture with "
-                           "bnprobe.capture, or pass a ProbeContext")
+                           "bnprobe.capture._capture, or pass a ProbeContext")
     if reference is not None:
         _check_reference(captured, reference)
     return ProbeContext(model=captured.model, inputs=captured.inputs, labels=torch.from_numpy(captured.labels),

@@ -4,7 +4,7 @@ The paper concludes that BatchNorm's effect on sparsity *is not a significant fa
 generalisation*, and that BN gives *more advantageous clustering characteristics*.  Three verdicts
 test that, each keyed for comparison across settings (:attr:`Verdict.key`).  (a1) and (b) compare
 ``bn`` with one BN-free variant (``identity`` by default) per layer, as the seed-paired difference
-``bn - other`` with its 95% interval (:func:`bnprobe.stats.paired_difference`):
+``bn - other`` with its 95% interval (:func:`bnprobe.report.paired_difference`):
 
 * **a1 -- removing BN changes sparsity.**  ``channel_sparsity`` of the ``sparsity`` probe.  A layer
   *differs* when its interval excludes 0 and ``|difference| >`` :data:`SPARSITY_THRESHOLD`, and is
@@ -16,7 +16,7 @@ test that, each keyed for comparison across settings (:attr:`Verdict.key`).  (a1
   test accuracy) and with its test accuracy, *within variants*: each variant centred on its own
   means, so that what BN does to both does not count as sparsity explaining the gap (the correlation
   across variants, which does count it, and each variant's own are reported beside it).  Fisher z
-  intervals (:func:`bnprobe.stats.correlation`).  DOES NOT HOLD when either within-variant interval
+  intervals (:func:`bnprobe.report.correlation`).  DOES NOT HOLD when either within-variant interval
   excludes 0; HOLDS when both lie inside ``±``:data:`STRONG_CORRELATION` (a strong relation is
   ruled out); UNDECIDED otherwise -- with 4 seeds of 2 variants the intervals are too wide to rule
   out a strong relation, so it cannot HOLD.
@@ -39,9 +39,9 @@ import statistics
 from dataclasses import dataclass, field
 
 from bnprobe._common import REFERENCE_VARIANT
-from bnprobe.report import seed_values
-from bnprobe.results import Results
-from bnprobe.stats import CORRELATION_METHOD, PAIRED_METHOD, Difference, correlation, paired_difference
+from bnprobe.report._report import seed_values
+from bnprobe.report._results import Results
+from bnprobe.report._stats import CORRELATION_METHOD, PAIRED_METHOD, Difference, correlation, paired_difference
 
 SPARSITY_THRESHOLD = 0.05
 """A sparsity difference that matters: five percentage points of zero activations (a1)."""

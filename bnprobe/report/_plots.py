@@ -1,4 +1,4 @@
-"""Figures of a study's numbers, drawn from :class:`bnprobe.stats.MetricStats` rows.
+"""Figures of a study's numbers, drawn from :class:`bnprobe.report._stats.MetricStats` rows.
 
 The figures are plain :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas (no
 pyplot, no GUI, no global state), sized by :func:`figure_inches` from the number of panels and of
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from bnprobe._common import MODEL_SCOPE_LAYER
-from bnprobe.stats import MetricStats
+from bnprobe.report._stats import MetricStats
 
 PANEL_INCHES = (5.0, 3.4)
 DPI = 100
@@ -204,7 +204,7 @@ def probe_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """``fig`` as PNG bytes, ready for :func:`bnprobe.results.write_atomic`."""
+    """``fig`` as PNG bytes, ready for :func:`bnprobe.report._results.write_atomic`."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

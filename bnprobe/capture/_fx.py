@@ -4,7 +4,7 @@ Capture's forward hooks see modules only, and an activation written as a call ha
 :func:`plan_functional` deals with them in three steps:
 
 1. **Find.**  One eager forward pass on one sample, under a :class:`~torch.overrides.TorchFunctionMode`,
-   notes every call :func:`bnprobe.activations.functional_activation` recognises together with the
+   notes every call :func:`bnprobe.capture.functional_activation` recognises together with the
    innermost module whose ``forward`` made it (its *host*).  Calls made inside activation modules
    (``nn.ReLU`` calls ``F.relu``), inside ``torch.nn``'s own modules and inside the modules capture
    hooks anyway are how those modules work, not layers of their own, and are skipped.  This pass
@@ -38,7 +38,7 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from bnprobe._common import describe
-from bnprobe.activations import functional_activation, is_activation
+from bnprobe.capture._layer_kinds import functional_activation, is_activation
 
 _RECORDER_PREFIX = "_bnprobe_functional_"
 

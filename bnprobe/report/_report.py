@@ -2,7 +2,7 @@
 
 Every number comes from the :class:`Results` through :func:`metric_stats`: per probe, layer,
 metric and variant, the mean ± sample standard deviation over seeds and the difference from the
-``bn`` reference, paired by seed, with its 95% Student t interval (see :mod:`bnprobe.stats`).
+``bn`` reference, paired by seed, with its 95% Student t interval (see :mod:`bnprobe.report._stats`).
 
 In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
 forward order, a column per variant and a ``Δ`` column per non-reference variant, ``*`` where the
@@ -11,9 +11,9 @@ is 0 in every run and layer gets one line instead, saying so and what the metric
 notes (sparsity's zero test per layer) follow its tables, one line each.  Each run's own
 numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``, and print as
 one short line per measure (:data:`RUN_MEASURES`, labelled with what was measured and in which
-mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.flags`) follow.  A study
+mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.train._flags`) follow.  A study
 with one variant gets one line saying there is nothing to compare.  Numbers print with the digits
-of :func:`bnprobe.stats.format_numbers`.
+of :func:`bnprobe.report.format_numbers`.
 
 :func:`write_outputs` writes ``results.csv``, ``history.csv`` (per-epoch numbers) and ``plots/``
 (a PNG and, beside it, a CSV of exactly the numbers drawn) into a study folder; :func:`summary_json`
@@ -36,8 +36,8 @@ from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, safe_filename,
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import Probe, list_probes, parse_probe_spec
 from bnprobe.probes.metrics import declared
-from bnprobe.results import RUN_PROBE, Results
-from bnprobe.stats import (
+from bnprobe.report._results import RUN_PROBE, Results
+from bnprobe.report._stats import (
     CONFIDENCE,
     PAIRED_METHOD,
     MetricStats,
@@ -384,7 +384,7 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
     ``{PROBE: {LAYER: {METRIC: {VARIANT: {"mean", "std", "n", "difference"}}}}}``, every metric of
     every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
     ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.  ``flags`` lists
-    every run's flags (:mod:`bnprobe.flags`) as ``{"variant", "seed", "name", "message"}``.
+    every run's flags (:mod:`bnprobe.train._flags`) as ``{"variant", "seed", "name", "message"}``.
     """
     probes: dict = {}
     for probe in [RUN_PROBE, *results.probe_keys]:
@@ -424,7 +424,7 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
     panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
     layer ``model`` only) as bars per variant.  Returns the paths written.
     """
-    from bnprobe.plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
+    from bnprobe.report._plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
 
     out_dir = Path(out_dir)
     written = [results.save_csv(out_dir), results.save_history_csv(out_dir)]

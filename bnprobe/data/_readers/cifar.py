@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnprobe.data import Dataset, cache_root, from_pixels, register_dataset
-from bnprobe.datasets.files import locate
+from bnprobe.data._loaders import Dataset, cache_root, from_pixels, register_dataset
+from bnprobe.data._readers.files import locate
 from bnprobe.errors import BnprobeError
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -1,9 +1,9 @@
 """Named warnings about one run, for results a comparison should not silently rest on.
 
-A flag is ``{"name": NAME, "message": what was seen}`` in :attr:`bnprobe.results.RunResult.flags`
+A flag is ``{"name": NAME, "message": what was seen}`` in :attr:`bnprobe.report.RunResult.flags`
 (``results.json``); the report prints each one under its variant.  :data:`CHECKS` maps each name
 to a check that reads the run's training numbers (a :class:`bnprobe.train.TrainResult`, or a saved
-:class:`bnprobe.results.RunResult`: :class:`RunNumbers`) and the data it was trained on, and returns
+:class:`bnprobe.report.RunResult`: :class:`RunNumbers`) and the data it was trained on, and returns
 a message or None; a new warning is one more entry there.
 
 ``at_chance``: the run's test accuracy is not above chance.  A model that guesses uniformly among
@@ -37,7 +37,7 @@ from typing import Protocol
 
 from scipy.stats import binom, norm
 
-from bnprobe.data import Dataset
+from bnprobe.data._loaders import Dataset
 
 CHANCE_QUANTILE = 0.95
 """How sure the at-chance threshold is that guessing stays under it."""
@@ -48,7 +48,7 @@ EVAL_MARGIN = 0.1
 
 
 class RunNumbers(Protocol):
-    """What a check reads of a run: a :class:`bnprobe.train.TrainResult` or a :class:`bnprobe.results.RunResult`."""
+    """What a check reads of a run: a :class:`bnprobe.train.TrainResult` or a :class:`bnprobe.report.RunResult`."""
 
     test_accuracy: float | None
     train_mode_test_accuracy: float | None

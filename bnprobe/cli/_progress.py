@@ -32,10 +32,10 @@ from rich.progress import (
 )
 
 from bnprobe._common import REFERENCE_VARIANT
-from bnprobe.results import RunResult
-from bnprobe.stats import format_value
-from bnprobe.study import RunTimings, StudyListener
-from bnprobe.surgery import SwapReport
+from bnprobe.report._results import RunResult
+from bnprobe.report._stats import format_value
+from bnprobe.study._run import RunTimings, StudyListener
+from bnprobe.surgery._swap import SwapReport
 
 HEARTBEAT_SECONDS = 30.0
 """Off a terminal, the longest a capture or probe stage goes without a line."""

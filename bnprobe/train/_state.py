@@ -13,7 +13,7 @@ holds plain containers and tensors only, and is read back with ``weights_only=Tr
                            "torch": global CPU generator, "cuda": the GPU's generator (CUDA only)}],
      "recalibrated_bn": whether the BatchNorm statistics were recomputed after training (absent: no)}
 
-The weights sit under ``"model"``, a key :func:`bnprobe.checkpoint.load_checkpoint` looks in, so a
+The weights sit under ``"model"``, a key :func:`bnprobe.models.load_checkpoint` looks in, so a
 finished run's checkpoint can also seed another study.
 
 **What a finished run keeps** (:data:`CHECKPOINT_MODES`, a study's ``checkpoints`` setting).  While a
@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from bnprobe._common import safe_filename, write_atomic
-from bnprobe.checkpoint import read_torch_file
 from bnprobe.errors import BnprobeError
+from bnprobe.models._weights import read_torch_file
 
 FORMAT = "bnprobe-train-state"
 VERSION = 1

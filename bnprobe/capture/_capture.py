@@ -8,7 +8,7 @@ can modify the tensor in place:
   need O(channels + samples) memory whatever the layer size;
 * when per-sample vectors are wanted, the batch is reduced by the ``spatial`` rule, converted to
   ``dtype`` on the model's device and copied into one store per layer (see
-  :mod:`bnprobe.vector_store`), in the first of three places that holds every layer's vectors
+  :mod:`bnprobe.capture._vector_store`), in the first of three places that holds every layer's vectors
   together (:func:`plan_placement`):
 
   1. the run device, when it is a CUDA GPU and they fit in ``max_device_memory`` bytes (``"auto"``:
@@ -31,7 +31,7 @@ Names: a module's path (``layer1.0.relu``).  A module called several times in on
 ``path#1``, ... in call order.  A functional activation (``F.relu(x)``, ``torch.relu(x)``,
 ``x.relu()``, ``F.gelu``, ``F.silu``, ... inside a ``forward``) is named ``HOST:FN`` after the module
 whose forward calls it -- ``layer1.0:relu``, ``:gelu`` for the model's own forward -- with the same
-``#k`` rule.  Those are captured through torch.fx (:mod:`bnprobe.fx_capture`) when the model traces;
+``#k`` rule.  Those are captured through torch.fx (:mod:`bnprobe.capture._fx`) when the model traces;
 when it does not, capture uses module hooks only, lists the missed ones in
 :attr:`CaptureResult.unseen` and says so with a :class:`CaptureWarning`.
 
@@ -70,12 +70,12 @@ import torch
 from torch import nn
 
 from bnprobe._common import preserved_flags, safe_filename
-from bnprobe.activations import activation_name, is_activation, is_gate
-from bnprobe.data import inputs_and_labels
+from bnprobe.capture._fx import functional_fn, plan_functional
+from bnprobe.capture._layer_kinds import activation_name, is_activation, is_gate
+from bnprobe.capture._vector_store import VectorStore
+from bnprobe.data._loaders import inputs_and_labels
 from bnprobe.errors import BnprobeError
-from bnprobe.fx_capture import functional_fn, plan_functional
 from bnprobe.probes.base import Accumulator, LayerData, Probe, new_accumulator
-from bnprobe.vector_store import VectorStore
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 DEFAULT_MAX_DEVICE_MEMORY = "auto"

@@ -3,7 +3,7 @@
 **Data.**  When the data are a :class:`bnprobe.data.Split` (the datasets bnprobe loads), the whole
 split sits on the training device and batches are slices of a seeded permutation: no DataLoader, no
 worker processes, no host synchronisation per step (loss and accuracy accumulate on the device and
-are read once per epoch).  ``augment`` (:class:`bnprobe.augment.Augment`) transforms each batch there,
+are read once per epoch).  ``augment`` (:class:`bnprobe.data.Augment`) transforms each batch there,
 drawing from a generator on the device.  A user's own ``DataLoader`` works too, at the loader's pace.
 
 **Speed.**  Mixed precision by autocast (``precision``: ``auto`` is bf16 where the GPU supports it,
@@ -25,18 +25,18 @@ saw them; ``test_accuracy`` is measured in eval mode after the epoch (None witho
 for the last epoch it is the final evaluation's, so a one-epoch run makes no extra pass; ``lr`` is
 the learning rate of the epoch's last step.  The history is part of the checkpoint.
 
-**BatchNorm statistics** (:mod:`bnprobe.bnstats`).  The final evaluation of a model with BatchNorm
+**BatchNorm statistics** (:mod:`bnprobe.train._bnstats`).  The final evaluation of a model with BatchNorm
 also measures its test accuracy with batch statistics (train-mode BatchNorm, running statistics
 untouched: :attr:`TrainResult.train_mode_test_accuracy`), so a run whose running statistics lag its
-weights shows it (:mod:`bnprobe.flags`).  ``recalibrate_bn`` recomputes those statistics over the
+weights shows it (:mod:`bnprobe.train._flags`).  ``recalibrate_bn`` recomputes those statistics over the
 training split after the last epoch (:meth:`_Run.after_training`); the final evaluation, the last
 epoch's ``test_accuracy`` and the checkpoint then have the recomputed ones.
 
-**Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.trainstate`) after
+**Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.train._state`) after
 every epoch; ``resume=True`` continues from that file, bit-identically to an uninterrupted run on
 the CPU.
 
-**Several processes** (torchrun, see :mod:`bnprobe.distributed`).  The model is wrapped in
+**Several processes** (torchrun, see :mod:`bnprobe.train._distributed`).  The model is wrapped in
 DistributedDataParallel; every epoch's permutation is cut into one shard per process (the last
 ``N mod world_size`` samples are left out that epoch) and each step takes ``batch_size / world_size``
 samples per process, so the global batch is ``batch_size`` whatever the number of GPUs (a
@@ -61,14 +61,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnprobe import distributed
-from bnprobe.augment import Augment
-from bnprobe.bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
-from bnprobe.checkpoint import load_state
-from bnprobe.data import Split, inputs_and_labels
+from bnprobe.data._augment import Augment
+from bnprobe.data._loaders import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
+from bnprobe.models._weights import load_state
 from bnprobe.params import check_choice, check_float, check_int
-from bnprobe.trainstate import FORMAT, VERSION, can_continue, first_difference, load_train_state, save_atomic
+from bnprobe.train import _distributed as distributed
+from bnprobe.train._bnstats import batch_statistics, batchnorm_layers, cumulative_statistics
+from bnprobe.train._state import FORMAT, VERSION, can_continue, first_difference, load_train_state, save_atomic
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -233,7 +233,7 @@ def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """The global generators' state: the CPU's, and the GPU's on CUDA.
 
     Part of what a checkpoint records (:meth:`_Run.save`); a fused group keeps one per run
-    (:mod:`bnprobe.fused`), so that each run's checkpoint holds the state it would hold alone.
+    (:mod:`bnprobe.train._fused`), so that each run's checkpoint holds the state it would hold alone.
     """
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -363,7 +363,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode).
 
     With ``batch_stats`` the BatchNorm layers normalise by each batch's own statistics instead, as in
-    training (:func:`bnprobe.bnstats.batch_statistics`: their running statistics are left as they
+    training (:func:`bnprobe.train._bnstats.batch_statistics`: their running statistics are left as they
     were), in batches of nearly equal size up to ``batch_size`` -- give the training batch size.
     """
     was_training = model.training
@@ -495,7 +495,7 @@ class _Run:
 
     def after_training(self, recalibrate_bn: bool, path: Path | None) -> None:
         """Recompute the BatchNorm running statistics once training is done, when ``recalibrate_bn``
-        asks (precise BN, :func:`bnprobe.bnstats.cumulative_statistics`), and save them to ``path``.
+        asks (precise BN, :func:`bnprobe.train._bnstats.cumulative_statistics`), and save them to ``path``.
 
         One pass over the whole training split without augmentation (the inputs eval mode sees), in a
         fixed order and batches of nearly equal size up to the training batch size; in the training
@@ -561,7 +561,7 @@ class _Run:
     def restore(self, path: Path) -> None:
         """Continue from the state saved at ``path`` by a run with the same config and process count.
 
-        A finished run's file may hold its final weights only (:func:`bnprobe.trainstate.keep_final_weights`):
+        A finished run's file may hold its final weights only (:func:`bnprobe.train.keep_final_weights`):
         they are all that evaluating it again needs.
         """
         state = load_train_state(path)

@@ -7,7 +7,7 @@ and buffers are stacked along a new first dimension and ``torch.func.vmap(functi
 runs every run's forward and backward in the same kernels.  One optimiser steps the stacked
 tensors; SGD, Adam and AdamW are elementwise, so each run's slice moves as it would alone.
 
-**Same science.**  Each run keeps the :class:`bnprobe.train._Run` it would have alone -- its own
+**Same science.**  Each run keeps the :class:`bnprobe.train._loop._Run` it would have alone -- its own
 data-order and augmentation generators, seeded from its seed, its own initial weights -- and its
 batch is drawn with the same functions as the sequential path (``_batches``, then ``Augment`` with
 that run's generator), at the same batch size.  Each run's loss is its own batch mean; the losses
@@ -18,7 +18,7 @@ float rounding: batched convolutions and matrix products sum in another order (s
 ``tests/test_fused.py`` for the tolerance).
 
 **Checkpoints.**  After every epoch each run's slice is written back into its own module, optimiser
-and schedule, and saved by its ``_Run`` in the format of :mod:`bnprobe.trainstate`: a fused run's
+and schedule, and saved by its ``_Run`` in the format of :mod:`bnprobe.train._state`: a fused run's
 checkpoint is the one it would write alone, so ``--resume`` works whichever path a run continues
 on.  Runs resumed at different epochs are not fused.
 
@@ -34,7 +34,7 @@ after another with :func:`bnprobe.train.train_model`, exactly as without fusion.
 batches are gathered as one ``(K, batch, ...)`` tensor in one indexing operation per step; with
 augmentation each run's batch is drawn and augmented with its own generator, then stacked.
 
-**CUDA graphs** (:mod:`bnprobe.step_graph`).  On CUDA the fused forward and backward of the full
+**CUDA graphs** (:mod:`bnprobe.train._step_graph`).  On CUDA the fused forward and backward of the full
 batch is recorded once into a CUDA graph, after a few eager warm-up steps, and replayed for every
 later step: one launch instead of hundreds, and none of vmap's Python per step.  The optimiser step,
 schedule and clipping stay eager, and the last, shorter batch of an epoch runs eagerly.  A step that
@@ -55,12 +55,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from bnprobe import distributed
 from bnprobe._common import first_line
-from bnprobe.augment import Augment
-from bnprobe.data import Split
-from bnprobe.step_graph import StepGraph
-from bnprobe.train import (
+from bnprobe.data._augment import Augment
+from bnprobe.data._loaders import Split
+from bnprobe.train import _distributed as distributed
+from bnprobe.train._loop import (
     EpochCallback,
     StepCallback,
     TrainConfig,
@@ -77,6 +76,7 @@ from bnprobe.train import (
     timed,
     train_timings,
 )
+from bnprobe.train._step_graph import StepGraph
 
 
 class FusionUnavailable(Exception):

@@ -3,10 +3,10 @@
 Every dataset bnprobe knows is small enough to live in memory (and on the training device) as one
 float tensor of images and one tensor of labels per split, so training needs no DataLoader workers
 and capture can index the probed samples directly.  Each dataset also carries the augmentation
-policy that suits it (:class:`bnprobe.augment.Augment`), which the trainer applies on the device.
+policy that suits it (:class:`bnprobe.data.Augment`), which the trainer applies on the device.
 
 Names (:func:`list_datasets`): ``digits`` (below), ``mnist``, ``fashion-mnist`` and ``cifar10``
-(:mod:`bnprobe.datasets`, read from their original files), and ``folder:PATH`` for an image-folder
+(:mod:`bnprobe.data._readers`, read from their original files), and ``folder:PATH`` for an image-folder
 tree.  Pixels are scaled to [0, 1] and standardised per channel with the training split's mean and
 standard deviation (:func:`normalise`).
 
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bnprobe.augment import Augment
+from bnprobe.data._augment import Augment
 from bnprobe.errors import BnprobeError, UnknownNameError
 
 FOLDER_PREFIX = "folder:"
@@ -87,7 +87,7 @@ class Dataset:
         the same data, moves it to the device once and probes a fixed subset, which a loader that
         shuffles or augments on the fly cannot give.  Give ``augment`` for augmentation on the device.
         ``num_classes`` defaults to the largest label + 1.  For data too large to hold, train with
-        :func:`bnprobe.train_model` and capture with :func:`bnprobe.capture`, which read loaders
+        :func:`bnprobe.train_model` and capture with :func:`bnprobe.capture._capture`, which read loaders
         batch by batch.
         """
         splits = [_read_loader(loader, what) for loader, what in ((train, "train"), (test, "test"))]
@@ -164,7 +164,7 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, image_size: 
     looked for (and downloaded to when they are not found).
     """
     if name.startswith(FOLDER_PREFIX):
-        from bnprobe.datasets.folder import load_image_folder
+        from bnprobe.data._readers.folder import load_image_folder
 
         dataset = load_image_folder(name[len(FOLDER_PREFIX):], image_size=image_size)
     else:
@@ -252,4 +252,3 @@ def load_digits(data_root: str | Path | None = None, image_size: int | None = No
                     "image_size": size, **stats})
 
 
-from bnprobe import datasets  # noqa: E402,F401  (registers mnist, fashion-mnist, cifar10)

@@ -4,7 +4,7 @@ The clustering verdict rests on one HDBSCAN setting (the preset's: ``dims='auto'
 PCA, and ``min_cluster_size=10``).  :func:`robustness` re-probes the finished runs of a reproduction
 from their kept final weights -- nothing is retrained -- with the study's ``hdbscan`` probe under every
 setting of a small grid (:data:`DEFAULT_GRID`: PCA dimensions 20/50/100 x ``min_cluster_size``
-10/50), runs :func:`bnprobe.presets.assess` on each, and counts in how many settings each verdict
+10/50), runs :func:`bnprobe.reproduce._presets.assess` on each, and counts in how many settings each verdict
 holds.  Only the ``hdbscan`` probe is run again; every other number (sparsity, accuracy) is the study's.
 
 Each run's activations are captured once and every grid probe runs on that one capture
@@ -29,11 +29,11 @@ from typing import Any
 
 from bnprobe._common import write_atomic
 from bnprobe.errors import BnprobeError
-from bnprobe.presets import VERDICT_LABELS, PresetStudy, assess, study_inputs
 from bnprobe.probes.base import Probe, build_probes, get_probe, parse_probe_spec
-from bnprobe.results import Results
-from bnprobe.study import StudyListener, reprobe_study
-from bnprobe.verdict import Verdict
+from bnprobe.report._results import Results
+from bnprobe.reproduce._presets import VERDICT_LABELS, PresetStudy, assess, study_inputs
+from bnprobe.reproduce._verdict import Verdict
+from bnprobe.study._run import StudyListener, reprobe_study
 
 CLUSTERING_PROBE = "hdbscan"
 """The probe whose settings the grid varies (the one the clustering verdict reads)."""
@@ -74,7 +74,7 @@ class RobustnessResult:
     settings: list[Setting]
 
     def findings(self) -> list[str]:
-        """The verdicts' findings, in :func:`bnprobe.presets.assess`'s order."""
+        """The verdicts' findings, in :func:`bnprobe.reproduce._presets.assess`'s order."""
         return [v.finding for v in self.settings[0].verdicts] if self.settings else []
 
     def counts(self) -> list[dict[str, int]]:
@@ -103,7 +103,7 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
 
 
 def clustering_probe(study: PresetStudy) -> tuple[Probe, bool]:
-    """The study's ``hdbscan`` probe (the one :func:`bnprobe.presets.assess` reads) and whether the study
+    """The study's ``hdbscan`` probe (the one :func:`bnprobe.reproduce._presets.assess` reads) and whether the study
     ran it; the default one when it did not."""
     probe = next((p for p in build_probes(study.config.probes) if p.name == CLUSTERING_PROBE), None)
     return (probe, True) if probe is not None else (get_probe(CLUSTERING_PROBE), False)
@@ -183,7 +183,7 @@ def _label(params: Mapping[str, Any]) -> str:
 
 def _as_study_probe(results: Results, source: str, target: str) -> Results:
     """A copy of ``results`` whose ``target`` probe numbers and failures are ``source``'s (the study's own
-    when they are the same key), so that :func:`bnprobe.presets.assess` reads ``source``'s."""
+    when they are the same key), so that :func:`bnprobe.reproduce._presets.assess` reads ``source``'s."""
     if source == target:
         return results
     moved = copy.deepcopy(results)

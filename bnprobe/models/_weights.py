@@ -69,7 +69,7 @@ def read_torch_file(path: str | os.PathLike, *, fix: str, allowed: Sequence[type
     Whatever ``torch.load`` raises on a file that is not a checkpoint -- the unpickler's ``IndexError``,
     ``KeyError`` or ``UnpicklingError`` on junk, a zip error, ``EOFError`` on an empty file -- becomes
     one :class:`BnprobeError` line, ``cannot read checkpoint PATH (why); FIX``.  The one place that
-    reads torch files, for :func:`load_checkpoint` and :func:`bnprobe.trainstate.load_train_state`.
+    reads torch files, for :func:`load_checkpoint` and :func:`bnprobe.train.load_train_state`.
     """
     try:
         with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():

@@ -45,7 +45,7 @@ RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "ep
 HISTORY_COLUMNS = ("variant", "seed", "epoch", "metric", "value")
 HISTORY_METRICS = ("loss", "accuracy", "test_accuracy", "lr")
 """Per-epoch numbers: train-mode loss and accuracy over the epoch's batches, test accuracy after the
-epoch (eval mode), and the learning rate of the epoch's last step (:mod:`bnprobe.train`)."""
+epoch (eval mode), and the learning rate of the epoch's last step (:mod:`bnprobe.train._loop`)."""
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     """Per epoch: ``{"epoch", "loss", "accuracy", "test_accuracy", "lr"}`` (:data:`HISTORY_METRICS`)."""
     flags: list[dict] = field(default_factory=list)
-    """Warnings about the run, ``{"name", "message"}`` (:mod:`bnprobe.flags`), e.g. ``at_chance``."""
+    """Warnings about the run, ``{"name", "message"}`` (:mod:`bnprobe.train._flags`), e.g. ``at_chance``."""
     train_mode_test_accuracy: float | None = None
     """Test accuracy with BatchNorm on batch statistics (:attr:`bnprobe.train.TrainResult.train_mode_test_accuracy`);
     None without BatchNorm, and in results written before it was measured."""

@@ -11,19 +11,19 @@ The dataset is loaded once and moved to the training device once; its augmentati
 
 **The output folder.**  ``results.json`` is rewritten atomically when the study starts and after
 every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every run
-(:mod:`bnprobe.trainstate`).  With ``resume=True`` a folder that already holds a study continues it:
+(:mod:`bnprobe.train._state`).  With ``resume=True`` a folder that already holds a study continues it:
 the configuration must match (a one-line error names the first field that differs; ``device``,
 ``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change),
 finished runs are kept as they are, the interrupted run continues from its last epoch, and the
 remaining runs train as usual.  Without ``resume`` a folder that holds a study is refused
-(:mod:`bnprobe.studydir`) unless ``overwrite=True``, which removes that study's files -- but only once
+(:mod:`bnprobe.study._dir`) unless ``overwrite=True``, which removes that study's files -- but only once
 every variant has been made and captured on one sample, so a variant or ``layers`` the model cannot
 take fails before a file there is replaced.  Once a run is filed its checkpoint is cut down to what
-``checkpoints`` keeps (:data:`bnprobe.trainstate.CHECKPOINT_MODES`): its final weights by default.
+``checkpoints`` keeps (:data:`bnprobe.train.CHECKPOINT_MODES`): its final weights by default.
 Capture caches live in ``cache/<variant>-seed<k>/`` and are removed when the seed is done.  Ctrl-C
 raises :class:`bnprobe.errors.StudyInterrupted`, which names the runs already filed.
 
-**Fused training** (:mod:`bnprobe.fused`).  With ``fuse`` on, the pending seeds of each variant are
+**Fused training** (:mod:`bnprobe.train._fused`).  With ``fuse`` on, the pending seeds of each variant are
 trained together as one vmapped model before probing starts; each run keeps its seed, initial
 weights, data order, hyperparameters and per-epoch checkpoint.  On CUDA the fused step is replayed
 from a CUDA graph unless ``cuda_graph`` is off (:meth:`StudyListener.fused_steps` says how it ran).
@@ -33,8 +33,8 @@ default) fuses on CUDA only: there a small model's step leaves the GPU idle, whi
 batched step does the same arithmetic no faster.  :meth:`StudyListener.training_planned` says which
 path each variant took and why.
 
-**BatchNorm statistics** (:mod:`bnprobe.bnstats`).  Every run of a model with BatchNorm also has its
-test accuracy with batch statistics, and is flagged (:mod:`bnprobe.flags`) when its eval-mode accuracy
+**BatchNorm statistics** (:mod:`bnprobe.train._bnstats`).  Every run of a model with BatchNorm also has its
+test accuracy with batch statistics, and is flagged (:mod:`bnprobe.train._flags`) when its eval-mode accuracy
 falls far below it.  ``recalibrate_bn`` recomputes each run's running statistics over the training
 split after training -- on the fused path too, run by run -- so that evaluation, checkpoint and
 capture all use them; it may not change on resume.
@@ -44,7 +44,7 @@ the activations of non-finite weights say nothing.  The study goes on with the n
 
 :func:`reprobe_study` probes a finished study again from its checkpoints, without retraining.
 
-Under torchrun (:mod:`bnprobe.distributed`) every process trains; only rank 0 probes and writes.
+Under torchrun (:mod:`bnprobe.train._distributed`) every process trains; only rank 0 probes and writes.
 """
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ import torch
 from torch import nn
 
 from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, finite_or_none
-from bnprobe.augment import Augment
-from bnprobe.bnstats import batchnorm_layers
-from bnprobe.capture import (
+from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
     CaptureResult,
@@ -75,21 +73,23 @@ from bnprobe.capture import (
     check_max_device_memory,
     check_spatial,
 )
-from bnprobe.checkpoint import load_checkpoint, load_state
-from bnprobe.data import Dataset, Split, adapt_channels, load_dataset, permuted_subset
-from bnprobe.distributed import World, current_world, process_group
+from bnprobe.data._augment import Augment
+from bnprobe.data._loaders import Dataset, Split, adapt_channels, load_dataset, permuted_subset
 from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted, UnknownNameError
-from bnprobe.flags import CHECKS, run_flags
-from bnprobe.fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
-from bnprobe.models import create_model, input_channels
+from bnprobe.models._factory import create_model, input_channels
+from bnprobe.models._weights import load_checkpoint, load_state
 from bnprobe.params import check_choice, split_list
 from bnprobe.probes.base import Probe, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
-from bnprobe.results import Results, RunResult, finite_history
-from bnprobe.studydir import check_out_dir, remove_study, saved_runs
-from bnprobe.surgery import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
-from bnprobe.train import (
+from bnprobe.report._results import Results, RunResult, finite_history
+from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
+from bnprobe.surgery._swap import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
+from bnprobe.train._bnstats import batchnorm_layers
+from bnprobe.train._distributed import World, current_world, process_group
+from bnprobe.train._flags import CHECKS, run_flags
+from bnprobe.train._fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
+from bnprobe.train._loop import (
     PER_VARIANT,
     TrainConfig,
     TrainResult,
@@ -98,7 +98,7 @@ from bnprobe.train import (
     resolve_device,
     train_model,
 )
-from bnprobe.trainstate import (
+from bnprobe.train._state import (
     CHECKPOINT_DIR,
     CHECKPOINT_MODES,
     checkpoint_path,
@@ -144,16 +144,16 @@ class StudyConfig:
     fuse: bool | None = None
     """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
     cuda_graph: bool = True
-    """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.step_graph`); same numbers, less overhead."""
+    """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.train._step_graph`); same numbers, less overhead."""
     probe_workers: int | None = None
     """Worker processes for the CPU half of split probes (HDBSCAN): None is one per core but one, from
     4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
     checkpoints: str = "final"
     """What a finished run's checkpoint keeps: ``final`` weights, the whole ``resume`` state, or ``none``
-    once the study is done (:mod:`bnprobe.trainstate`)."""
+    once the study is done (:mod:`bnprobe.train._state`)."""
     recalibrate_bn: bool = False
     """Recompute every run's BatchNorm running statistics over the training split after training, before
-    it is evaluated and captured (:meth:`bnprobe.train._Run.after_training`); off, runs are used as trained."""
+    it is evaluated and captured (:meth:`bnprobe.train._loop._Run.after_training`); off, runs are used as trained."""
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
@@ -696,7 +696,7 @@ def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn
 def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapReport, flags: list[dict],
                 outcome: ProbeOutcome) -> RunResult:
     """What the study files for one run: its training numbers and history, its swap report, its flags
-    (:mod:`bnprobe.flags`) and its probes' numbers and notes."""
+    (:mod:`bnprobe.train._flags`) and its probes' numbers and notes."""
     return RunResult(variant=variant, seed=seed, train_accuracy=trained.train_accuracy,
                      test_accuracy=trained.test_accuracy, final_loss=finite_or_none(trained.final_loss),
                      test_loss=finite_or_none(trained.test_loss), epochs_run=trained.epochs_run,

@@ -6,7 +6,7 @@ and ``t10k-labels-idx1-ubyte``, each possibly with ``.gz`` -- are looked for, al
 * with ``--data-root ROOT``: in ``ROOT``, ``ROOT/raw``, and torchvision's ``ROOT/MNIST/raw`` or
   ``ROOT/FashionMNIST/raw``;
 * without: in ``/usr/share/datasets/<name>`` (where Debian's ``dataset-fashion-mnist`` package puts
-  them) and in torchvision's layout under :func:`bnprobe.data.cache_root`.
+  them) and in torchvision's layout under :func:`bnprobe.data._loaders.cache_root`.
 
 When no folder has them, torchvision downloads them (``torchvision.datasets.MNIST(root, download=True)``)
 into ``ROOT`` or the cache.  The official 60,000 / 10,000 train/test split is kept; images stay 28x28.
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnprobe.data import Dataset, cache_root, from_pixels, register_dataset
-from bnprobe.datasets.files import locate
+from bnprobe.data._loaders import Dataset, cache_root, from_pixels, register_dataset
+from bnprobe.data._readers.files import locate
 from bnprobe.errors import BnprobeError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

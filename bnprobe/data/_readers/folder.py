@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bnprobe.data import FOLDER_PREFIX, Dataset, from_pixels
+from bnprobe.data._loaders import FOLDER_PREFIX, Dataset, from_pixels
 from bnprobe.errors import BnprobeError
 
 GREY_MODES = ("1", "L", "I", "I;16", "F")

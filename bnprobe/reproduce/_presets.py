@@ -8,10 +8,10 @@ rate of the BN-free model where it differs, augmentation, and the smaller ``--qu
 arguments a config cannot express -- and :func:`reproduce` runs it, writes the usual outputs
 (``results.json``, ``results.csv``, ``plots/``) and ``verdicts.json``, and returns the numbers the
 paper compares: the study's results, each variant's generalisation gap, and a verdict on each
-finding from :mod:`bnprobe.verdict`.
+finding from :mod:`bnprobe.reproduce._verdict`.
 
 Presets are registered by name in :data:`PRESETS` (:func:`get_preset` looks one up and lists the
-names when it fails), the way :mod:`bnprobe.models` registers built-in models.
+names when it fails), the way :mod:`bnprobe.models._factory` registers built-in models.
 
 **Subsets.**  A recipe's ``--quick`` version (or ``--train-subset`` / ``--test-subset``) trains on the
 first ``n`` images of a fixed permutation (seed :data:`SUBSET_SEED`) of a split: the same images for
@@ -31,23 +31,23 @@ from typing import Any
 from torch import nn
 
 from bnprobe._common import REFERENCE_VARIANT, write_atomic
-from bnprobe.data import Dataset, Split, permuted_subset
+from bnprobe.data._loaders import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
-from bnprobe.models import create_model
+from bnprobe.models._factory import create_model
 from bnprobe.probes.base import build_probes
-from bnprobe.report import probe_metrics, summary_json, write_outputs
-from bnprobe.results import Results
-from bnprobe.stats import Difference, Summary, paired_difference, summarise
-from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
-from bnprobe.studydir import check_out_dir
-from bnprobe.train import TrainConfig
-from bnprobe.verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict
+from bnprobe.report._report import probe_metrics, summary_json, write_outputs
+from bnprobe.report._results import Results
+from bnprobe.report._stats import Difference, Summary, paired_difference, summarise
+from bnprobe.reproduce._verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict
+from bnprobe.study._dir import check_out_dir
+from bnprobe.study._run import StudyConfig, StudyListener, prepare_dataset, run_study
+from bnprobe.train._loop import TrainConfig
 
 SUBSET_SEED = 20251126
 """Seed of the permutation a training or test subset is cut from (the same subset for every run)."""
 
 VERDICT_LABELS: dict[bool | None, str] = {True: "HOLDS", False: "DOES NOT HOLD", None: "UNDECIDED"}
-"""How a :attr:`bnprobe.verdict.Verdict.holds` value is printed and saved."""
+"""How a :attr:`bnprobe.reproduce.Verdict.holds` value is printed and saved."""
 
 
 @dataclass(frozen=True)
@@ -317,7 +317,7 @@ class Reproduction:
 
     @property
     def flagged_runs(self) -> list[dict]:
-        """``{"variant", "seed", "flags"}`` of every run with a flag (:mod:`bnprobe.flags`): the verdicts rest
+        """``{"variant", "seed", "flags"}`` of every run with a flag (:mod:`bnprobe.train._flags`): the verdicts rest
         on these runs too, so a flagged ``bn`` reference (lagging statistics, at chance) is named beside them."""
         return [{"variant": run.variant, "seed": run.seed, "flags": [flag["name"] for flag in run.flags]}
                 for run in self.results.runs if run.flags]

@@ -2,7 +2,7 @@
 
 Two studies share nothing but seed numbers (another model config, epoch count or dataset means
 other weights and other data), so B − A is a difference of independent means over seeds with
-Welch's t interval (:func:`bnprobe.stats.welch_difference`), ``*`` where it excludes 0.  Only what
+Welch's t interval (:func:`bnprobe.report._stats.welch_difference`), ``*`` where it excludes 0.  Only what
 both studies have is compared -- for two models, the accuracies and the model-scope probes (filed
 under the layer ``model``), and any layer names they share; what one of them lacks is listed, and so
 is every config field in which they differ (:func:`config_lines`).  A pair with no variant in common
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bnprobe.errors import BnprobeError
-from bnprobe.report import (
+from bnprobe.report._report import (
     ACCURACY_METRICS,
     RUN_MEASURES,
     Metrics,
@@ -31,9 +31,9 @@ from bnprobe.report import (
     select_metrics,
     titled,
 )
-from bnprobe.results import RUN_PROBE, Results
-from bnprobe.stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
-from bnprobe.trainstate import config_differences
+from bnprobe.report._results import RUN_PROBE, Results
+from bnprobe.report._stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
+from bnprobe.train._state import config_differences
 
 
 @dataclass(frozen=True)

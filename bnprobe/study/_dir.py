@@ -2,7 +2,7 @@
 
 bnprobe writes into ``--out`` the files of :data:`STUDY_FILES`, ``plots/NAME.png`` with ``plots/NAME.csv`` beside it,
 ``checkpoints/<variant>-seed<k>.pt``, ``cache/<variant>-seed<k>/`` and ``robustness/results.json``
-(:mod:`bnprobe.robustness`) (and, for a moment, the ``.NAME.*.tmp`` files of atomic writes beside them).
+(:mod:`bnprobe.reproduce._robustness`) (and, for a moment, the ``.NAME.*.tmp`` files of atomic writes beside them).
 Those are the study's; anything else a user keeps there -- in ``plots/``, ``checkpoints/`` or ``cache/``
 too -- is not, and is never removed.
 
@@ -22,19 +22,19 @@ from pathlib import Path
 
 from bnprobe._common import SAFE_CHARS
 from bnprobe.errors import BnprobeError
-from bnprobe.results import Results
-from bnprobe.stats import STATS_CSV_COLUMNS
-from bnprobe.trainstate import CHECKPOINT_DIR
+from bnprobe.report._results import Results
+from bnprobe.report._stats import STATS_CSV_COLUMNS
+from bnprobe.train._state import CHECKPOINT_DIR
 
 STUDY_FILES = ("results.json", "results.csv", "history.csv", "verdicts.json", "robustness.json")
 """The files a study (``bnprobe run``, ``bnprobe reproduce``) writes at the top of its folder."""
-_RUN = rf"[{SAFE_CHARS}]+-seed\d+"  # :func:`bnprobe.trainstate.run_stem`
-_TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.results.write_atomic`'s temporary files
+_RUN = rf"[{SAFE_CHARS}]+-seed\d+"  # :func:`bnprobe.train.run_stem`
+_TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.report._results.write_atomic`'s temporary files
 _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
         "plots": r"[^/]+\.(?:png|csv)",
         CHECKPOINT_DIR: rf"{_RUN}\.pt",
         "cache": _RUN,
-        "robustness": "|".join(re.escape(name) for name in STUDY_FILES)}  # bnprobe.robustness.ROBUSTNESS_DIR
+        "robustness": "|".join(re.escape(name) for name in STUDY_FILES)}  # bnprobe.reproduce.ROBUSTNESS_DIR
 """Per folder of the output folder (``""`` is the folder itself): a pattern of the names that are the study's."""
 
 
@@ -100,7 +100,7 @@ def _own(out: Path, folder: str) -> list[Path]:
     """The study's entries in ``out/folder``: its named files and their temporary files.
 
     In ``plots/`` a figure is the study's when the CSV of its numbers lies beside it (``NAME.png`` and
-    ``NAME.csv`` headed by :data:`bnprobe.stats.STATS_CSV_COLUMNS`), so a user's own figures stay.
+    ``NAME.csv`` headed by :data:`bnprobe.report.STATS_CSV_COLUMNS`), so a user's own figures stay.
     """
     where = out / folder
     if not where.is_dir():

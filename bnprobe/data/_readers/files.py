@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bnprobe._common import first_line
-from bnprobe.data import cache_root
+from bnprobe.data._loaders import cache_root
 from bnprobe.errors import BnprobeError
 
 FileSet = dict[str, Path]
@@ -43,7 +43,7 @@ def locate(dataset: str, wanted: Sequence[Sequence[str]], folders: Callable[[Pat
     """Where ``dataset``'s files are: found in ``folders(root)``, or after ``download(root)``.
 
     ``download`` is a torchvision dataset constructor with ``download=True``; it runs only when no
-    folder has the files, into ``data_root`` (default: :func:`bnprobe.data.cache_root`).
+    folder has the files, into ``data_root`` (default: :func:`bnprobe.data._loaders.cache_root`).
     """
     root = Path(data_root).expanduser() if data_root is not None else None
     files, partial = find_files(folders(root), wanted)
