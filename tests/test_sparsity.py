@@ -194,7 +194,8 @@ def test_capture_picks_each_layers_zero_test_from_its_module_or_its_functional_c
 
 def test_a_streaming_probe_written_for_two_arguments_still_streams():
     """The activation reaches only the accumulators that ask for it."""
-    from bnprobe.probes.base import StreamingProbe, new_accumulator
+    from bnprobe.capture._layer_data import new_accumulator
+    from bnprobe.probes.base import StreamingProbe
 
     class Count:
         def __init__(self):

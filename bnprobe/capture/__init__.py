@@ -12,9 +12,12 @@ from bnprobe.capture._capture import (
     check_spatial,
     plan_placement,
 )
+from bnprobe.capture._layer_data import Accumulator, LayerData
 from bnprobe.capture._layer_kinds import activation_name, functional_activation
 
 __all__ = [
+    "Accumulator",
+    "LayerData",
     "DEFAULT_MAX_DEVICE_MEMORY",
     "DEFAULT_MAX_MEMORY",
     "activation_name",

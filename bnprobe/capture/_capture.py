@@ -71,11 +71,11 @@ from torch import nn
 
 from bnprobe._common import preserved_flags, safe_filename
 from bnprobe.capture._fx import functional_fn, plan_functional
+from bnprobe.capture._layer_data import Accumulator, LayerData, ProbeInterface, new_accumulator
 from bnprobe.capture._layer_kinds import activation_name, is_activation, is_gate
 from bnprobe.capture._vector_store import VectorStore
 from bnprobe.data._loaders import inputs_and_labels
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import Accumulator, LayerData, Probe, new_accumulator
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 DEFAULT_MAX_DEVICE_MEMORY = "auto"
@@ -296,7 +296,7 @@ def capture(
     *,
     layers: str | Sequence[str] = "act",
     samples: int | None = None,
-    probes: Sequence[Probe] = (),
+    probes: Sequence[ProbeInterface] = (),
     vectors: bool | None = None,
     spatial: str = "flatten",
     dtype: str = "float32",

@@ -26,14 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, Protocol, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-import numpy as np
 import torch
 from torch import nn
 
 from bnprobe._common import MODEL_SCOPE_LAYER as MODEL_SCOPE_LAYER  # re-exported: plugins and probes read it here
 from bnprobe._common import REFERENCE_VARIANT
+from bnprobe.capture._layer_data import Accumulator, LayerData  # probes and plugins read both here too
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.probes.metrics import Metric
 
@@ -41,58 +41,6 @@ ENTRY_POINT_GROUP = "bnprobe.probes"
 
 Need = Literal["stream", "vectors", "model"]
 Scope = Literal["layer", "model"]
-
-
-class Accumulator(Protocol):
-    """Running state of a streaming probe for one layer of one run."""
-
-    def update(self, activations: torch.Tensor, labels: torch.Tensor) -> None:
-        """Fold in one batch: ``activations`` is ``(batch, channels, *spatial)`` as the layer gave it."""
-
-    def result(self) -> dict[str, float]:
-        """The probe's numbers for everything seen so far."""
-
-
-@dataclass
-class LayerData:
-    """What capture hands a probe about one captured layer of one run."""
-
-    name: str
-    shape: tuple[int, ...]
-    """Per-sample activation shape, e.g. ``(channels, height, width)``."""
-    labels: np.ndarray
-    """Class label of each probed sample, ``(samples,)``."""
-    accumulators: dict[str, Accumulator] = field(default_factory=dict)
-    """Streaming probes' state, keyed by :attr:`Probe.key`."""
-    load_vectors: Callable[[], np.ndarray] | None = None
-    """The stored vectors as a host array in the storage dtype (set by capture)."""
-    load_tensor: Callable[[torch.device], torch.Tensor] | None = None
-    """The stored vectors as a float32 tensor on a device (set by capture; optional)."""
-    activation: str | None = None
-    """The activation function this layer is the output of, as :func:`bnprobe.capture.activation_name`
-    and :func:`~bnprobe.capture.functional_activation` name it (``"relu"``, ``"silu"``, ...); None for
-    a layer that is no activation (a conv, a norm).  Capture sets it."""
-
-    def vectors(self) -> np.ndarray:
-        """The per-sample representation vectors, ``(samples, features)`` float32, on the host.
-
-        Vectors capture kept on a GPU are copied to the host, this layer only.
-        """
-        if self.load_vectors is None:
-            raise BnprobeError(f"layer {self.name}: no vectors were captured (capture with vectors=True)")
-        return np.asarray(self.load_vectors(), dtype=np.float32)
-
-    def vectors_tensor(self, device: torch.device | str) -> torch.Tensor:
-        """:meth:`vectors` as a float32 tensor on ``device``; treat it as read-only.
-
-        Vectors capture kept on that device are read there, without a host round trip; host and
-        disk vectors cross the bus in their storage dtype.
-        """
-        if self.load_tensor is not None:
-            return self.load_tensor(torch.device(device))
-        if self.load_vectors is None:
-            raise BnprobeError(f"layer {self.name}: no vectors were captured (capture with vectors=True)")
-        return torch.from_numpy(self.vectors()).to(device)
 
 
 @dataclass
@@ -183,7 +131,7 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
         """A fresh running state for ``layer``; only streaming probes implement this.
 
         An accumulator that takes an ``activation`` keyword is also told the layer's activation
-        (:attr:`LayerData.activation`; see :func:`new_accumulator`).
+        (:attr:`LayerData.activation`; see :func:`bnprobe.capture._layer_data.new_accumulator`).
         """
         raise NotImplementedError(f"probe {self.name} does not stream")
 
@@ -256,17 +204,6 @@ class StreamingProbe(Probe):
         except KeyError:
             raise BnprobeError(f"probe {self.key}: layer {layer.name} was captured without this probe's "
                                "statistics; capture with this probe in `probes`") from None
-
-
-def new_accumulator(probe: Probe, layer: str, shape: tuple[int, ...], activation: str | None) -> Accumulator:
-    """``probe.accumulator(layer, shape)``, with ``activation=`` too when the accumulator takes that keyword.
-
-    Capture makes every accumulator here: a probe whose statistics depend on the activation (sparsity's
-    zero test) asks for it by its signature, and one written for the two-argument protocol works as it is.
-    """
-    if "activation" in inspect.signature(probe.accumulator).parameters:
-        return probe.accumulator(layer, shape, activation=activation)
-    return probe.accumulator(layer, shape)
 
 
 # --------------------------------------------------------------------------------------------------
