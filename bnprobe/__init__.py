@@ -36,7 +36,7 @@ from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import ProbeFailedError, ProbeFailureWarning, ProbeOutcome, run_probes, start_probes
 from bnprobe.report import Results, RunResult, render, write_outputs
 from bnprobe.study import StudyConfig, reprobe_study, run_study
-from bnprobe.surgery import SwapReport, list_targets, make_variant, swap_norms
+from bnprobe.surgery import SwapReport, list_targets, make_variant, register_skipinit, register_target, swap_norms
 from bnprobe.train import TrainConfig, TrainResult, evaluate, train_model
 
 __version__ = _package_version("bnprobe")
@@ -77,6 +77,8 @@ __all__ = [
     "register_model",
     "register_dataset",
     "register_probe",
+    "register_skipinit",
+    "register_target",
     "render",
     "run_probes",
     "reprobe_study",

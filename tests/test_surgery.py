@@ -19,7 +19,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from bnprobe.capture._layer_kinds import activation_modules, count_activation_calls
 from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import load_checkpoint
-from bnprobe.surgery._swap import (
+from bnprobe.surgery import (
     ChannelAffine,
     InstanceNorm,
     NormAct,

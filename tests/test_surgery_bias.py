@@ -10,7 +10,7 @@ from torch import nn
 
 from bnprobe.errors import BnprobeError
 from bnprobe.models import create_model
-from bnprobe.surgery._swap import BATCHNORM_TYPES, ChannelBias, IdentityNorm, swap_norms
+from bnprobe.surgery import BATCHNORM_TYPES, ChannelBias, IdentityNorm, swap_norms
 
 
 class HandWrittenCNN(nn.Module):

@@ -19,7 +19,7 @@ from test_surgery import n_params, randomize_batchnorm, rel_error
 from torch import nn
 
 from bnprobe.capture._layer_kinds import count_activation_calls
-from bnprobe.surgery._swap import ChannelAffine, has_batchnorm, list_targets, swap_norms
+from bnprobe.surgery import ChannelAffine, has_batchnorm, list_targets, swap_norms
 
 pytestmark = pytest.mark.slow
 

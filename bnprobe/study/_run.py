@@ -84,7 +84,9 @@ from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.report._results import Results, RunResult, finite_history
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
-from bnprobe.surgery._swap import SwapReport, has_batchnorm, list_targets, make_variant, parse_target
+from bnprobe.surgery._batchnorm import has_batchnorm
+from bnprobe.surgery._swap import SwapReport, make_variant
+from bnprobe.surgery._targets import list_targets, parse_target
 from bnprobe.train._bnstats import batchnorm_layers
 from bnprobe.train._distributed import World, current_world, process_group
 from bnprobe.train._flags import CHECKS, run_flags
