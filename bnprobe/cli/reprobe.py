@@ -9,7 +9,7 @@ from bnprobe.cli import cli
 from bnprobe.cli._progress import RichListener
 from bnprobe.cli.run import parse_workers
 from bnprobe.probes.base import split_probe_list
-from bnprobe.report._report import render, write_outputs
+from bnprobe.report._report import render
 from bnprobe.study._run import reprobe_study
 
 
@@ -32,5 +32,4 @@ def probe_command(out: str, probes: str, device: str, data_root: str | None, pro
     with RichListener(quiet=quiet, verbose=verbose) as listener:
         results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root,
                                 probe_workers=parse_workers(probe_workers), listener=listener)
-    write_outputs(results, out)
     render(results, Console())

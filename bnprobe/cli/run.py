@@ -17,7 +17,7 @@ from bnprobe.cli.interrupt import resumable
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 from bnprobe.probes.base import split_probe_list
-from bnprobe.report._report import render, summary_json, write_outputs
+from bnprobe.report._report import render, summary_json
 from bnprobe.study._file import read_study_file
 from bnprobe.study._run import StudyConfig, run_study
 from bnprobe.train._distributed import launched_world
@@ -199,7 +199,6 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     with resumable(out_dir), RichListener(quiet=quiet or not main_process, verbose=verbose) as listener:
         results = run_study(config, out=out_dir, listener=listener, resume=resume, overwrite=overwrite)
     if main_process:
-        write_outputs(results, out_dir)
         if as_json:
             click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
         else:

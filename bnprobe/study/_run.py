@@ -82,6 +82,7 @@ from bnprobe.params import check_choice, split_list
 from bnprobe.probes.base import Probe, build_probes, split_probe_list
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
+from bnprobe.report._report import write_outputs
 from bnprobe.report._results import Results, RunResult, finite_history
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
 from bnprobe.surgery._batchnorm import has_batchnorm
@@ -510,7 +511,9 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     """Run every variant under every seed, probe each run, and return (and save) the results.
 
     ``model`` and ``dataset`` override ``config.model`` / ``config.dataset`` with a user's own module
-    (or factory) and data; ``out`` is the folder for ``results.json``, checkpoints and capture caches.
+    (or factory) and data.  ``out`` is the study's folder, as ``bnprobe run`` writes it: ``results.json``
+    after every run, checkpoints and capture caches on the way, and at the end ``results.csv``,
+    ``history.csv`` and ``plots/`` (:func:`bnprobe.write_outputs`).
     A folder that holds a study is refused unless ``resume`` continues it or ``overwrite`` replaces it
     (see the module docstring).  Ctrl-C raises :class:`StudyInterrupted` naming the finished runs.
     """
@@ -548,6 +551,8 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
         if overwrite and world.is_main and study.out_dir is not None:
             remove_study(study.out_dir)
         _run_all(study, results, runs, world, resume)
+        if world.is_main and study.out_dir is not None:
+            write_outputs(results, study.out_dir)
     return results
 
 
@@ -768,8 +773,9 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     before the batch-statistics test accuracy was measured gets it now, from the same weights, and
     its flags are raised again with it.  A study trained on a custom ``model`` or ``dataset`` needs
     them again here.  ``probe_workers`` is this machine's
-    (:attr:`StudyConfig.probe_workers`), not the study's.  ``save_to``: the folder the updated
-    ``results.json`` goes to instead (``out``'s own is then left as it was).
+    (:attr:`StudyConfig.probe_workers`), not the study's.  ``results.csv``, ``history.csv`` and
+    ``plots/`` are then written again with the new numbers.  ``save_to``: the folder the updated
+    ``results.json`` alone goes to instead (``out``'s own files are then left as they were).
     """
     listener = listener or StudyListener()
     _check_dataset(dataset)
@@ -795,6 +801,8 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
             if run.diverged_at_epoch is None:
                 study.trained(run.variant, run.seed)
         _reprobe_runs(study, results, Path(save_to) if save_to is not None else out_dir)
+    if save_to is None:
+        write_outputs(results, out_dir)
     return results
 
 
