@@ -26,6 +26,14 @@ REFERENCE_VARIANT = "bn"
 DEFAULT_VARIANTS = (REFERENCE_VARIANT, "identity", "groupnorm")
 """The variants a study runs when none are named (``StudyConfig`` and ``bnprobe run --variants``)."""
 
+CHECKPOINT_MODES = ("none", "final", "resume")
+"""What a study keeps of a finished run's checkpoint: nothing, its final weights, or its whole train state
+(:mod:`bnprobe.train._state`; here, so that the command line offers them without importing torch)."""
+
+HEADS = ("gap", "flatten")
+"""Classifier heads of cnn4 (:class:`bnprobe.models._factory.PlainCNN`): global average pooling, or the
+flattened feature map (here, so that the command line offers them without importing torch)."""
+
 MODEL_SCOPE_LAYER = "model"
 """The layer name under which a model-scope probe (one number per run, not per layer) records its numbers."""
 

@@ -102,12 +102,12 @@ def test_a_study_config_takes_comma_lists_and_a_dict_of_training_settings():
 
 
 def test_a_file_system_error_about_no_given_path_is_a_bug_and_shown_in_full(monkeypatch, finished):
-    import bnprobe.cli.report as report_cli
+    from bnprobe.report import Results
 
     def fail(_path):
         raise FileNotFoundError("an internal file went missing")
 
-    monkeypatch.setattr(report_cli.Results, "load", fail)
+    monkeypatch.setattr(Results, "load", fail)
     result = run_cli("report", finished)
     assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
 

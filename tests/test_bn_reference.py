@@ -249,7 +249,7 @@ def test_the_preset_states_its_choice_and_the_options_change_it(monkeypatch):
     assert build_study("potgieter2025", "mnist").config.recalibrate_bn is False
     changed = build_study("potgieter2025", "cifar10", changes=Changes(study={"recalibrate_bn": True}))
     assert changed.config.recalibrate_bn is True
-    import bnprobe.cli.reproduce as reproduce_cli
+    import bnprobe.reproduce._presets as reproduce_cli
 
     studies = []
 
@@ -257,7 +257,7 @@ def test_the_preset_states_its_choice_and_the_options_change_it(monkeypatch):
         studies.append(study)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reproduce_cli, "run_reproduction", capture)
+    monkeypatch.setattr(reproduce_cli, "reproduce", capture)
     for given, wanted in ((["--recalibrate-bn"], True), ([], False)):
         result = run_cli("reproduce", "potgieter2025", "--dataset", "mnist", "--quick", *given)
         assert studies.pop().config.recalibrate_bn is wanted

@@ -165,7 +165,7 @@ def test_an_unknown_mode_is_refused():
 
 
 def test_reproduce_passes_checkpoints_to_its_study(monkeypatch):
-    import bnprobe.cli.reproduce as reproduce_cli
+    import bnprobe.reproduce._presets as reproduce_cli
 
     studies = []
 
@@ -173,7 +173,7 @@ def test_reproduce_passes_checkpoints_to_its_study(monkeypatch):
         studies.append(study)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reproduce_cli, "run_reproduction", capture)
+    monkeypatch.setattr(reproduce_cli, "reproduce", capture)
     for given, kept in ((["--checkpoints", "none"], "none"), ([], "final")):
         _run("reproduce", "potgieter2025", "--dataset", "mnist", "--quick", *given)
         assert studies.pop().config.checkpoints == kept

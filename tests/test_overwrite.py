@@ -300,11 +300,11 @@ def _interrupted_after_bn(*_args, **_kwargs):
      ["run", "--config", "{file}", "--no-overwrite", "--resume"]),
 ], ids=["reproduce-default-out", "run-quoted", "run-study-file"])
 def test_the_resume_command_is_the_users_own_made_to_resume(tmp_path, monkeypatch, command, study_file, resume):
-    import bnprobe.cli.reproduce as reproduce_cli
-    import bnprobe.cli.run as run_cli
+    import bnprobe.reproduce._presets as reproduce_cli
+    import bnprobe.study._run as run_cli
 
     monkeypatch.setattr(run_cli, "run_study", _interrupted_after_bn)
-    monkeypatch.setattr(reproduce_cli, "run_reproduction", _interrupted_after_bn)
+    monkeypatch.setattr(reproduce_cli, "reproduce", _interrupted_after_bn)
     path = tmp_path / "study.toml"
     path.write_text(study_file)
     command, resume = ([word.format(file=path) for word in words] for words in (command, resume))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from bnprobe.errors import BnprobeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Accumulator(Protocol):
@@ -78,6 +80,8 @@ class LayerData:
         Vectors capture kept on that device are read there, without a host round trip; host and
         disk vectors cross the bus in their storage dtype.
         """
+        import torch
+
         if self.load_tensor is not None:
             return self.load_tensor(torch.device(device))
         if self.load_vectors is None:

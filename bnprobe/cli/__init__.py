@@ -9,6 +9,7 @@ a study ends in one line naming the finished runs and the command that resumes t
 
 from __future__ import annotations
 
+import importlib
 import shlex
 
 import click
@@ -20,7 +21,30 @@ COMMAND_LINE = "bnprobe.command_line"
 """``ctx.meta`` key of the command line as given: the program (``bnprobe``, ``python -m bnprobe``), its arguments."""
 
 
+COMMANDS = {
+    "compare": "bnprobe.cli.compare",
+    "probe": "bnprobe.cli.reprobe",
+    "probes": "bnprobe.cli.list_probes",
+    "report": "bnprobe.cli.report",
+    "reproduce": "bnprobe.cli.reproduce",
+    "run": "bnprobe.cli.run",
+    "surgery": "bnprobe.cli.surgery",
+}
+"""Each subcommand -> the module that defines it, imported only when the command is named or listed.
+
+The modules import the Python API inside their commands, so ``bnprobe --help`` and every
+``bnprobe CMD --help`` read no torch (``bench/cli_startup.py``)."""
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            importlib.import_module(COMMANDS[name])  # its @cli.command registers it
+        return self.commands.get(name)
+
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra) -> click.Context:
         command_line = [*shlex.split(info_name or "bnprobe"), *args]  # before parsing consumes the arguments
@@ -52,5 +76,3 @@ def main() -> None:
     """Console-script entry point."""
     cli()
 
-
-from bnprobe.cli import compare, list_probes, report, reprobe, reproduce, run, surgery  # noqa: E402,F401  (registers the subcommands)

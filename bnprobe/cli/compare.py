@@ -9,8 +9,6 @@ from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.cli.report import metrics_option, parse_metrics
-from bnprobe.report._compare import comparison_json, render_comparison
-from bnprobe.report._results import Results
 
 
 @cli.command("compare")
@@ -25,6 +23,9 @@ def compare_command(out_a: str, out_b: str, metrics: str, as_json: bool) -> None
     Studies of two models compare what they share (accuracy, model-scope probes); every config field
     in which the two differ is listed.
     """
+    from bnprobe.report._compare import comparison_json, render_comparison
+    from bnprobe.report._results import Results
+
     a, b = Results.load(out_a), Results.load(out_b)
     if as_json:
         click.echo(json.dumps(comparison_json(a, b, sources=(out_a, out_b)), indent=2, allow_nan=False))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bnprobe.cli import cli
-from bnprobe.probes.base import ProbeInfo, list_probes
+
+if TYPE_CHECKING:
+    from bnprobe.probes.base import ProbeInfo
 
 
 def metrics_table(info: ProbeInfo) -> Table:
@@ -28,6 +32,8 @@ def metrics_table(info: ProbeInfo) -> Table:
               help="List each probe's metrics: definition, range and whether higher is better (docs/metrics.md).")
 def probes_command(show_metrics: bool) -> None:
     """List every probe (built-in and plugins) with its source and parameters."""
+    from bnprobe.probes.base import list_probes
+
     console = Console()
     if show_metrics:
         for info in list_probes():

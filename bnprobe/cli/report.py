@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.params import split_list
-from bnprobe.report._report import Metrics, render, summary_json, write_outputs
-from bnprobe.report._results import Results
+
+if TYPE_CHECKING:
+    from bnprobe.report._report import Metrics
 
 metrics_option = click.option(
     "--metrics", default="key", show_default=True,
@@ -38,6 +40,9 @@ def report_command(out: str, metrics: str, plots: bool, as_json: bool) -> None:
 
     --metrics picks the tables; the plots are always the default ones (see docs/results.md).
     """
+    from bnprobe.report._report import render, summary_json, write_outputs
+    from bnprobe.report._results import Results
+
     results = Results.load(out)
     console = Console(stderr=as_json)
     if as_json:

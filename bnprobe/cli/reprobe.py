@@ -6,11 +6,7 @@ import click
 from rich.console import Console
 
 from bnprobe.cli import cli
-from bnprobe.cli._progress import RichListener
 from bnprobe.cli.run import parse_workers
-from bnprobe.probes.base import split_probe_list
-from bnprobe.report._report import render
-from bnprobe.study._run import reprobe_study
 
 
 @cli.command("probe")
@@ -29,6 +25,11 @@ def probe_command(out: str, probes: str, device: str, data_root: str | None, pro
     Those probes' numbers are added or replaced; training numbers and other probes are kept.
     results.json, results.csv and plots/ are written again with them.
     """
+    from bnprobe.cli._progress import RichListener
+    from bnprobe.probes.base import split_probe_list
+    from bnprobe.report._report import render
+    from bnprobe.study._run import reprobe_study
+
     with RichListener(quiet=quiet, verbose=verbose) as listener:
         results = reprobe_study(out, split_probe_list(probes), device=device, data_root=data_root,
                                 probe_workers=parse_workers(probe_workers), listener=listener)

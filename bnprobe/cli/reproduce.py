@@ -8,45 +8,23 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import TYPE_CHECKING
 
 import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bnprobe._common import REFERENCE_VARIANT
+from bnprobe._common import CHECKPOINT_MODES, HEADS, REFERENCE_VARIANT
 from bnprobe.cli import cli
-from bnprobe.cli._progress import RichListener
 from bnprobe.cli.interrupt import resumable
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
-from bnprobe.models._factory import HEADS
 from bnprobe.params import split_list
-from bnprobe.probes.base import split_probe_list
-from bnprobe.report._report import render
-from bnprobe.report._stats import CONFIDENCE
-from bnprobe.reproduce._presets import (
-    PRESETS,
-    VERDICT_LABELS,
-    Changes,
-    PresetStudy,
-    Reproduction,
-    build_study,
-    get_preset,
-    model_label,
-)
-from bnprobe.reproduce._presets import reproduce as run_reproduction
-from bnprobe.reproduce._robustness import (
-    DEFAULT_GRID,
-    ROBUSTNESS_DIR,
-    ROBUSTNESS_FILE,
-    RobustnessResult,
-    check_robustness,
-    parse_grid,
-)
-from bnprobe.reproduce._robustness import robustness as run_robustness
-from bnprobe.reproduce._verdict import Verdict
-from bnprobe.study._dir import check_out_dir
-from bnprobe.train._state import CHECKPOINT_MODES
+
+if TYPE_CHECKING:
+    from bnprobe.reproduce._presets import PresetStudy, Reproduction
+    from bnprobe.reproduce._robustness import RobustnessResult
+    from bnprobe.reproduce._verdict import Verdict
 
 KEEP = "[default: the preset's]"
 
@@ -69,6 +47,8 @@ def per_variant_changes(variants: list[str], options: dict[str, str | None]) -> 
 
 def recipe_lines(study: PresetStudy) -> list[str]:
     """What the study will do, in two lines: the data and probes, then the training recipe."""
+    from bnprobe.reproduce._presets import model_label
+
     config, train = study.config, study.config.train
     subsets = ", ".join(f"{split} subset {n}" for split, n in (("train", study.train_subset),
                                                                 ("test", study.test_subset)) if n)
@@ -88,6 +68,9 @@ def recipe_lines(study: PresetStudy) -> list[str]:
 
 def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     """The study's tables and accuracies, then the generalisation gaps and the verdicts."""
+    from bnprobe.report._report import render
+    from bnprobe.report._stats import CONFIDENCE
+
     results = reproduction.results
     render(results, console, metrics=reproduction.shown_metrics())
     seeds = len(results.seeds)
@@ -114,6 +97,8 @@ def render_reproduction(reproduction: Reproduction, console: Console) -> None:
 
 def verdict_lines(verdict: Verdict, width: int = 80) -> list[str]:
     """A verdict as ``(key) finding: LABEL`` and its rule and evidence, each folded to ``width``."""
+    from bnprobe.reproduce._presets import VERDICT_LABELS
+
     lines = [f"  ({verdict.key}) {verdict.finding}: {VERDICT_LABELS[verdict.holds]}"]
     for name, text in (("rule", verdict.rule), ("evidence", verdict.evidence)):
         lines += textwrap.wrap(f"{name}: {text}", width, initial_indent=" " * 6, subsequent_indent=" " * 8,
@@ -127,6 +112,8 @@ ROBUSTNESS_MARKS: dict[bool | None, str] = {True: "yes", False: "no", None: "?"}
 
 def render_robustness(robust: RobustnessResult, console: Console) -> None:
     """One table: a row per verdict, a column per grid setting, and in how many settings it holds."""
+    from bnprobe.reproduce._presets import VERDICT_LABELS
+
     names = "/".join(robust.grid)
     console.print(f"[bold]robustness[/bold] ({robust.probe} re-run, nothing retrained); columns {names}",
                   highlight=False)
@@ -149,6 +136,8 @@ def render_robustness(robust: RobustnessResult, console: Console) -> None:
 
 def list_lines() -> list[str]:
     """One block per preset: its name and paper, then each dataset with its model."""
+    from bnprobe.reproduce._presets import PRESETS
+
     lines = []
     for name, preset in sorted(PRESETS.items()):
         lines.append(f"{name}: {preset.paper}")
@@ -228,6 +217,20 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     With --robustness (on a finished study: add --resume, nothing trains) the runs are then re-probed
     under a grid of HDBSCAN settings, and a table shows in how many each verdict holds (robustness.json).
     """
+    from bnprobe.cli._progress import RichListener
+    from bnprobe.probes.base import split_probe_list
+    from bnprobe.reproduce._presets import Changes, build_study, get_preset
+    from bnprobe.reproduce._presets import reproduce as run_reproduction
+    from bnprobe.reproduce._robustness import (
+        DEFAULT_GRID,
+        ROBUSTNESS_DIR,
+        ROBUSTNESS_FILE,
+        check_robustness,
+        parse_grid,
+    )
+    from bnprobe.reproduce._robustness import robustness as run_robustness
+    from bnprobe.study._dir import check_out_dir
+
     if list_:
         click.echo("\n".join(list_lines()))
         return

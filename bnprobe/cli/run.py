@@ -10,19 +10,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
+from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
-from bnprobe.cli._progress import RichListener
 from bnprobe.cli.interrupt import resumable
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
-from bnprobe.probes.base import split_probe_list
-from bnprobe.report._report import render, summary_json
-from bnprobe.study._file import read_study_file
-from bnprobe.study._run import StudyConfig, run_study
-from bnprobe.train._distributed import launched_world
-from bnprobe.train._loop import TrainConfig
-from bnprobe.train._state import CHECKPOINT_MODES
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
 RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "
@@ -70,6 +62,8 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
     what BatchNorm does for stability, and the ``bn`` reference is trained as built (``bn=VALUE``
     clips it too).
     """
+    from bnprobe.train._loop import TrainConfig
+
     defaults = TrainConfig()
     shared: dict = {}
     overrides: dict[str, dict] = {}
@@ -86,6 +80,8 @@ def train_settings(variants: list[str], options: dict[str, str]) -> tuple[dict, 
 
 def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
     """Eager callback: the study file's settings become the defaults of every other option."""
+    from bnprobe.study._file import read_study_file
+
     if path:
         names = {_setting_name(p): p.name for p in ctx.command.params if p.name and p.name != "config"}
         ctx.default_map = {**(ctx.default_map or {}), **read_study_file(path, names)}
@@ -176,6 +172,13 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
     bnprobe built-in (cnn4, vgg16_cifar).  Under torchrun every process trains and rank 0 reports.
     """
+    from bnprobe.cli._progress import RichListener
+    from bnprobe.probes.base import split_probe_list
+    from bnprobe.report._report import render, summary_json
+    from bnprobe.study._run import StudyConfig, run_study
+    from bnprobe.train._distributed import launched_world
+    from bnprobe.train._loop import TrainConfig
+
     if model is None:
         raise BnprobeError("no MODEL given; name one (bnprobe run resnet18) or set model in the --config file")
     if resume and out is None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from bnprobe.cli import cli
-from bnprobe.data._loaders import load_dataset
-from bnprobe.models._factory import create_model, input_channels
-from bnprobe.models._weights import load_checkpoint
-from bnprobe.surgery._swap import SwapReport, swap_norms
+
+if TYPE_CHECKING:
+    from bnprobe.surgery._swap import SwapReport
 
 
 def swap_table(report: SwapReport, model: str) -> Table:
@@ -41,6 +42,11 @@ def swap_table(report: SwapReport, model: str) -> Table:
               help="Weights to load before the swap (a state_dict or a timm checkpoint).")
 def surgery_command(model: str, target: str, dataset: str, data_root: str | None, checkpoint: str | None) -> None:
     """Show what swapping MODEL's BatchNorm layers for TARGET would change."""
+    from bnprobe.data._loaders import load_dataset
+    from bnprobe.models._factory import create_model, input_channels
+    from bnprobe.models._weights import load_checkpoint
+    from bnprobe.surgery._swap import swap_norms
+
     data = load_dataset(dataset, data_root=data_root)
     net = create_model(model, num_classes=data.num_classes, in_chans=input_channels(model, data.channels),
                        img_size=data.image_size)

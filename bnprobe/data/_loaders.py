@@ -21,6 +21,7 @@ the quick default study is better served by the plain images.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -141,11 +142,18 @@ Loader = Callable[..., Dataset]
 _DATASETS: dict[str, Loader] = {}
 
 
+def _registered() -> dict[str, Loader]:
+    """The registry, with the built-in readers (mnist, fashion-mnist, cifar10) in it: they register
+    when first asked for, so that importing the data stage reads no dataset code it does not use."""
+    importlib.import_module("bnprobe.data._readers")
+    return _DATASETS
+
+
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator: make a loader ``fn(data_root=None, image_size=None) -> Dataset`` known as ``name``."""
 
     def decorate(fn: Loader) -> Loader:
-        _DATASETS[name] = fn
+        _registered()[name] = fn  # the built-ins first, so that a name of the user's replaces theirs
         return fn
 
     return decorate
@@ -153,7 +161,7 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 def list_datasets() -> list[str]:
     """Names ``--dataset`` accepts (``folder:PATH`` aside)."""
-    return sorted(_DATASETS)
+    return sorted(_registered())
 
 
 def load_dataset(name: str, *, data_root: str | Path | None = None, image_size: int | None = None,
@@ -168,7 +176,7 @@ def load_dataset(name: str, *, data_root: str | Path | None = None, image_size: 
 
         dataset = load_image_folder(name[len(FOLDER_PREFIX):], image_size=image_size)
     else:
-        loader = _DATASETS.get(name)
+        loader = _registered().get(name)
         if loader is None:
             raise UnknownNameError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}, "
                                    f"or {FOLDER_PREFIX}PATH for an image folder")

@@ -2,16 +2,10 @@
 user's starting weights (``init_weights``) read into them.
 """
 
-from bnprobe.models._factory import HEADS, create_model, input_channels, list_models, register_model
-from bnprobe.models._weights import load_checkpoint, load_state, read_torch_file
+from bnprobe._lazy import attach
 
-__all__ = [
-    "HEADS",
-    "create_model",
-    "input_channels",
-    "list_models",
-    "load_checkpoint",
-    "load_state",
-    "read_torch_file",
-    "register_model",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "bnprobe._common": ["HEADS"],
+    "bnprobe.models._factory": ["create_model", "input_channels", "list_models", "register_model"],
+    "bnprobe.models._weights": ["load_checkpoint", "load_state", "read_torch_file"],
+})

@@ -20,6 +20,7 @@ from fnmatch import fnmatch
 
 from torch import nn
 
+from bnprobe._common import HEADS
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.params import check_int
 
@@ -98,8 +99,6 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
-HEADS = ("gap", "flatten")
-"""Classifier heads of :class:`PlainCNN`: global average pooling, or the flattened feature map."""
 
 
 class PlainCNN(nn.Module):

@@ -42,16 +42,17 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bnprobe._common import preserved_flags
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_int
 from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, Scope, register_probe
 from bnprobe.probes.metrics import Metric
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 TOP_PERCENT = 5
 """``top5_mass`` is the share of the attribution mass in this percentage of the elements."""
@@ -86,6 +87,8 @@ def gini(values: torch.Tensor) -> torch.Tensor:
     ``G = 2 * sum_i i * x_(i) / (n * sum_i x_i) - (n + 1) / n`` with the row sorted ascending and
     ``i`` counted from 1.  Rows that sum to zero give NaN (no distribution to measure).
     """
+    import torch
+
     n = values.shape[1]
     ordered = values.double().sort(dim=1).values
     rank = torch.arange(1, n + 1, dtype=torch.float64, device=values.device)
@@ -99,6 +102,8 @@ def top_mass(values: torch.Tensor, percent: int = TOP_PERCENT) -> torch.Tensor:
 
     Rows that sum to zero give NaN.
     """
+    import torch
+
     n = values.shape[1]
     k = max(1, -(-n * percent // 100))
     values = values.double()
@@ -109,6 +114,8 @@ def top_mass(values: torch.Tensor, percent: int = TOP_PERCENT) -> torch.Tensor:
 
 def _per_sample(attributions: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """``|attribution|`` of each sample as one row; a tuple (several inputs or outputs) is concatenated."""
+    import torch
+
     parts = attributions if isinstance(attributions, tuple) else (attributions,)
     return torch.cat([part.detach().reshape(part.shape[0], -1).abs() for part in parts], dim=1)
 
@@ -208,6 +215,8 @@ def _attributable(model: nn.Module) -> Iterator[nn.Module]:
     LayerDeepLift hook tensors that only exist when the graph reaches the parameters; captum takes
     gradients with ``torch.autograd.grad``, so no ``.grad`` is written); activations out of place.
     """
+    import torch
+
     with preserved_flags(model, training=False, requires_grad=True, inplace=False), torch.enable_grad():
         yield model
 
@@ -221,6 +230,8 @@ def _layer_target(model: nn.Module, name: str, module: nn.Module) -> Iterator[nn
     calls; so the k-th call's output is routed through a private ``nn.Identity`` (counting calls from
     each forward of ``model``) and that identity is the layer captum hooks.
     """
+    from torch import nn
+
     match = _REPEATED_CALL.fullmatch(name)
     if match is None:
         yield module
@@ -270,6 +281,8 @@ class _CaptumProbe(Probe):
 
     def _attribute(self, context: ProbeContext, layer: tuple[str, nn.Module] | None = None) -> dict[str, float]:
         """Attribute the first ``samples`` probed inputs to their labels and summarise (module docstring)."""
+        import torch
+
         spec = captum_catalogue().methods[self.method]
         inputs, labels = context.inputs[: self.samples], context.labels[: self.samples]
         if len(inputs) == 0:

@@ -26,16 +26,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Literal, get_args
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from bnprobe._common import MODEL_SCOPE_LAYER as MODEL_SCOPE_LAYER  # re-exported: plugins and probes read it here
 from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.capture._layer_data import Accumulator, LayerData  # probes and plugins read both here too
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.probes.metrics import Metric
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 ENTRY_POINT_GROUP = "bnprobe.probes"
 

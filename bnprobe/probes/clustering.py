@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import hdbscan
 import numpy as np
-import torch
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
 from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, register_probe
 from bnprobe.probes.metrics import Metric
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_DIMS = 50
 """PCA dimensions of the default HDBSCAN run: enough to keep the class structure of a CNN layer, few
@@ -78,6 +78,7 @@ def _majority_counts(labels: np.ndarray, membership: np.ndarray) -> np.ndarray:
 # PCA and exact distances, in torch on the run's device
 
 def _float64_on(vectors: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    import torch
     if isinstance(vectors, torch.Tensor):
         return vectors.to(device=device, dtype=torch.float64)
     return torch.from_numpy(np.ascontiguousarray(vectors)).to(device=device, dtype=torch.float64)
@@ -93,6 +94,8 @@ def pca_reduce(vectors: np.ndarray | torch.Tensor, dims: int, device: torch.devi
     uses, so the components' signs do not matter.  Callers skip the PCA when
     ``dims >= min(samples, features)``: then it would keep every distance anyway.
     """
+    import torch
+
     # float64 throughout: in float32 the result moved by ~1e-3 with the BLAS thread count (which MKL
     # varies with machine load), enough to flip HDBSCAN labels between two runs of the same study.
     x = _float64_on(vectors, device)
@@ -123,6 +126,8 @@ def _pca_by_gram(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, float]:
     ``x^T x`` (features <= samples) or ``x x^T`` (otherwise) is at most ``_FULL_SVD_MAX`` square here;
     its symmetric eigendecomposition is much cheaper than an SVD of ``x`` itself.
     """
+    import torch
+
     if x.shape[1] <= x.shape[0]:
         values, vectors = torch.linalg.eigh(x.T @ x)
         projected = x @ vectors[:, -dims:].flip(1)
@@ -142,6 +147,8 @@ def euclidean_distances(vectors: np.ndarray | torch.Tensor, device: torch.device
     (see ``_CANCELLATION``) are recomputed from their differences.  Only the upper triangle is computed
     and then mirrored, so the matrix is exactly symmetric with an exactly zero diagonal.
     """
+    import torch
+
     x = _float64_on(vectors, device)
     x = x - x.mean(dim=0)
     norms = x.square().sum(dim=1)
@@ -293,6 +300,8 @@ class HdbscanProbe(Probe):
 
     def reduce(self, vectors: np.ndarray | torch.Tensor, device: torch.device) -> Reduced:
         """The linear-algebra half of :meth:`cluster`, on ``device``: PCA, or exact mode's distances."""
+        import torch
+
         vectors = torch.as_tensor(vectors)
         finite_rows = torch.isfinite(vectors).all(dim=1)
         points = vectors[finite_rows] if not bool(finite_rows.all()) else vectors
@@ -313,6 +322,8 @@ class HdbscanProbe(Probe):
 
     def cluster_reduced(self, reduced: Reduced) -> Clustering:
         """The HDBSCAN half of :meth:`cluster`, on the CPU (one core; hdbscan is serial per call)."""
+        import hdbscan
+
         labels = np.full(reduced.finite.shape[0], -1, dtype=np.intp)
         if reduced.points.shape[0] < self.min_cluster_size:
             return Clustering(labels, np.zeros(0), math.nan, reduced.dims, reduced.explained_variance)
@@ -335,6 +346,8 @@ class HdbscanProbe(Probe):
         device runs out of memory, the PCA runs on the CPU instead (float64 throughout, so the same
         numbers up to rounding).
         """
+        import torch
+
         device = context.device if self.exact or self.pca_dims is not None else torch.device("cpu")
         try:
             vectors = layer.vectors_tensor(device)
@@ -347,6 +360,8 @@ class HdbscanProbe(Probe):
 
     def conclude(self, prepared: tuple[Reduced, np.ndarray]) -> dict[str, float]:
         """Cluster the reduced vectors and score the clusters against the labels."""
+        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
         reduced, labels = prepared
         found = self.cluster_reduced(reduced)
         clustered = found.labels >= 0

@@ -40,14 +40,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from bnprobe.params import check_choice, check_float
 from bnprobe.probes.base import LayerData, ProbeContext, StreamingProbe, register_probe
 from bnprobe.probes.metrics import Metric
+
+if TYPE_CHECKING:
+    import torch
 
 EXACT_ZERO_ACTIVATIONS = ("relu", "relu6")
 """Activations whose output is exactly 0 for every input <= 0: their zero test is ``a == 0``."""
@@ -115,6 +117,8 @@ class SparsityAccumulator:
         Every count is a reduction over the tensor's own dimensions, so a batch in any memory layout
         (channels-last included) is read as it is, never copied into another.
         """
+        import torch
+
         acts = activations.detach().float()
         if acts.dim() == 1:
             acts = acts[:, None]
@@ -136,6 +140,8 @@ class SparsityAccumulator:
 
     def result(self) -> dict[str, float]:
         """The sparsity metrics of everything seen so far."""
+        import torch
+
         if self.channel_zeros is None:
             raise ValueError("sparsity: no activations were seen for this layer")
         channel = (self.channel_zeros / self.channel_total).cpu().numpy()
@@ -158,6 +164,8 @@ class SparsityAccumulator:
 def _hoyer(acts: torch.Tensor, dims: tuple[int, ...], n: int) -> torch.Tensor:
     """Hoyer sparsity of each sample's ``n`` values (over ``dims``), in float64; an all-zero sample is
     maximally sparse (1.0)."""
+    import torch
+
     l1 = acts.abs().sum(dim=dims, dtype=torch.float64)
     if n < 2:
         return (l1 == 0).float()

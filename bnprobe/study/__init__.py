@@ -2,24 +2,12 @@
 finished runs, and re-probing a finished study without training.
 """
 
-from bnprobe.study._dir import check_out_dir
-from bnprobe.study._file import read_study_file
-from bnprobe.study._run import (
-    RunTimings,
-    StudyConfig,
-    StudyListener,
-    prepare_dataset,
-    reprobe_study,
-    run_study,
-)
+from bnprobe._lazy import attach
 
-__all__ = [
-    "check_out_dir",
-    "prepare_dataset",
-    "read_study_file",
-    "reprobe_study",
-    "run_study",
-    "RunTimings",
-    "StudyConfig",
-    "StudyListener",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "bnprobe.study._dir": ["check_out_dir"],
+    "bnprobe.study._file": ["read_study_file"],
+    "bnprobe.study._run": [
+        "RunTimings", "StudyConfig", "StudyListener", "prepare_dataset", "reprobe_study", "run_study",
+    ],
+})

@@ -63,7 +63,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnprobe._common import DEFAULT_VARIANTS, REFERENCE_VARIANT, finite_or_none
+from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, finite_or_none
 from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -103,7 +103,6 @@ from bnprobe.train._loop import (
 )
 from bnprobe.train._state import (
     CHECKPOINT_DIR,
-    CHECKPOINT_MODES,
     checkpoint_path,
     first_difference,
     keep_final_weights,

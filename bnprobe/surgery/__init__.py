@@ -9,31 +9,14 @@ folding or adding biases and applying skipinit, with a :class:`SwapReport` of ev
 * ``_swap`` -- :func:`swap_norms` and :func:`make_variant`, which put the rest together.
 """
 
-from bnprobe.surgery._batchnorm import BATCHNORM_TYPES, find_batchnorms, has_batchnorm
-from bnprobe.surgery._norms import ChannelAffine, ChannelBias, ChannelLayerNorm, IdentityNorm, InstanceNorm, NormAct
-from bnprobe.surgery._skipinit import apply_skipinit, register_skipinit
-from bnprobe.surgery._swap import SwapRecord, SwapReport, make_variant, swap_norms
-from bnprobe.surgery._targets import NormFactory, TargetSpec, list_targets, parse_target, register_target
+from bnprobe._lazy import attach
 
-__all__ = [
-    "BATCHNORM_TYPES",
-    "ChannelAffine",
-    "ChannelBias",
-    "ChannelLayerNorm",
-    "IdentityNorm",
-    "InstanceNorm",
-    "NormAct",
-    "NormFactory",
-    "SwapRecord",
-    "SwapReport",
-    "TargetSpec",
-    "apply_skipinit",
-    "find_batchnorms",
-    "has_batchnorm",
-    "list_targets",
-    "make_variant",
-    "parse_target",
-    "register_skipinit",
-    "register_target",
-    "swap_norms",
-]
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "bnprobe.surgery._batchnorm": ["BATCHNORM_TYPES", "find_batchnorms", "has_batchnorm"],
+    "bnprobe.surgery._norms": [
+        "ChannelAffine", "ChannelBias", "ChannelLayerNorm", "IdentityNorm", "InstanceNorm", "NormAct",
+    ],
+    "bnprobe.surgery._skipinit": ["apply_skipinit", "register_skipinit"],
+    "bnprobe.surgery._swap": ["SwapRecord", "SwapReport", "make_variant", "swap_norms"],
+    "bnprobe.surgery._targets": ["NormFactory", "TargetSpec", "list_targets", "parse_target", "register_target"],
+})

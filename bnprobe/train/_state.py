@@ -16,7 +16,7 @@ holds plain containers and tensors only, and is read back with ``weights_only=Tr
 The weights sit under ``"model"``, a key :func:`bnprobe.models.load_checkpoint` looks in, so a
 finished run's checkpoint can also seed another study.
 
-**What a finished run keeps** (:data:`CHECKPOINT_MODES`, a study's ``checkpoints`` setting).  While a
+**What a finished run keeps** (:data:`bnprobe._common.CHECKPOINT_MODES`, a study's ``checkpoints`` setting).  While a
 run trains its file holds the whole state above, which ``--resume`` needs.  Once the study has filed
 the run, ``resume`` keeps that file as it is; ``final`` rewrites it with :func:`keep_final_weights` --
 the same layout without ``optimizer``, ``schedule``, ``scaler`` and ``rng`` (a third of the bytes
@@ -41,8 +41,6 @@ from bnprobe.models._weights import read_torch_file
 FORMAT = "bnprobe-train-state"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_MODES = ("none", "final", "resume")
-"""What a study keeps of a finished run's checkpoint: nothing, its final weights, or its whole train state."""
 TRAINING_KEYS = ("optimizer", "schedule", "scaler", "rng")
 """The parts of a train state that only continuing the training needs (dropped by :func:`keep_final_weights`)."""
 

@@ -25,20 +25,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import torch
 
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import REFERENCE_VARIANT, LayerData, Probe, ProbeContext
 from bnprobe.probes.metrics import Metric
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CKAProbe", "linear_cka"]
 
 BLOCK_ELEMENTS = 1 << 24
 """Values of one input block moved to the device at a time (float64: 128 MiB)."""
 
-Matrix = np.ndarray | torch.Tensor
+Matrix: TypeAlias = "np.ndarray | torch.Tensor"
+"""What the CKA functions take: host arrays (memory-mapped ones too) or tensors."""
 
 
 def linear_cka(x: Matrix, y: Matrix, device: torch.device | str = "cpu") -> float:
@@ -47,6 +51,8 @@ def linear_cka(x: Matrix, y: Matrix, device: torch.device | str = "cpu") -> floa
     NaN when either side is constant over the samples (nothing to align).  Arrays may be memory-mapped;
     they are read one block at a time.
     """
+    import torch
+
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
         raise BnprobeError(f"cka needs two (samples, features) arrays over the same samples; "
                            f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
@@ -66,6 +72,8 @@ def _feature_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float
     Centring is applied to the accumulated products (``Xc^T Xc = X^T X - n m m^T``), exact enough in
     float64 for activations.
     """
+    import torch
+
     n, p, q = x.shape[0], x.shape[1], y.shape[1]
     xtx = torch.zeros(p, p, dtype=torch.float64, device=device)
     yty = torch.zeros(q, q, dtype=torch.float64, device=device)
@@ -94,6 +102,8 @@ def _gram_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float, f
 
 def _centred_gram(a: Matrix, device: torch.device) -> torch.Tensor:
     """``Ac Ac^T`` built from column blocks; centring a block's columns is exact, column by column."""
+    import torch
+
     n = a.shape[0]
     gram = torch.zeros(n, n, dtype=torch.float64, device=device)
     for cols in _spans(a.shape[1], BLOCK_ELEMENTS // n):
@@ -111,6 +121,8 @@ def _spans(total: int, step: int) -> Iterator[slice]:
 
 def _on(block: Matrix, device: torch.device) -> torch.Tensor:
     """A block as float64 on ``device`` (a numpy block, memory-mapped or not, is read here)."""
+    import torch
+
     if isinstance(block, np.ndarray):
         block = torch.from_numpy(np.ascontiguousarray(block))
     return block.to(device=device, dtype=torch.float64)
