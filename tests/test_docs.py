@@ -34,7 +34,10 @@ import pytest
 
 import bnprobe
 from bnprobe.cli import cli
+from bnprobe.data import _loaders
+from bnprobe.models import _factory
 from bnprobe.probes import base
+from bnprobe.surgery import _skipinit, _targets
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = sorted({ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "plugins").glob("*/README.md")})
@@ -114,12 +117,16 @@ class _FileRun:
 
     folder: Path
     registry: dict
+    tables: dict = field(default_factory=dict)
+    """The other registries (models, norm targets, skipinit blocks, datasets) as this file's blocks left them."""
     namespace: dict = field(default_factory=lambda: {"__name__": "__docs__"})
     done: set[int] = field(default_factory=set)
     failed: str | None = None
 
 
 _RUNS: dict[Path, _FileRun] = {}
+
+REGISTRIES = [(_factory, "_BUILTINS"), (_targets, "TARGETS"), (_skipinit, "_LAST_CONV"), (_loaders, "_DATASETS")]
 
 
 def _execute(block: Block, run: _FileRun) -> None:
@@ -153,12 +160,15 @@ def test_python_block_runs(block: Block, monkeypatch, tmp_path_factory, request)
         pytest.skip(f"marked no-test: {block.skip}")
     if block.path not in _RUNS:
         base.list_probes()  # the real registry, plugins loaded, before a block registers its own probes
+        _loaders.list_datasets()  # likewise the built-in datasets, which register when first listed
         _RUNS[block.path] = _FileRun(tmp_path_factory.mktemp(block.path.stem), dict(base._REGISTRY))
         if _reads_study(block.path):
             shutil.copytree(request.getfixturevalue("study_out"), _RUNS[block.path].folder / "OUT")
     run = _RUNS[block.path]
     monkeypatch.chdir(run.folder)
     monkeypatch.setattr(base, "_REGISTRY", run.registry)  # what the file's blocks register stays theirs
+    for module, name in REGISTRIES:
+        monkeypatch.setattr(module, name, run.tables.setdefault(name, dict(getattr(module, name))))
     earlier = [b for b in PYTHON_BLOCKS + EXAMPLES if b.path == block.path and b.line < block.line and not b.skip]
     for before in earlier:
         if before.line not in run.done:
