@@ -48,7 +48,8 @@ from bnprobe.data import Dataset, Split
 from bnprobe.models import create_model
 from bnprobe.probes.base import build_probes
 from bnprobe.probes.runner import run_probes
-from bnprobe.study._run import RunTimings, StudyConfig, StudyListener, probe_subset, run_study
+from bnprobe.study import RunTimings, StudyConfig, StudyListener, run_study
+from bnprobe.study._run import probe_subset
 from bnprobe.surgery import make_variant
 from bnprobe.train._loop import TrainConfig, evaluate, make_optimizer, make_schedule, resolve_device
 

@@ -8,7 +8,7 @@ import pytest
 
 from bnprobe import StudyConfig
 from bnprobe.errors import BnprobeError
-from bnprobe.study._run import renamed_config
+from bnprobe.study._config import renamed_config
 
 
 def test_init_weights_is_the_field_and_takes_no_warning():

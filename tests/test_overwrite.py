@@ -301,7 +301,7 @@ def _interrupted_after_bn(*_args, **_kwargs):
 ], ids=["reproduce-default-out", "run-quoted", "run-study-file"])
 def test_the_resume_command_is_the_users_own_made_to_resume(tmp_path, monkeypatch, command, study_file, resume):
     import bnprobe.reproduce._presets as reproduce_cli
-    import bnprobe.study._run as run_cli
+    import bnprobe.study as run_cli
 
     monkeypatch.setattr(run_cli, "run_study", _interrupted_after_bn)
     monkeypatch.setattr(reproduce_cli, "reproduce", _interrupted_after_bn)

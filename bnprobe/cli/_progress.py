@@ -34,7 +34,7 @@ from rich.progress import (
 from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.report._results import RunResult
 from bnprobe.report._stats import format_value
-from bnprobe.study._run import RunTimings, StudyListener
+from bnprobe.study import RunTimings, StudyListener
 from bnprobe.surgery._swap import SwapReport
 
 HEARTBEAT_SECONDS = 30.0

@@ -39,8 +39,8 @@ from bnprobe.report._report import probe_metrics, summary_json
 from bnprobe.report._results import Results
 from bnprobe.report._stats import Difference, Summary, paired_difference, summarise
 from bnprobe.reproduce._verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict
+from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
 from bnprobe.study._dir import check_out_dir
-from bnprobe.study._run import StudyConfig, StudyListener, prepare_dataset, run_study
 from bnprobe.train._loop import TrainConfig
 
 SUBSET_SEED = 20251126

@@ -33,7 +33,7 @@ from bnprobe.probes.base import Probe, build_probes, get_probe, parse_probe_spec
 from bnprobe.report._results import Results
 from bnprobe.reproduce._presets import VERDICT_LABELS, PresetStudy, assess, study_inputs
 from bnprobe.reproduce._verdict import Verdict
-from bnprobe.study._run import StudyListener, reprobe_study
+from bnprobe.study import StudyListener, reprobe_study
 
 CLUSTERING_PROBE = "hdbscan"
 """The probe whose settings the grid varies (the one the clustering verdict reads)."""

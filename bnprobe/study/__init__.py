@@ -1,5 +1,11 @@
 """Study: the configuration (:class:`StudyConfig`), the run over variants and seeds with its ledger of
 finished runs, and re-probing a finished study without training.
+
+* ``_config`` -- :class:`StudyConfig` and reading older saved configs;
+* ``_events`` -- :class:`StudyListener`'s hooks and :class:`RunTimings`;
+* ``_run`` -- :func:`run_study`: data, seeded models, variants, training, capture, probes, the ledger;
+* ``_reprobe`` -- :func:`reprobe_study`;
+* ``_dir`` and ``_file`` -- the output folder's rules, and TOML/YAML study files.
 """
 
 from bnprobe._lazy import attach
@@ -7,7 +13,8 @@ from bnprobe._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.study._dir": ["check_out_dir"],
     "bnprobe.study._file": ["read_study_file"],
-    "bnprobe.study._run": [
-        "RunTimings", "StudyConfig", "StudyListener", "prepare_dataset", "reprobe_study", "run_study",
-    ],
+    "bnprobe.study._config": ["StudyConfig"],
+    "bnprobe.study._events": ["RunTimings", "StudyListener"],
+    "bnprobe.study._reprobe": ["reprobe_study"],
+    "bnprobe.study._run": ["prepare_dataset", "run_study"],
 })

@@ -42,7 +42,8 @@ capture all use them; it may not change on resume.
 A run whose loss diverged keeps its training numbers and ``diverged_at_epoch`` but is not probed:
 the activations of non-finite weights say nothing.  The study goes on with the next run.
 
-:func:`reprobe_study` probes a finished study again from its checkpoints, without retraining.
+:func:`bnprobe.study.reprobe_study` (``_reprobe``) probes a finished study again from its checkpoints,
+without retraining.
 
 Under torchrun (:mod:`bnprobe.train._distributed`) every process trains; only rank 0 probes and writes.
 """
@@ -54,50 +55,41 @@ import copy
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from functools import partial, wraps
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, finite_or_none
+from bnprobe._common import REFERENCE_VARIANT, finite_or_none
 from bnprobe.capture._capture import (
-    DEFAULT_MAX_DEVICE_MEMORY,
-    DEFAULT_MAX_MEMORY,
     CaptureResult,
     CaptureWarning,
     capture,
-    check_max_device_memory,
-    check_spatial,
 )
 from bnprobe.data._augment import Augment
 from bnprobe.data._loaders import Dataset, Split, adapt_channels, load_dataset, permuted_subset
-from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted, UnknownNameError
+from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted
 from bnprobe.models._factory import create_model, input_channels
 from bnprobe.models._weights import load_checkpoint, load_state
-from bnprobe.params import check_choice, split_list
-from bnprobe.probes.base import Probe, build_probes, split_probe_list
+from bnprobe.probes.base import Probe, build_probes
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.report._report import write_outputs
 from bnprobe.report._results import Results, RunResult, finite_history
+from bnprobe.study._config import ADDED_FIELDS, MAY_CHANGE_ON_RESUME, StudyConfig, renamed_config
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
+from bnprobe.study._events import RunTimings, StudyListener
 from bnprobe.surgery._batchnorm import has_batchnorm
 from bnprobe.surgery._swap import SwapReport, make_variant
-from bnprobe.surgery._targets import list_targets, parse_target
-from bnprobe.train._bnstats import batchnorm_layers
-from bnprobe.train._distributed import World, current_world, process_group
-from bnprobe.train._flags import CHECKS, run_flags
+from bnprobe.train._distributed import World, process_group
+from bnprobe.train._flags import run_flags
 from bnprobe.train._fused import FusedRun, FusionUnavailable, fusion_blocker, train_fused
 from bnprobe.train._loop import (
-    PER_VARIANT,
-    TrainConfig,
     TrainResult,
     check_last_batch,
-    evaluate,
     resolve_device,
     train_model,
 )
@@ -112,232 +104,6 @@ from bnprobe.train._state import (
 
 PROBE_SAMPLE_SEED = 20250101
 """Seed of the permutation that picks the probed training samples (the same for every run)."""
-MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
-                        "cuda_graph", "probe_workers")
-"""Config fields that say where or how fast a study runs, not what it computes or keeps."""
-ADDED_FIELDS = {"recalibrate_bn": False}
-"""Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
-
-
-@dataclass
-class StudyConfig:
-    """Everything that defines a study; ``bnprobe run`` fills it from its options."""
-
-    model: str
-    dataset: str = "digits"
-    variants: Sequence[str] = DEFAULT_VARIANTS
-    seeds: int = 1
-    samples: int = 5000
-    probes: Sequence[str] = ("sparsity", "hdbscan")
-    device: str = "auto"
-    data_root: str | None = None
-    layers: str = "act"
-    spatial: str = "flatten"
-    max_memory: int | None = DEFAULT_MAX_MEMORY
-    max_device_memory: int | None | str = DEFAULT_MAX_DEVICE_MEMORY
-    """GPU memory the captured vectors may take (:func:`bnprobe.capture.capture`): ``"auto"``, bytes, None or 0."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    augment: bool = True
-    """Apply the dataset's augmentation policy while training."""
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
-    init_weights: str | None = None
-    """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
-    fuse: bool | None = None
-    """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
-    cuda_graph: bool = True
-    """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.train._step_graph`); same numbers, less overhead."""
-    probe_workers: int | None = None
-    """Worker processes for the CPU half of split probes (HDBSCAN): None is one per core but one, from
-    4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
-    checkpoints: str = "final"
-    """What a finished run's checkpoint keeps: ``final`` weights, the whole ``resume`` state, or ``none``
-    once the study is done (:mod:`bnprobe.train._state`)."""
-    recalibrate_bn: bool = False
-    """Recompute every run's BatchNorm running statistics over the training split after training, before
-    it is evaluated and captured (:meth:`bnprobe.train._loop._Run.after_training`); off, runs are used as trained."""
-
-    def __post_init__(self) -> None:
-        # A comma list is accepted where a list is, as on the command line.
-        self.variants = split_list(self.variants) if isinstance(self.variants, str) else list(self.variants)
-        self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
-        self.train = _as_train_config(self.train)
-        for variant in self.variants:
-            if variant == REFERENCE_VARIANT:
-                continue
-            try:
-                parse_target(variant)
-            except UnknownNameError:
-                valid = ", ".join([REFERENCE_VARIANT, *list_targets()])
-                raise UnknownNameError(f"unknown variant {variant!r}; valid variants: {valid}") from None
-        if not self.variants:
-            raise BnprobeError("no variants given; list at least one, e.g. bn,identity")
-        if len(set(self.variants)) != len(self.variants):
-            raise BnprobeError("a variant is listed twice; give each variant once")
-        if self.seeds < 1:
-            raise BnprobeError(f"seeds must be at least 1, got {self.seeds}")
-        if self.samples < 1:
-            raise BnprobeError(f"samples must be at least 1, got {self.samples}")
-        check_spatial(self.spatial)
-        check_choice("study", "checkpoints", self.checkpoints, CHECKPOINT_MODES)
-        check_max_device_memory(self.max_device_memory)
-        self._check_overrides()
-        probes = build_probes(self.probes)  # fail now, not after an hour of training
-        comparing = [p.key for p in probes if p.compares_with_reference]
-        if comparing and REFERENCE_VARIANT not in self.variants:
-            raise BnprobeError(f"probe {comparing[0]} compares each variant with the {REFERENCE_VARIANT} run; "
-                               f"add {REFERENCE_VARIANT} to the variants")
-
-    def _check_overrides(self) -> None:
-        for variant, values in self.overrides.items():
-            names = ", ".join(values)
-            if variant not in self.variants:
-                raise BnprobeError(f"{names} set for variant {variant!r}, which is not in variants "
-                                   f"({', '.join(self.variants)})")
-            fixed = [name for name in values if name not in PER_VARIANT]
-            if fixed:
-                raise BnprobeError(f"{fixed[0]} cannot differ between variants; per-variant settings: "
-                                   f"{', '.join(PER_VARIANT)}")
-            self.train_for(variant)  # validates the values
-
-    @property
-    def checkpoint(self) -> str | None:
-        """Deprecated name of :attr:`init_weights` (it read as bnprobe's own per-run checkpoints)."""
-        _warn_checkpoint_renamed()
-        return self.init_weights
-
-    @checkpoint.setter
-    def checkpoint(self, value: str | None) -> None:
-        _warn_checkpoint_renamed()
-        self.init_weights = value
-
-    def train_for(self, variant: str) -> TrainConfig:
-        """The training configuration of ``variant``: ``train`` with its overrides applied."""
-        return replace(self.train, **self.overrides.get(variant, {}))
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["train"] = self.train.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> StudyConfig:
-        """The config saved in a ``results.json`` (keys it does not know, such as ``samples_probed``, dropped)."""
-        known = {f.name for f in fields(cls)}
-        data = renamed_config(data)
-        values = {k: v for k, v in data.items() if k in known}
-        train_fields = {f.name for f in fields(TrainConfig)}
-        values["train"] = {k: v for k, v in data.get("train", {}).items() if k in train_fields}  # built on init
-        return cls(**values)
-
-
-def _warn_checkpoint_renamed() -> None:
-    warnings.warn("StudyConfig.checkpoint is deprecated and will be removed; use init_weights (the same weights)",
-                  FutureWarning, stacklevel=3)
-
-
-def _accepting_checkpoint(init: Callable[..., None]) -> Callable[..., None]:
-    """The dataclass ``__init__`` that also takes ``checkpoint=``, the deprecated name of ``init_weights``.
-
-    A wrapper rather than an ``InitVar``: ``dataclasses.replace`` would read an InitVar back through the
-    deprecated attribute and warn on every copy of a config.
-    """
-
-    @wraps(init)
-    def __init__(self: StudyConfig, *args: Any, checkpoint: str | None = None, **kwargs: Any) -> None:
-        if checkpoint is not None:
-            _warn_checkpoint_renamed()
-            if kwargs.get("init_weights") not in (None, checkpoint):
-                raise BnprobeError("both init_weights and its deprecated name checkpoint are given; give init_weights")
-            kwargs["init_weights"] = checkpoint
-        init(self, *args, **kwargs)
-
-    return __init__
-
-
-StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
-
-RENAMED_FIELDS = {"checkpoint": "init_weights"}
-"""Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""
-
-
-def renamed_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config with its keys under today's names, so that older studies still resume and re-probe."""
-    return {RENAMED_FIELDS.get(key, key): value for key, value in config.items()}
-
-
-def _as_train_config(value: TrainConfig | Mapping[str, Any]) -> TrainConfig:
-    """``train`` as given, or built from a dict of :class:`TrainConfig`'s fields (``{"epochs": 3}``)."""
-    if isinstance(value, TrainConfig):
-        return value
-    if isinstance(value, Mapping):
-        known = [f.name for f in fields(TrainConfig)]
-        unknown = [name for name in value if name not in known]
-        if unknown:
-            raise BnprobeError(f"train: unknown setting {unknown[0]!r}; settings: {', '.join(known)}")
-        return TrainConfig(**value)
-    raise BnprobeError(f"train must be a TrainConfig or a dict of its settings, got {type(value).__name__}")
-
-
-@dataclass(frozen=True)
-class RunTimings:
-    """Where one run's wall time went, in seconds (what :meth:`StudyListener.run_finished` is told).
-
-    ``train`` is None for a run not trained here: kept on ``--resume`` (``kept``) or probed again by
-    :func:`reprobe_study`.  ``capture`` includes the streaming probes fed during capture; ``probe``
-    is the time the study spent on the run's probes (probe workers running beside the next run's
-    training are not counted twice).  A fused run's ``train`` is its group's, ``fused_runs`` runs.
-    ``train_parts`` splits ``train`` into :data:`bnprobe.train.TRAIN_PARTS` (set-up, steps, per-epoch
-    saves, evaluation; :attr:`bnprobe.train.TrainResult.timings`).
-    """
-
-    train: float | None = None
-    capture: float = 0.0
-    probe: float = 0.0
-    kept: bool = False
-    fused_runs: int = 1
-    train_parts: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def total(self) -> float:
-        return (self.train or 0.0) + self.capture + self.probe
-
-
-class StudyListener:
-    """Hooks a front end overrides to show progress; every method is optional."""
-
-    def study_prepared(self, setup: float, preflight: float) -> None:
-        """Before the first run: seconds spent setting up (data, probe workers, the seed-0 model, the
-        saved runs on resume) and on the pre-flight check of every variant (:meth:`_Study.check_variants`)."""
-
-    def study_started(self, total_runs: int) -> None: ...
-    def variant_made(self, variant: str, seed: int, report: SwapReport) -> None: ...
-    def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
-        """How ``variant``'s pending ``seeds`` train: fused (``reason`` None) or one by one, and why."""
-
-    def training_started(self, variant: str, seed: int, epochs: int) -> None: ...
-    def fused_steps(self, variant: str, how: str) -> None:
-        """How ``variant``'s fused steps ran: replayed from a CUDA graph, or eager and why."""
-
-    def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
-        """After every optimiser step: ``step`` of the epoch's ``steps`` (nothing read from the device)."""
-
-    def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
-    def capture_started(self, variant: str, seed: int, samples: int) -> None: ...
-    def capture_batch(self, variant: str, seed: int, samples: int) -> None: ...
-    def probing_started(self, variant: str, seed: int, steps: int) -> None: ...
-    def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None: ...
-    def run_done(self, run: RunResult, seconds: float) -> None:
-        """A run is filed, after ``seconds`` (:attr:`RunTimings.total`); called by :meth:`run_finished`."""
-
-    def run_finished(self, run: RunResult, timings: RunTimings) -> None:
-        """A run is filed (or kept, on resume), with where its time went.
-
-        By default this calls :meth:`run_done` with the total, so a listener written against it goes on working.
-        """
-        self.run_done(run, timings.total)
-
-
 ModelSource = str | nn.Module | Callable[[], nn.Module]
 
 
@@ -371,7 +137,7 @@ def prepare_dataset(config: StudyConfig) -> Dataset:
     return adapt_channels(dataset, input_channels(config.model, dataset.channels))
 
 
-class _Study:
+class Study:
     """What the runs of one study share: the model source, the data, the probes, the output folder."""
 
     def __init__(self, config: StudyConfig, source: ModelSource, dataset: Dataset, probes: list[Probe],
@@ -529,13 +295,13 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
                listener: StudyListener | None, resume: bool, overwrite: bool) -> Results:
     started = time.perf_counter()
     listener = listener or StudyListener()
-    _check_dataset(dataset)
+    check_dataset(dataset)
     device = resolve_device(config.device)
     probes = build_probes(config.probes)
-    with process_group(device) as world, _probe_pool(config, probes, world) as pool:
+    with process_group(device) as world, probe_pool(config, probes, world) as pool:
         data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
         source: ModelSource = model if model is not None else config.model
-        study = _Study(config, source, data, probes, device, Path(out) if out is not None else None, listener, pool)
+        study = Study(config, source, data, probes, device, Path(out) if out is not None else None, listener, pool)
         results = Results(model=config.model, dataset=data.name,
                           config={**config.to_dict(), "device": str(device),
                                   "samples_probed": len(study.probe_split),
@@ -555,14 +321,14 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
     return results
 
 
-def _check_dataset(dataset: object) -> None:
+def check_dataset(dataset: object) -> None:
     """A study's own data must be a :class:`Dataset`; loaders are read into one by ``Dataset.from_loaders``."""
     if dataset is not None and not isinstance(dataset, Dataset):
         raise BnprobeError(f"a study's dataset must be a bnprobe.Dataset, got {type(dataset).__name__}; "
                            "wrap your loaders: bnprobe.Dataset.from_loaders(train_loader, test_loader)")
 
 
-def _probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
+def probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
     """The study's probe workers, started now (they take seconds to start) when they will have work."""
     wanted = world.is_main and any(probe.splits for probe in probes)
     pool = ProbePool(config.probe_workers if wanted else 0)
@@ -635,7 +401,7 @@ class _Ledger:
             self.listener.run_finished(self.runs[key], timings)
 
 
-def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
+def _run_all(study: Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
              resume: bool) -> None:
     """Train and probe every run not in ``runs`` (finished ones), saving ``results`` after each."""
     config, listener = study.config, study.listener
@@ -685,7 +451,7 @@ def _run_all(study: _Study, results: Results, runs: dict[tuple[str, int], RunRes
         ledger.settle(wait=False)  # on an error, file the runs whose numbers are in before it propagates
 
 
-def _train_one(study: _Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
+def _train_one(study: Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
     """Make and train ``variant`` under ``seed`` alone (not fused)."""
     config, listener = study.config, study.listener
     model, report = study.variant(variant, seed)
@@ -712,7 +478,7 @@ def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapRepor
                      train_mode_test_accuracy=trained.train_mode_test_accuracy, recalibrated_bn=trained.recalibrated_bn)
 
 
-def _train_fused_groups(study: _Study, runs: dict[tuple[str, int], RunResult],
+def _train_fused_groups(study: Study, runs: dict[tuple[str, int], RunResult],
                         resume: bool) -> dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]]:
     """Train the pending seeds of every variant that can be fused; the trained runs by (variant, seed).
 
@@ -756,99 +522,3 @@ def _announce_fused(listener: StudyListener, variant: str, made: dict[int, tuple
     for seed, (_, report) in made.items():
         listener.variant_made(variant, seed, report)
         listener.training_started(variant, seed, epochs)
-
-
-def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource | None = None,
-                  dataset: Dataset | None = None, device: str = "auto", data_root: str | None = None,
-                  probe_workers: int | None = None, listener: StudyListener | None = None,
-                  save_to: str | Path | None = None) -> Results:
-    """Probe the finished study in ``out`` again from its checkpoints, without retraining.
-
-    Each run's final weights are loaded, its activations captured again on the same samples, and
-    ``probes`` run on them; ``results.json`` is updated in place after every run: those probes'
-    numbers (and failures) are added or replaced, everything else -- training numbers, other probes --
-    is kept.  Every run's checkpoint is loaded once first, so one that is missing, unreadable or of
-    another model fails before ``results.json`` changes.  Diverged runs are skipped.  A run saved
-    before the batch-statistics test accuracy was measured gets it now, from the same weights, and
-    its flags are raised again with it.  A study trained on a custom ``model`` or ``dataset`` needs
-    them again here.  ``probe_workers`` is this machine's
-    (:attr:`StudyConfig.probe_workers`), not the study's.  ``results.csv``, ``history.csv`` and
-    ``plots/`` are then written again with the new numbers.  ``save_to``: the folder the updated
-    ``results.json`` alone goes to instead (``out``'s own files are then left as they were).
-    """
-    listener = listener or StudyListener()
-    _check_dataset(dataset)
-    out_dir = Path(out)
-    results = Results.load(out_dir)
-    config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
-                                    "probe_workers": probe_workers,
-                                    "data_root": data_root or results.config.get("data_root")})
-    if results.config.get("checkpoints") == "none":
-        raise BnprobeError(f"the study in {out_dir} kept no checkpoints (--checkpoints none), so there are no "
-                           "weights to probe; run it again with --checkpoints final (the default)")
-    for what, given in (("model", model), ("dataset", dataset)):
-        if results.config.get(f"custom_{what}") and given is None:
-            raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; probe it from Python with "
-                               f"reprobe_study(..., {what}=...)")
-    resolved = resolve_device(device)
-    data = (dataset if dataset is not None else prepare_dataset(config)).to(resolved)
-    probe_list = build_probes(config.probes)
-    with _probe_pool(config, probe_list, current_world()) as pool:
-        study = _Study(config, model if model is not None else config.model, data, probe_list, resolved, out_dir,
-                       listener, pool)
-        for run in results.runs:  # every checkpoint loads and fits before results.json is touched
-            if run.diverged_at_epoch is None:
-                study.trained(run.variant, run.seed)
-        _reprobe_runs(study, results, Path(save_to) if save_to is not None else out_dir)
-    if save_to is None:
-        write_outputs(results, out_dir)
-    return results
-
-
-def _reference_first(run: RunResult) -> tuple[int, bool]:
-    """Runs by seed, each seed's ``bn`` run first: the reference that comparison probes read."""
-    return run.seed, run.variant != REFERENCE_VARIANT
-
-
-def _measure_batch_statistics(study: _Study, run: RunResult, model: nn.Module) -> None:
-    """Give ``run`` (saved without it) its batch-statistics test accuracy, measured on ``model`` (its
-    weights) as training measures it, and raise its flags again; nothing for a model without BatchNorm."""
-    if not batchnorm_layers(model) or not len(study.dataset.test):
-        return
-    train = study.config.train_for(run.variant)
-    run.train_mode_test_accuracy = evaluate(model, study.dataset.test, device=study.device, batch_size=train.batch_size,
-                                            precision=train.precision, batch_stats=True)[1]
-    run.flags = [f for f in run.flags if f["name"] not in CHECKS] + run_flags(run, study.dataset)
-
-
-def _reprobe_runs(study: _Study, results: Results, save_to: Path) -> None:
-    """Probe every finished run of ``results`` again, saving to ``save_to`` after each (the runs' layers
-    in parallel)."""
-    keys = {probe.key for probe in study.probes}
-    results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *study.config.probes]))
-    study.listener.study_started(len(results.runs))
-    reference: CaptureResult | None = None
-    seed: int | None = None
-    for run in sorted(results.runs, key=_reference_first):  # saved in study order all the same
-        timings = RunTimings()
-        if run.seed != seed:  # a new seed: the previous one's reference and caches are done with
-            seed, reference = run.seed, None
-            study.clear_cache()
-        if run.diverged_at_epoch is None:
-            model = study.trained(run.variant, run.seed)
-            if run.train_mode_test_accuracy is None:
-                _measure_batch_statistics(study, run, model)
-            pending, captured, timings = study.probe(model, run.variant, run.seed, reference)
-            if run.variant == REFERENCE_VARIANT:
-                reference = captured
-            waiting = time.perf_counter()
-            outcome = pending.result()
-            timings = replace(timings, probe=timings.probe + time.perf_counter() - waiting)
-            run.probes.update({key: layers for key, layers in outcome.values.items() if layers})  # failed: kept
-            run.notes = {key: notes for key, notes in run.notes.items() if not outcome.values.get(key)} | outcome.notes
-            run.failures = [f for f in run.failures if f["probe"] not in keys] + [f.to_dict() for f in outcome.failures]
-            results.layers = results.layers or captured.names
-        results.save(save_to)
-        study.listener.run_finished(run, timings)
-    study.clear_cache()
-

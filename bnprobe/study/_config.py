@@ -1,0 +1,192 @@
+"""What defines a study: :class:`StudyConfig`, checked on creation, saved in ``results.json`` and read
+back from it (older files too: :func:`renamed_config`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import wraps
+from typing import Any
+
+from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT
+from bnprobe.capture._capture import (
+    DEFAULT_MAX_DEVICE_MEMORY,
+    DEFAULT_MAX_MEMORY,
+    check_max_device_memory,
+    check_spatial,
+)
+from bnprobe.errors import BnprobeError, UnknownNameError
+from bnprobe.params import check_choice, split_list
+from bnprobe.probes.base import build_probes, split_probe_list
+from bnprobe.surgery._targets import list_targets, parse_target
+from bnprobe.train._loop import (
+    PER_VARIANT,
+    TrainConfig,
+)
+
+MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
+                        "cuda_graph", "probe_workers")
+"""Config fields that say where or how fast a study runs, not what it computes or keeps."""
+ADDED_FIELDS = {"recalibrate_bn": False}
+"""Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines a study; ``bnprobe run`` fills it from its options."""
+
+    model: str
+    dataset: str = "digits"
+    variants: Sequence[str] = DEFAULT_VARIANTS
+    seeds: int = 1
+    samples: int = 5000
+    probes: Sequence[str] = ("sparsity", "hdbscan")
+    device: str = "auto"
+    data_root: str | None = None
+    layers: str = "act"
+    spatial: str = "flatten"
+    max_memory: int | None = DEFAULT_MAX_MEMORY
+    max_device_memory: int | None | str = DEFAULT_MAX_DEVICE_MEMORY
+    """GPU memory the captured vectors may take (:func:`bnprobe.capture.capture`): ``"auto"``, bytes, None or 0."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: bool = True
+    """Apply the dataset's augmentation policy while training."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-variant hyperparameters: ``{"identity": {"lr": 0.02}}`` (fields in :data:`PER_VARIANT`)."""
+    init_weights: str | None = None
+    """Weights loaded into each seed's model before its variants are made (``fold``/``frozen`` on trained BN)."""
+    fuse: bool | None = None
+    """Train a variant's seeds as one vmapped model: True, False, or None (on CUDA only; see above)."""
+    cuda_graph: bool = True
+    """Replay a fused step from a CUDA graph on CUDA (:mod:`bnprobe.train._step_graph`); same numbers, less overhead."""
+    probe_workers: int | None = None
+    """Worker processes for the CPU half of split probes (HDBSCAN): None is one per core but one, from
+    4 cores (:func:`bnprobe.probes.pool.auto_workers`); 0 probes in the study's process only."""
+    checkpoints: str = "final"
+    """What a finished run's checkpoint keeps: ``final`` weights, the whole ``resume`` state, or ``none``
+    once the study is done (:mod:`bnprobe.train._state`)."""
+    recalibrate_bn: bool = False
+    """Recompute every run's BatchNorm running statistics over the training split after training, before
+    it is evaluated and captured (:meth:`bnprobe.train._loop._Run.after_training`); off, runs are used as trained."""
+
+    def __post_init__(self) -> None:
+        # A comma list is accepted where a list is, as on the command line.
+        self.variants = split_list(self.variants) if isinstance(self.variants, str) else list(self.variants)
+        self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
+        self.train = _as_train_config(self.train)
+        for variant in self.variants:
+            if variant == REFERENCE_VARIANT:
+                continue
+            try:
+                parse_target(variant)
+            except UnknownNameError:
+                valid = ", ".join([REFERENCE_VARIANT, *list_targets()])
+                raise UnknownNameError(f"unknown variant {variant!r}; valid variants: {valid}") from None
+        if not self.variants:
+            raise BnprobeError("no variants given; list at least one, e.g. bn,identity")
+        if len(set(self.variants)) != len(self.variants):
+            raise BnprobeError("a variant is listed twice; give each variant once")
+        if self.seeds < 1:
+            raise BnprobeError(f"seeds must be at least 1, got {self.seeds}")
+        if self.samples < 1:
+            raise BnprobeError(f"samples must be at least 1, got {self.samples}")
+        check_spatial(self.spatial)
+        check_choice("study", "checkpoints", self.checkpoints, CHECKPOINT_MODES)
+        check_max_device_memory(self.max_device_memory)
+        self._check_overrides()
+        probes = build_probes(self.probes)  # fail now, not after an hour of training
+        comparing = [p.key for p in probes if p.compares_with_reference]
+        if comparing and REFERENCE_VARIANT not in self.variants:
+            raise BnprobeError(f"probe {comparing[0]} compares each variant with the {REFERENCE_VARIANT} run; "
+                               f"add {REFERENCE_VARIANT} to the variants")
+
+    def _check_overrides(self) -> None:
+        for variant, values in self.overrides.items():
+            names = ", ".join(values)
+            if variant not in self.variants:
+                raise BnprobeError(f"{names} set for variant {variant!r}, which is not in variants "
+                                   f"({', '.join(self.variants)})")
+            fixed = [name for name in values if name not in PER_VARIANT]
+            if fixed:
+                raise BnprobeError(f"{fixed[0]} cannot differ between variants; per-variant settings: "
+                                   f"{', '.join(PER_VARIANT)}")
+            self.train_for(variant)  # validates the values
+
+    @property
+    def checkpoint(self) -> str | None:
+        """Deprecated name of :attr:`init_weights` (it read as bnprobe's own per-run checkpoints)."""
+        _warn_checkpoint_renamed()
+        return self.init_weights
+
+    @checkpoint.setter
+    def checkpoint(self, value: str | None) -> None:
+        _warn_checkpoint_renamed()
+        self.init_weights = value
+
+    def train_for(self, variant: str) -> TrainConfig:
+        """The training configuration of ``variant``: ``train`` with its overrides applied."""
+        return replace(self.train, **self.overrides.get(variant, {}))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["train"] = self.train.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyConfig:
+        """The config saved in a ``results.json`` (keys it does not know, such as ``samples_probed``, dropped)."""
+        known = {f.name for f in fields(cls)}
+        data = renamed_config(data)
+        values = {k: v for k, v in data.items() if k in known}
+        train_fields = {f.name for f in fields(TrainConfig)}
+        values["train"] = {k: v for k, v in data.get("train", {}).items() if k in train_fields}  # built on init
+        return cls(**values)
+
+
+def _warn_checkpoint_renamed() -> None:
+    warnings.warn("StudyConfig.checkpoint is deprecated and will be removed; use init_weights (the same weights)",
+                  FutureWarning, stacklevel=3)
+
+
+def _accepting_checkpoint(init: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass ``__init__`` that also takes ``checkpoint=``, the deprecated name of ``init_weights``.
+
+    A wrapper rather than an ``InitVar``: ``dataclasses.replace`` would read an InitVar back through the
+    deprecated attribute and warn on every copy of a config.
+    """
+
+    @wraps(init)
+    def __init__(self: StudyConfig, *args: Any, checkpoint: str | None = None, **kwargs: Any) -> None:
+        if checkpoint is not None:
+            _warn_checkpoint_renamed()
+            if kwargs.get("init_weights") not in (None, checkpoint):
+                raise BnprobeError("both init_weights and its deprecated name checkpoint are given; give init_weights")
+            kwargs["init_weights"] = checkpoint
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
+
+RENAMED_FIELDS = {"checkpoint": "init_weights"}
+"""Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""
+
+
+def renamed_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config with its keys under today's names, so that older studies still resume and re-probe."""
+    return {RENAMED_FIELDS.get(key, key): value for key, value in config.items()}
+
+
+def _as_train_config(value: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+    """``train`` as given, or built from a dict of :class:`TrainConfig`'s fields (``{"epochs": 3}``)."""
+    if isinstance(value, TrainConfig):
+        return value
+    if isinstance(value, Mapping):
+        known = [f.name for f in fields(TrainConfig)]
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise BnprobeError(f"train: unknown setting {unknown[0]!r}; settings: {', '.join(known)}")
+        return TrainConfig(**value)
+    raise BnprobeError(f"train must be a TrainConfig or a dict of its settings, got {type(value).__name__}")
