@@ -91,7 +91,7 @@ def test_every_stage_is_a_package_with_a_docstring():
 @pytest.mark.parametrize(("source", "module", "expected"), [
     ("from bnprobe.study._run import run_study\n", "bnprobe.capture._capture",
      ["bnprobe.capture._capture imports bnprobe.study._run"]),
-    ("def f():\n    import bnprobe.cli\n", "bnprobe.report._report", ["bnprobe.report._report imports bnprobe.cli"]),
+    ("def f():\n    import bnprobe.cli\n", "bnprobe.report._files", ["bnprobe.report._files imports bnprobe.cli"]),
     ("from bnprobe import reproduce\n", "bnprobe.train._loop", ["bnprobe.train._loop imports bnprobe.reproduce"]),
     ("from ..study import run_study\n", "bnprobe.probes.runner", ["bnprobe.probes.runner imports bnprobe.study"]),
     ("import bnprobe\n", "bnprobe.data._loaders", ["bnprobe.data._loaders imports bnprobe"]),

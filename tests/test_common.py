@@ -18,7 +18,7 @@ from bnprobe._common import describe, finite_or_none, first_line, preserved_flag
 from bnprobe.capture import capture
 from bnprobe.cli.run import default_out
 from bnprobe.errors import BnprobeError
-from bnprobe.report._report import file_stem
+from bnprobe.report._files import file_stem
 from bnprobe.study import read_study_file
 from bnprobe.train import checkpoint_path, run_stem
 

@@ -6,9 +6,9 @@ import re
 import pytest
 from rich.console import Console
 
-from bnprobe.report import Results, RunResult
-from bnprobe.report._report import RUN_MEASURES, render
+from bnprobe.report import Results, RunResult, render
 from bnprobe.report._stats import Difference, Summary, decimals_for, format_value, paired_difference
+from bnprobe.report._terminal import RUN_MEASURES
 
 
 def _parts(text: str) -> list[float]:

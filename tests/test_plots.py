@@ -8,10 +8,9 @@ import matplotlib.image as mpimg
 import pytest
 from matplotlib.container import BarContainer
 
-from bnprobe.report import Results, RunResult
+from bnprobe.report import Results, RunResult, metric_stats, write_outputs
 from bnprobe.report import _plots as plots
 from bnprobe.report._plots import figure_pixels, metric_figure, probe_figure
-from bnprobe.report._report import metric_stats, write_outputs
 from bnprobe.report._stats import MetricStats, Summary
 
 VARIANTS = ("bn", "identity", "groupnorm")

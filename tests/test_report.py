@@ -21,10 +21,11 @@ from rich.console import Console
 
 from bnprobe.cli import cli
 from bnprobe.cli._progress import RichListener
+from bnprobe.report import render, summary_json, write_outputs
 from bnprobe.report._plots import figure_pixels
-from bnprobe.report._report import render, sparkline, summary_json, write_outputs
 from bnprobe.report._results import CSV_COLUMNS, RUN_METRICS, Results, RunResult, write_atomic
 from bnprobe.report._stats import paired_difference, t_quantile, welch_difference
+from bnprobe.report._terminal import sparkline
 
 T_975 = {2: 4.302652729749464, 4: 2.776445105197793}
 """Two-sided 95% Student t critical values by degrees of freedom, from a printed table."""

@@ -13,7 +13,7 @@ from bnprobe.cli import cli
 from bnprobe.params import split_list
 
 if TYPE_CHECKING:
-    from bnprobe.report._report import Metrics
+    from bnprobe.report import Metrics
 
 metrics_option = click.option(
     "--metrics", default="key", show_default=True,
@@ -40,7 +40,7 @@ def report_command(out: str, metrics: str, plots: bool, as_json: bool) -> None:
 
     --metrics picks the tables; the plots are always the default ones (see docs/results.md).
     """
-    from bnprobe.report._report import render, summary_json, write_outputs
+    from bnprobe.report import render, summary_json, write_outputs
     from bnprobe.report._results import Results
 
     results = Results.load(out)

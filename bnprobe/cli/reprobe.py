@@ -27,7 +27,7 @@ def probe_command(out: str, probes: str, device: str, data_root: str | None, pro
     """
     from bnprobe.cli._progress import RichListener
     from bnprobe.probes.base import split_probe_list
-    from bnprobe.report._report import render
+    from bnprobe.report import render
     from bnprobe.study import reprobe_study
 
     with RichListener(quiet=quiet, verbose=verbose) as listener:

@@ -68,7 +68,7 @@ def recipe_lines(study: PresetStudy) -> list[str]:
 
 def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     """The study's tables and accuracies, then the generalisation gaps and the verdicts."""
-    from bnprobe.report._report import render
+    from bnprobe.report import render
     from bnprobe.report._stats import CONFIDENCE
 
     results = reproduction.results

@@ -174,7 +174,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     """
     from bnprobe.cli._progress import RichListener
     from bnprobe.probes.base import split_probe_list
-    from bnprobe.report._report import render, summary_json
+    from bnprobe.report import render, summary_json
     from bnprobe.study import StudyConfig, run_study
     from bnprobe.train._distributed import launched_world
     from bnprobe.train._loop import TrainConfig

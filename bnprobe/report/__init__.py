@@ -1,12 +1,21 @@
 """Report: the results files (:class:`Results`), the statistics across seeds, the terminal tables, the
 files on disk (results.json, results.csv, plots/) and the comparison of two studies.
+
+* ``_results`` -- ``results.json`` and ``results.csv`` (:class:`Results`, :class:`RunResult`);
+* ``_stats`` -- means, intervals and paired differences over seeds, and how numbers print;
+* ``_numbers`` -- those statistics per probe, layer, metric and variant (:func:`metric_stats`);
+* ``_terminal`` -- the tables and lines :func:`render` prints;
+* ``_files`` -- :func:`write_outputs` (CSV, history, plots) and :func:`summary_json`;
+* ``_plots`` and ``_compare`` -- the figures, and two studies side by side.
 """
 
 from bnprobe._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.report._compare": ["comparison_json", "render_comparison"],
-    "bnprobe.report._report": ["Metrics", "probe_metrics", "render", "seed_values", "summary_json", "write_outputs"],
+    "bnprobe.report._numbers": ["Metrics", "metric_stats", "probe_metrics", "seed_values"],
+    "bnprobe.report._terminal": ["render"],
+    "bnprobe.report._files": ["summary_json", "write_outputs"],
     "bnprobe.report._results": ["Results", "RunResult", "finite_history"],
     "bnprobe.report._stats": [
         "CONFIDENCE", "CORRELATION_METHOD", "PAIRED_METHOD", "STATS_CSV_COLUMNS", "Difference", "Summary",

@@ -20,19 +20,18 @@ from rich.console import Console
 from rich.table import Table
 
 from bnprobe.errors import BnprobeError
-from bnprobe.report._report import (
+from bnprobe.report._numbers import (
     ACCURACY_METRICS,
-    RUN_MEASURES,
     Metrics,
     check_metrics,
     probe_layers,
     probe_metrics,
     seed_values,
     select_metrics,
-    titled,
 )
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
+from bnprobe.report._terminal import RUN_MEASURES, titled
 from bnprobe.train._state import config_differences
 
 

@@ -35,7 +35,7 @@ from bnprobe.data._loaders import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models._factory import create_model
 from bnprobe.probes.base import build_probes
-from bnprobe.report._report import probe_metrics, summary_json
+from bnprobe.report import probe_metrics, summary_json
 from bnprobe.report._results import Results
 from bnprobe.report._stats import Difference, Summary, paired_difference, summarise
 from bnprobe.reproduce._verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict

@@ -39,7 +39,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bnprobe._common import REFERENCE_VARIANT
-from bnprobe.report._report import seed_values
+from bnprobe.report import seed_values
 from bnprobe.report._results import Results
 from bnprobe.report._stats import CORRELATION_METHOD, PAIRED_METHOD, Difference, correlation, paired_difference
 

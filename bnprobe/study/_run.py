@@ -77,7 +77,7 @@ from bnprobe.models._weights import load_checkpoint, load_state
 from bnprobe.probes.base import Probe, build_probes
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
-from bnprobe.report._report import write_outputs
+from bnprobe.report import write_outputs
 from bnprobe.report._results import Results, RunResult, finite_history
 from bnprobe.study._config import ADDED_FIELDS, MAY_CHANGE_ON_RESUME, StudyConfig, renamed_config
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs

@@ -1,10 +1,4 @@
-"""What a study found, for people (the terminal, plots) and for programs (CSV, a JSON summary).
-
-Every number comes from the :class:`Results` through :func:`metric_stats`: per probe, layer,
-metric and variant, the mean ± sample standard deviation over seeds and the difference from the
-``bn`` reference, paired by seed, with its 95% Student t interval (see :mod:`bnprobe.report._stats`).
-
-In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
+"""In the terminal each probe gets a table of its key metric (or the metrics asked for): layers in
 forward order, a column per variant and a ``Δ`` column per non-reference variant, ``*`` where the
 interval excludes 0; under it a sparkline per variant shows the trend through depth.  A metric that
 is 0 in every run and layer gets one line instead, saying so and what the metric counts; the probe's
@@ -14,17 +8,11 @@ one short line per measure (:data:`RUN_MEASURES`, labelled with what was measure
 mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.train._flags`) follow.  A study
 with one variant gets one line saying there is nothing to compare.  Numbers print with the digits
 of :func:`bnprobe.report.format_numbers`.
-
-:func:`write_outputs` writes ``results.csv``, ``history.csv`` (per-epoch numbers) and ``plots/``
-(a PNG and, beside it, a CSV of exactly the numbers drawn) into a study folder; :func:`summary_json`
-is the same summary as plain data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
 
 from rich import box
 from rich.console import Console, Group
@@ -32,10 +20,17 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, safe_filename, write_atomic
-from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import Probe, list_probes, parse_probe_spec
-from bnprobe.probes.metrics import declared
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
+from bnprobe.report._numbers import (
+    Metrics,
+    all_zero_line,
+    check_metrics,
+    key_metric,
+    metric_stats,
+    note_lines,
+    seed_values,
+    select_metrics,
+)
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import (
     CONFIDENCE,
@@ -43,138 +38,11 @@ from bnprobe.report._stats import (
     MetricStats,
     format_numbers,
     paired_difference,
-    stats_csv,
     summarise,
 )
 
-Metrics = Sequence[str] | Literal["all"] | None
-"""Which metrics to show: None for each probe's key metric, ``"all"``, or a list of names."""
-
-PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_clusters", "noise_fraction")}
-"""Probe name -> the metrics its default figure shows side by side; other probes show their key metric."""
-
-ACCURACY_METRICS = ("train_accuracy", "test_accuracy")
 SPARK = "▁▂▃▄▅▆▇█"
-SHOWN_LAYERS = 3
-"""Layers a note line names for one text before it says how many more hold it."""
 
-
-# --------------------------------------------------------------------------------------------------
-# Numbers
-
-def seed_values(results: Results, probe: str, layer: str, metric: str, variant: str) -> dict[int, float | None]:
-    """``{seed: value}`` of ``metric`` for ``probe`` at ``layer`` in every run of ``variant``."""
-    return {run.seed: run.numbers().get(probe, {}).get(layer, {}).get(metric)
-            for run in results.runs if run.variant == variant}
-
-
-def probe_layers(results: Results, probe: str) -> list[str]:
-    """Layers that ``probe`` has numbers for, in forward order (``model`` scope first)."""
-    present = {layer for run in results.runs for layer in run.numbers().get(probe, {})}
-    ordered = [MODEL_SCOPE_LAYER] if MODEL_SCOPE_LAYER in present else []
-    ordered += [layer for layer in results.layers if layer in present]
-    ordered += sorted(present - set(ordered))
-    return ordered
-
-
-def probe_metrics(results: Results, probe: str) -> list[str]:
-    """Every metric ``probe`` reported, its declared key metric first, then in the order first seen."""
-    seen = list(dict.fromkeys(m for run in results.runs for layer in run.numbers().get(probe, {}).values()
-                              for m in layer))
-    cls = _probe_class(probe)
-    key = cls.key_metric if cls is not None else None
-    if key in seen:
-        return [key, *(m for m in seen if m != key)]
-    return seen
-
-
-def _probe_class(probe: str) -> type[Probe] | None:
-    """The registered class of the probe whose key is ``probe`` (``hdbscan(dims=30)``: hdbscan's), or None."""
-    return {info.name: info.cls for info in list_probes()}.get(parse_probe_spec(probe)[0])
-
-
-def key_metric(results: Results, probe: str) -> str | None:
-    """The metric shown for ``probe`` by default: its declared key metric, else the first one reported."""
-    metrics = probe_metrics(results, probe)
-    return metrics[0] if metrics else None
-
-
-def select_metrics(results: Results, probe: str, metrics: Metrics) -> list[str]:
-    """The metrics of ``probe`` that ``metrics`` (see :data:`Metrics`) asks for, in the probe's order."""
-    available = probe_metrics(results, probe)
-    if metrics is None:
-        return available[:1]
-    if metrics == "all":
-        return available
-    return [m for m in available if m in metrics]
-
-
-def metric_stats(results: Results, probe: str, metric: str, reference: str = REFERENCE_VARIANT) -> list[MetricStats]:
-    """Summary and difference from ``reference`` of ``metric`` for every layer (forward order) and variant."""
-    has_reference = reference in results.variants
-    rows = []
-    for layer in probe_layers(results, probe):
-        ref = seed_values(results, probe, layer, metric, reference) if has_reference else {}
-        for variant in results.variants:
-            values = seed_values(results, probe, layer, metric, variant)
-            difference = paired_difference(values, ref) if variant != reference and has_reference else None
-            rows.append(MetricStats(probe, layer, metric, variant, summarise(values.values()), difference))
-    return rows
-
-
-def all_zero_line(results: Results, probe: str, metric: str) -> str | None:
-    """The line shown instead of ``metric``'s table when every value of it is 0, else None.
-
-    A column of zeros reads as a finding; the line says that nothing counted, and what the metric
-    counts (its declared definition), which is why: e.g. sparsity at layers without exact zeros.
-    """
-    cells = [(run.variant, run.seed, layer, numbers[metric]) for run in results.runs
-             for layer, numbers in run.numbers().get(probe, {}).items() if numbers.get(metric) is not None]
-    if not cells or any(value != 0 for *_, value in cells):
-        return None
-    layers, runs = len({cell[2] for cell in cells}), len({cell[:2] for cell in cells})
-    line = (f"{probe} — {metric}: every value is 0, at {layers} layer{'s' * (layers != 1)} in "
-            f"{runs} run{'s' * (runs != 1)}; no table")
-    cls = _probe_class(probe)
-    name = declared(cls.metrics, metric) if cls is not None else None
-    return f"{line}. {metric}: {cls.metrics[name].definition}" if name is not None else line
-
-
-def note_lines(results: Results, probe: str) -> list[str]:
-    """One line per note of ``probe`` (:attr:`RunResult.notes`): each text and the layers it holds at,
-    e.g. ``zero test: a <= 0 (silu) at every layer``."""
-    layers = probe_layers(results, probe)
-    found: dict[str, dict[str, list[str]]] = {}
-    for layer in layers:
-        for run in results.runs:
-            for name, text in run.notes.get(probe, {}).get(layer, {}).items():
-                held = found.setdefault(name, {}).setdefault(text, [])
-                if layer not in held:
-                    held.append(layer)
-    lines = []
-    for name, texts in found.items():
-        parts = []
-        for text, held in texts.items():
-            more = len(held) - SHOWN_LAYERS
-            where = "every layer" if len(held) == len(layers) > 1 else \
-                ", ".join(held[:SHOWN_LAYERS]) + (f" and {more} more" if more > 0 else "")
-            parts.append(f"{text} at {where}")
-        lines.append(f"{name.replace('_', ' ')}: {'; '.join(parts)}")
-    return lines
-
-
-def check_metrics(results: Results, metrics: Metrics) -> None:
-    """Fail with the names on offer when none of the requested ``metrics`` exists in any probe."""
-    if metrics is None or metrics == "all":
-        return
-    probes = [RUN_PROBE, *results.probe_keys]
-    if not any(select_metrics(results, probe, metrics) for probe in probes):
-        names = sorted({m for probe in probes for m in probe_metrics(results, probe)})
-        raise BnprobeError(f"no metric named {', '.join(metrics)} in these results; metrics: {', '.join(names)}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Terminal
 
 def sparkline(values: Sequence[float | None], low: float, high: float) -> str:
     """One block character per value, scaled so ``low`` is ``▁`` and ``high`` is ``█``; ``·`` for a gap."""
@@ -372,79 +240,3 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
         for run, failure in failures[:5]:
             console.print(f"  {run.variant} seed {run.seed} {failure['probe']} @ {failure['layer']}: "
                           f"{failure['error']}", highlight=False, markup=False)
-
-
-# --------------------------------------------------------------------------------------------------
-# Files and machine-readable summary
-
-def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
-    """The study's summary as plain JSON-safe data (what ``--json`` prints).
-
-    ``probes`` has the shape of ``results.json``'s, one level deeper:
-    ``{PROBE: {LAYER: {METRIC: {VARIANT: {"mean", "std", "n", "difference"}}}}}``, every metric of
-    every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
-    ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.  ``flags`` lists
-    every run's flags (:mod:`bnprobe.train._flags`) as ``{"variant", "seed", "name", "message"}``.
-    """
-    probes: dict = {}
-    for probe in [RUN_PROBE, *results.probe_keys]:
-        for metric in probe_metrics(results, probe):
-            for row in metric_stats(results, probe, metric, reference):
-                cell = row.summary.to_dict() if row.summary else {"mean": None, "std": None, "n": 0}
-                cell["difference"] = row.difference.to_dict() if row.difference else None
-                probes.setdefault(probe, {}).setdefault(row.layer, {}).setdefault(metric, {})[row.variant] = cell
-    return {"schema_version": results.schema_version, "model": results.model, "dataset": results.dataset,
-            "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
-            "reference": reference if reference in results.variants else None,
-            "confidence": CONFIDENCE, "interval_method": PAIRED_METHOD, "probes": probes,
-            "failures": sum(len(run.failures) for run in results.runs),
-            "flags": [{"variant": run.variant, "seed": run.seed, **flag} for run in results.runs for flag in run.flags]}
-
-
-def file_stem(probe: str) -> str:
-    """``probe`` as a file name: ``hdbscan(dims=30)`` -> ``hdbscan_dims=30``."""
-    return safe_filename(probe).strip("_")
-
-
-def plot_metrics(results: Results, probe: str, metrics: Metrics = None) -> list[str]:
-    """The metrics ``plots/<probe>.png`` shows: ``metrics`` when given, else the probe's entry in
-    :data:`PLOT_METRICS`, else its key metric."""
-    if metrics is not None:
-        return select_metrics(results, probe, metrics)
-    available = probe_metrics(results, probe)
-    preferred = [m for m in PLOT_METRICS.get(parse_probe_spec(probe)[0], ()) if m in available]
-    return preferred or available[:1]
-
-
-def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None,
-                  reference: str = REFERENCE_VARIANT) -> list[Path]:
-    """Write ``results.csv``, ``history.csv`` and ``plots/*.png`` with a CSV of the plotted numbers beside each PNG.
-
-    ``plots/accuracy.png``: train and test accuracy per variant, as bars.  ``plots/<probe>.png``: one
-    panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
-    layer ``model`` only) as bars per variant.  Returns the paths written.
-    """
-    from bnprobe.report._plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
-
-    out_dir = Path(out_dir)
-    written = [results.save_csv(out_dir), results.save_history_csv(out_dir)]
-    study = f"{results.model} on {results.dataset}"
-
-    def rows(probe: str, chosen: Sequence[str]) -> list[MetricStats]:
-        return [row for metric in chosen for row in metric_stats(results, probe, metric, reference)]
-
-    def accuracy_figure(stats: list[MetricStats]):
-        return bar_figure(stats, study, what="accuracy", ylim=(0, 1.1))
-
-    figures = [("accuracy", accuracy_figure, rows(RUN_PROBE, ACCURACY_METRICS))]
-    figures += [(file_stem(probe), lambda stats: probe_figure(stats, study),
-                 rows(probe, plot_metrics(results, probe, metrics)))
-                for probe in results.probe_keys]
-    for stem, draw, stats in figures:
-        if not stats:
-            continue
-        png, csv = out_dir / "plots" / f"{stem}.png", out_dir / "plots" / f"{stem}.csv"
-        write_atomic(png, png_bytes(draw(stats)))
-        write_atomic(csv, stats_csv(stats))
-        written += [png, csv]
-    return written
