@@ -36,7 +36,7 @@ import bnprobe
 from bnprobe.cli import cli
 from bnprobe.data import _loaders
 from bnprobe.models import _factory
-from bnprobe.probes import base
+from bnprobe.probes import _registry as base
 from bnprobe.surgery import _skipinit, _targets
 
 ROOT = Path(__file__).resolve().parents[1]

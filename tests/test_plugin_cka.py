@@ -12,7 +12,8 @@ import bnprobe_cka
 from bnprobe.cli import cli
 from bnprobe.data import Dataset, Split
 from bnprobe.errors import BnprobeError
-from bnprobe.probes import LayerData, ProbeContext, base, get_probe, list_probes
+from bnprobe.probes import LayerData, ProbeContext, get_probe, list_probes
+from bnprobe.probes import _registry as base
 from bnprobe.study import StudyConfig, run_study
 from bnprobe.train import TrainConfig
 from bnprobe_cka import CKAProbe, linear_cka

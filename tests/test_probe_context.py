@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import bnprobe
 from bnprobe.data import Dataset, Split
-from bnprobe.probes import base
+from bnprobe.probes import _registry as base
 from bnprobe.probes.base import Probe, register_probe
 from bnprobe.study._run import build_seeded_model, probe_subset
 from bnprobe.train import checkpoint_path, load_train_state

@@ -5,7 +5,8 @@ import warnings
 import pytest
 
 from bnprobe.errors import BnprobeError
-from bnprobe.probes import base, get_probe, list_probes
+from bnprobe.probes import _registry as base
+from bnprobe.probes import get_probe, list_probes
 from bnprobe.probes.base import Probe, register_probe
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from bnprobe.cli import cli
 
 if TYPE_CHECKING:
-    from bnprobe.probes.base import ProbeInfo
+    from bnprobe.probes import ProbeInfo
 
 
 def metrics_table(info: ProbeInfo) -> Table:
@@ -32,7 +32,7 @@ def metrics_table(info: ProbeInfo) -> Table:
               help="List each probe's metrics: definition, range and whether higher is better (docs/metrics.md).")
 def probes_command(show_metrics: bool) -> None:
     """List every probe (built-in and plugins) with its source and parameters."""
-    from bnprobe.probes.base import list_probes
+    from bnprobe.probes import list_probes
 
     console = Console()
     if show_metrics:

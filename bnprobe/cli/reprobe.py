@@ -26,7 +26,7 @@ def probe_command(out: str, probes: str, device: str, data_root: str | None, pro
     results.json, results.csv and plots/ are written again with them.
     """
     from bnprobe.cli._progress import RichListener
-    from bnprobe.probes.base import split_probe_list
+    from bnprobe.probes import split_probe_list
     from bnprobe.report import render
     from bnprobe.study import reprobe_study
 

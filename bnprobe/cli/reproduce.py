@@ -218,7 +218,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     under a grid of HDBSCAN settings, and a table shows in how many each verdict holds (robustness.json).
     """
     from bnprobe.cli._progress import RichListener
-    from bnprobe.probes.base import split_probe_list
+    from bnprobe.probes import split_probe_list
     from bnprobe.reproduce._presets import Changes, build_study, get_preset
     from bnprobe.reproduce._presets import reproduce as run_reproduction
     from bnprobe.reproduce._robustness import (

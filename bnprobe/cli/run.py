@@ -173,7 +173,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     bnprobe built-in (cnn4, vgg16_cifar).  Under torchrun every process trains and rank 0 reports.
     """
     from bnprobe.cli._progress import RichListener
-    from bnprobe.probes.base import split_probe_list
+    from bnprobe.probes import split_probe_list
     from bnprobe.report import render, summary_json
     from bnprobe.study import StudyConfig, run_study
     from bnprobe.train._distributed import launched_world

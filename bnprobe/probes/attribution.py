@@ -45,9 +45,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bnprobe._common import preserved_flags
+from bnprobe.capture._layer_data import LayerData
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_int
-from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, Scope, register_probe
+from bnprobe.probes._protocol import Need, Probe, ProbeContext, Scope
+from bnprobe.probes._registry import register_probe
 from bnprobe.probes.metrics import Metric
 
 if TYPE_CHECKING:

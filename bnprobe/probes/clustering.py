@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from bnprobe.capture._layer_data import LayerData
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
-from bnprobe.probes.base import LayerData, Need, Probe, ProbeContext, register_probe
+from bnprobe.probes._protocol import Need, Probe, ProbeContext
+from bnprobe.probes._registry import register_probe
 from bnprobe.probes.metrics import Metric
 
 if TYPE_CHECKING:

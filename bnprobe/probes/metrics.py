@@ -20,7 +20,7 @@ from bnprobe._common import write_atomic
 from bnprobe.errors import BnprobeError
 
 if TYPE_CHECKING:
-    from bnprobe.probes.base import ProbeInfo
+    from bnprobe.probes._registry import ProbeInfo
 
 Direction = Literal["higher is better", "lower is better", "neither"]
 
@@ -74,7 +74,7 @@ def metrics_markdown(infos: Sequence[ProbeInfo]) -> str:
 
 def documented_probes() -> list[ProbeInfo]:
     """The registered probes of :data:`DOCUMENTED_SOURCES`, by name."""
-    from bnprobe.probes.base import list_probes
+    from bnprobe.probes._registry import list_probes
 
     return [info for info in list_probes() if info.source in DOCUMENTED_SOURCES]
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from bnprobe.params import check_int
-from bnprobe.probes.base import Probe
+from bnprobe.probes._protocol import Probe
 
 DEFAULT_MAX_PENDING_BYTES = 1 << 30
 """Pickled tasks waiting for workers, at most (1 GiB: PCA projections are ~1 MB a layer, but exact
@@ -72,7 +72,7 @@ def _start_worker() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from bnprobe.probes.base import list_probes
+    from bnprobe.probes._registry import list_probes
 
     torch.set_num_threads(1)
     threadpool_limits(1)

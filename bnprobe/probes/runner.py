@@ -33,8 +33,9 @@ import torch
 
 from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT, describe, finite_or_none, first_line
 from bnprobe.capture._capture import CaptureResult
+from bnprobe.capture._layer_data import LayerData
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import LayerData, Probe, ProbeContext
+from bnprobe.probes._protocol import Probe, ProbeContext
 from bnprobe.probes.pool import ProbePool, Unloadable, pack_task, unpack_task
 
 Values = dict[str, dict[str, dict[str, float]]]

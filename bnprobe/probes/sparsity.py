@@ -44,8 +44,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from bnprobe.capture._layer_data import LayerData
 from bnprobe.params import check_choice, check_float
-from bnprobe.probes.base import LayerData, ProbeContext, StreamingProbe, register_probe
+from bnprobe.probes._protocol import ProbeContext, StreamingProbe
+from bnprobe.probes._registry import register_probe
 from bnprobe.probes.metrics import Metric
 
 if TYPE_CHECKING:

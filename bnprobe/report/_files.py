@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bnprobe._common import REFERENCE_VARIANT, safe_filename, write_atomic
-from bnprobe.probes.base import parse_probe_spec
+from bnprobe.probes import parse_probe_spec
 from bnprobe.report._numbers import ACCURACY_METRICS, Metrics, metric_stats, probe_metrics, select_metrics
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import (

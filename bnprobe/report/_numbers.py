@@ -11,7 +11,7 @@ from typing import Literal
 
 from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import Probe, list_probes, parse_probe_spec
+from bnprobe.probes import Probe, list_probes, parse_probe_spec
 from bnprobe.probes.metrics import declared
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import (

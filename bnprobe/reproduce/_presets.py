@@ -34,7 +34,7 @@ from bnprobe._common import REFERENCE_VARIANT, write_atomic
 from bnprobe.data._loaders import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models._factory import create_model
-from bnprobe.probes.base import build_probes
+from bnprobe.probes import build_probes
 from bnprobe.report import probe_metrics, summary_json
 from bnprobe.report._results import Results
 from bnprobe.report._stats import Difference, Summary, paired_difference, summarise

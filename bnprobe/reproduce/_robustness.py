@@ -29,7 +29,7 @@ from typing import Any
 
 from bnprobe._common import write_atomic
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import Probe, build_probes, get_probe, parse_probe_spec
+from bnprobe.probes import Probe, build_probes, get_probe, parse_probe_spec
 from bnprobe.report._results import Results
 from bnprobe.reproduce._presets import VERDICT_LABELS, PresetStudy, assess, study_inputs
 from bnprobe.reproduce._verdict import Verdict

@@ -18,7 +18,7 @@ from bnprobe.capture._capture import (
 )
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.params import check_choice, split_list
-from bnprobe.probes.base import build_probes, split_probe_list
+from bnprobe.probes import build_probes, split_probe_list
 from bnprobe.surgery._targets import list_targets, parse_target
 from bnprobe.train._loop import (
     PER_VARIANT,

@@ -15,7 +15,7 @@ from bnprobe.capture._capture import (
 )
 from bnprobe.data._loaders import Dataset
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.base import build_probes
+from bnprobe.probes import build_probes
 from bnprobe.report import write_outputs
 from bnprobe.report._results import Results, RunResult
 from bnprobe.study._config import StudyConfig

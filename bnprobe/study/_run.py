@@ -74,7 +74,7 @@ from bnprobe.data._loaders import Dataset, Split, adapt_channels, load_dataset, 
 from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted
 from bnprobe.models._factory import create_model, input_channels
 from bnprobe.models._weights import load_checkpoint, load_state
-from bnprobe.probes.base import Probe, build_probes
+from bnprobe.probes import Probe, build_probes
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.report import write_outputs
