@@ -70,7 +70,7 @@ import torch
 from torch import nn
 
 from bnprobe._common import preserved_flags, safe_filename
-from bnprobe.capture._fx import functional_fn, plan_functional
+from bnprobe.capture._fx import FunctionalPlan, functional_fn, plan_functional
 from bnprobe.capture._layer_data import Accumulator, LayerData, ProbeInterface, new_accumulator
 from bnprobe.capture._layer_kinds import activation_name, is_activation, is_gate
 from bnprobe.capture._vector_store import VectorStore
@@ -333,18 +333,10 @@ def capture(
     ``variant`` and ``seed`` as stated here -- state ``variant`` for probes that compare with the
     ``bn`` run (cka), which refuse a capture that does not say which variant it is.
     """
-    check_spatial(spatial)
-    check_max_device_memory(max_device_memory)
-    if dtype not in DTYPES:
-        raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
-    if variant is not None and (not isinstance(variant, str) or not variant):
-        raise BnprobeError(f"capture variant must be a variant's name ('bn', 'identity', ...) or None, got {variant!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise BnprobeError(f"capture seed must be an integer or None, got {seed!r}")
+    _check_arguments(spatial, max_device_memory, dtype, variant, seed)
     stream_probes = [p for p in probes if p.needs == "stream"]
     if vectors is None:
         vectors = not probes or any(p.needs == "vectors" for p in probes)
-    kinds, globs = _parse_layers(layers)
     selected = select_modules(model, layers)
     batches, n = _batches(data, samples, batch_size)
     if n == 0:
@@ -356,8 +348,7 @@ def capture(
     taps = _Taps(spatial)
     handles: list[torch.utils.hooks.RemovableHandle] = []
     stores: list[VectorStore] = []
-    labels_seen: list[torch.Tensor] = []
-    inputs_seen: list[torch.Tensor] = []
+    seen = _Seen()
     cache: Path | None = None
     placement: str | None = None
     try:
@@ -365,43 +356,17 @@ def capture(
             model.to(run_device)
         with preserved_flags(model, training=False, requires_grad=False), torch.no_grad():
             sample = first[0][:1].to(run_device)
-            plan = plan_functional(model, sample, hooked=[m for _, m in selected],
-                                   wanted=lambda name: "act" in kinds and _matches(name, globs))
-            unseen = call_names(plan.unseen)
-            messages = [f"{plan.problem}; functional activations are not captured: {', '.join(unseen)}"] \
-                if unseen else []
-            for message in messages:
-                warnings.warn(message, CaptureWarning, stacklevel=2)
-            targets = selected + plan.recorders
-            activation_of = {path: _output_activation(m) for path, m in selected} | \
-                {path: functional_fn(path) for path, _ in plan.recorders}
-            if not targets and unseen:
-                raise BnprobeError(f"layers={layers!r} selects only functional activations, and {plan.problem}; "
-                                   "write them as modules (nn.ReLU() ...) to capture them")
-            if not targets:
-                raise BnprobeError(f"no module matches layers={layers!r}; kinds are {', '.join(LAYER_KINDS)}, "
-                                   "or give a glob on layer names such as 'layer3.*'")
-            handles += [m.register_forward_hook(taps.hook(path)) for path, m in targets]
+            hooks = _plan_hooks(model, sample, selected, layers)
+            handles += [m.register_forward_hook(taps.hook(path)) for path, m in hooks.targets]
             taps.start_pass(None)
-            plan.forward(sample)  # discover layer order, call counts and shapes
+            hooks.plan.forward(sample)  # discover layer order, call counts and shapes
             names = taps.names()
             cache, placement = _set_up_stores(taps.entries, names, n, vectors, spatial, dtype, run_device,
                                               max_memory, max_device_memory, cache_dir, stores)
             for key, entry in taps.entries.items():
-                entry.accumulators = {p.key: new_accumulator(p, names[key], entry.shape, activation_of[key[0]])
+                entry.accumulators = {p.key: new_accumulator(p, names[key], entry.shape, hooks.activation_of[key[0]])
                                       for p in stream_probes}
-            seen = 0
-            for x, y in itertools.chain([first], batches):
-                if seen >= n:
-                    break
-                x, y = x[: n - seen], y[: n - seen]
-                taps.start_pass(y.to(run_device))
-                plan.forward(x.to(run_device))
-                labels_seen.append(y.cpu())
-                inputs_seen.append(x.detach().cpu())
-                seen += len(y)
-                if on_batch is not None:
-                    on_batch(len(y))
+            _stream_batches(hooks.plan, taps, itertools.chain([first], batches), n, run_device, seen, on_batch)
     except BaseException:
         if cache is not None and cache_dir is None:
             shutil.rmtree(cache, ignore_errors=True)
@@ -414,19 +379,93 @@ def capture(
         if run_device != param_device:
             model.to(param_device)
 
-    labels = torch.cat(labels_seen).numpy()
+    labels = torch.cat(seen.labels).numpy()
     module_of = dict(selected)
     layer_data = [LayerData(name=names[key], shape=entry.shape, labels=labels, accumulators=entry.accumulators,
                             load_vectors=entry.store.load if entry.store is not None else None,
                             load_tensor=entry.store.load_tensor if entry.store is not None else None,
-                            activation=activation_of[key[0]])
+                            activation=hooks.activation_of[key[0]])
                   for key, entry in taps.entries.items()]
     result = CaptureResult(layer_data, labels, {names[key]: module_of[key[0]] for key in taps.entries
-                                                if key[0] in module_of}, cache, unseen, messages, placement,
-                           torch.cat(inputs_seen), model, run_device, variant, seed)
+                                                if key[0] in module_of}, cache, hooks.unseen, hooks.messages,
+                           placement, torch.cat(seen.inputs), model, run_device, variant, seed)
     if cache is not None and cache_dir is None:
         weakref.finalize(result, shutil.rmtree, cache, ignore_errors=True)
     return result
+
+
+def _check_arguments(spatial: str, max_device_memory: int | None | str, dtype: str, variant: str | None,
+                     seed: int | None) -> None:
+    """Refuse, in one line each, the capture settings that would fail (or mislead) later."""
+    check_spatial(spatial)
+    check_max_device_memory(max_device_memory)
+    if dtype not in DTYPES:
+        raise BnprobeError(f"capture dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
+    if variant is not None and (not isinstance(variant, str) or not variant):
+        raise BnprobeError(f"capture variant must be a variant's name ('bn', 'identity', ...) or None, got {variant!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise BnprobeError(f"capture seed must be an integer or None, got {seed!r}")
+
+
+@dataclass
+class _Hooks:
+    """What one capture hooks: the selected modules plus the recorders of functional activations."""
+
+    plan: FunctionalPlan
+    targets: list[tuple[str, nn.Module]]
+    activation_of: dict[str, str | None]
+    """Hook path -> the activation its output is (:attr:`LayerData.activation`)."""
+    unseen: list[str]
+    """Functional activations that match but cannot be captured (the model does not trace)."""
+    messages: list[str]
+
+
+def _plan_hooks(model: nn.Module, sample: torch.Tensor, selected: list[tuple[str, nn.Module]],
+                layers: str | Sequence[str]) -> _Hooks:
+    """The modules to hook for ``layers``, functional activations included where the model traces;
+    warns (:class:`CaptureWarning`) about the ones it cannot reach, and refuses a selection of none."""
+    kinds, globs = _parse_layers(layers)
+    plan = plan_functional(model, sample, hooked=[m for _, m in selected],
+                           wanted=lambda name: "act" in kinds and _matches(name, globs))
+    unseen = call_names(plan.unseen)
+    messages = [f"{plan.problem}; functional activations are not captured: {', '.join(unseen)}"] if unseen else []
+    for message in messages:
+        warnings.warn(message, CaptureWarning, stacklevel=3)  # at capture()'s caller
+    targets = selected + plan.recorders
+    activation_of = {path: _output_activation(m) for path, m in selected} | \
+        {path: functional_fn(path) for path, _ in plan.recorders}
+    if not targets and unseen:
+        raise BnprobeError(f"layers={layers!r} selects only functional activations, and {plan.problem}; "
+                           "write them as modules (nn.ReLU() ...) to capture them")
+    if not targets:
+        raise BnprobeError(f"no module matches layers={layers!r}; kinds are {', '.join(LAYER_KINDS)}, "
+                           "or give a glob on layer names such as 'layer3.*'")
+    return _Hooks(plan, targets, activation_of, unseen, messages)
+
+
+@dataclass
+class _Seen:
+    """The labels and inputs of the batches captured so far, on the CPU, in order."""
+
+    labels: list[torch.Tensor] = field(default_factory=list)
+    inputs: list[torch.Tensor] = field(default_factory=list)
+
+
+def _stream_batches(plan: FunctionalPlan, taps: _Taps, batches: Iterator, n: int, run_device: torch.device,
+                    seen: _Seen, on_batch: Callable[[int], None] | None) -> None:
+    """Run the first ``n`` samples of ``batches`` through the model, the taps feeding stores and accumulators."""
+    count = 0
+    for x, y in batches:
+        if count >= n:
+            break
+        x, y = x[: n - count], y[: n - count]
+        taps.start_pass(y.to(run_device))
+        plan.forward(x.to(run_device))
+        seen.labels.append(y.cpu())
+        seen.inputs.append(x.detach().cpu())
+        count += len(y)
+        if on_batch is not None:
+            on_batch(len(y))
 
 
 def check_max_device_memory(value: int | None | str) -> int | None | str:
