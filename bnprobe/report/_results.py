@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -124,45 +125,27 @@ class Results:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/results.json`` atomically and return its path."""
-        path = Path(out_dir) / "results.json"
-        write_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False))
-        return path
+        return _saved(Path(out_dir) / "results.json", json.dumps(self.to_dict(), indent=2, allow_nan=False))
 
     def to_csv(self) -> str:
         """The tidy long table (module docstring): one row per run, probe, layer and metric."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for run in self.runs:
-            for probe, layers in run.numbers().items():
-                for layer, metrics in layers.items():
-                    for metric, value in metrics.items():
-                        writer.writerow((run.variant, run.seed, probe, layer, metric, "" if value is None else value))
-        return buffer.getvalue()
+        return _csv_text(CSV_COLUMNS, ((run.variant, run.seed, probe, layer, metric, value)
+                                       for run in self.runs for probe, layers in run.numbers().items()
+                                       for layer, metrics in layers.items() for metric, value in metrics.items()))
 
     def save_csv(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/results.csv`` atomically and return its path."""
-        path = Path(out_dir) / "results.csv"
-        write_atomic(path, self.to_csv())
-        return path
+        return _saved(Path(out_dir) / "results.csv", self.to_csv())
 
     def history_csv(self) -> str:
         """Every run's per-epoch history in long form under :data:`HISTORY_COLUMNS` (empty value: null)."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(HISTORY_COLUMNS)
-        for run in self.runs:
-            for record in run.history:
-                for metric in HISTORY_METRICS:
-                    value = record.get(metric)
-                    writer.writerow((run.variant, run.seed, record["epoch"], metric, "" if value is None else value))
-        return buffer.getvalue()
+        return _csv_text(HISTORY_COLUMNS, ((run.variant, run.seed, record["epoch"], metric, record.get(metric))
+                                           for run in self.runs for record in run.history
+                                           for metric in HISTORY_METRICS))
 
     def save_history_csv(self, out_dir: str | Path) -> Path:
         """Write ``out_dir/history.csv`` atomically and return its path."""
-        path = Path(out_dir) / "history.csv"
-        write_atomic(path, self.history_csv())
-        return path
+        return _saved(Path(out_dir) / "history.csv", self.history_csv())
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
@@ -212,3 +195,18 @@ def finite_history(history: list[dict]) -> list[dict]:
     """``history`` with every non-finite float (a diverged epoch's loss) as None, for JSON."""
     return [{key: finite_or_none(value) if isinstance(value, float) else value for key, value in record.items()}
             for record in history]
+
+
+def _csv_text(columns: tuple[str, ...], rows: Iterable[tuple]) -> str:
+    """A CSV table with a header row; the last value of a row is written empty when it is None (null)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for *keys, value in rows:
+        writer.writerow((*keys, "" if value is None else value))
+    return buffer.getvalue()
+
+
+def _saved(path: Path, text: str) -> Path:
+    write_atomic(path, text)
+    return path
