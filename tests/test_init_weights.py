@@ -58,3 +58,37 @@ def test_copying_a_config_does_not_warn():
         warnings.simplefilter("error")
         copy = dataclasses.replace(config, seeds=2)
     assert (copy.init_weights, copy.seeds) == ("w.pt", 2)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("words", "study_file"), [
+    (["--init-weights", "{w}"], None),
+    (["--checkpoint", "{w}"], None),
+    ([], 'init_weights = "{w}"\n'),
+    ([], 'checkpoint = "{w}"\n'),
+], ids=["option", "old-option", "study-file", "old-study-file-key"])
+def test_the_command_line_takes_init_weights_under_both_names(tmp_path, monkeypatch, words, study_file):
+    from click.testing import CliRunner
+
+    import bnprobe.study
+    from bnprobe.cli import cli
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    given = []
+
+    def capture(config, **_kwargs):
+        given.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(bnprobe.study, "run_study", capture)
+    args = ["run", "cnn4", "--out", str(tmp_path / "o"), *[w.format(w=weights) for w in words]]
+    if study_file is not None:
+        (tmp_path / "study.toml").write_text(study_file.format(w=weights))
+        args += ["--config", str(tmp_path / "study.toml")]
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, _Stop), result.output
+    assert given[0].init_weights == str(weights)

@@ -20,7 +20,7 @@ PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (
 RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "
                     "evaluating and probing (precise BN; docs/training.md).")
 CHECKPOINTS_HELP = ("What a finished run's checkpoint keeps: final (its weights: enough for bnprobe probe and "
-                    "--checkpoint), resume (its whole training state), none (removed once the study is done).")
+                    "--init-weights), resume (its whole training state), none (removed once the study is done).")
 
 
 def default_out(model: str) -> Path:
@@ -83,14 +83,16 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
     from bnprobe.study._file import read_study_file
 
     if path:
-        names = {_setting_name(p): p.name for p in ctx.command.params if p.name and p.name != "config"}
+        names = {setting: p.name for p in ctx.command.params if p.name and p.name != "config"
+                 for setting in _setting_names(p)}
         ctx.default_map = {**(ctx.default_map or {}), **read_study_file(path, names)}
 
 
-def _setting_name(param: click.Parameter) -> str:
-    """A study file's name for ``param``: its long option's (``json`` for ``--json``), or the argument's."""
+def _setting_names(param: click.Parameter) -> list[str]:
+    """A study file's names for ``param``: its long options' (``json`` for ``--json``; ``init_weights`` and
+    the old ``checkpoint``), or the argument's."""
     long = [opt for opt in param.opts if opt.startswith("--")] if isinstance(param, click.Option) else []
-    return long[0][2:].replace("-", "_") if long else str(param.name)
+    return [opt[2:].replace("-", "_") for opt in long] if long else [str(param.name)]
 
 
 @cli.command()
@@ -147,8 +149,9 @@ def _setting_name(param: click.Parameter) -> str:
                    "(other files stay).")
 @click.option("--checkpoints", "keep", type=click.Choice(CHECKPOINT_MODES), default="final", show_default=True,
               help=CHECKPOINTS_HELP)
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made.")
+@click.option("--init-weights", "--checkpoint", "init_weights", default=None, type=click.Path(dir_okay=False),
+              help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made "
+                   "(--checkpoint: its old name, deprecated).")
 @click.option("--max-memory", default="2GiB", show_default=True,
               help="Per-sample vectors above this size go to a memory-mapped cache in --out (e.g. 500MB, 4GiB).")
 @click.option("--max-device-memory", default="auto", show_default=True,
@@ -165,7 +168,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
         fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
-        checkpoint: str | None, max_memory: str, max_device_memory: str, quiet: bool, verbose: bool,
+        init_weights: str | None, max_memory: str, max_device_memory: str, quiet: bool, verbose: bool,
         as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
@@ -190,7 +193,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     config = StudyConfig(
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
-        overrides=overrides, init_weights=checkpoint, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
+        overrides=overrides, init_weights=init_weights, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
         recalibrate_bn=recalibrate_bn,
         max_device_memory=parse_device_budget(max_device_memory),

@@ -38,9 +38,10 @@ def swap_table(report: SwapReport, model: str) -> Table:
 @click.option("--dataset", default="digits", show_default=True,
               help="Sets the class and channel counts the model is built for.")
 @click.option("--data-root", default=None, help="Folder holding the dataset's files.")
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="Weights to load before the swap (a state_dict or a timm checkpoint).")
-def surgery_command(model: str, target: str, dataset: str, data_root: str | None, checkpoint: str | None) -> None:
+@click.option("--init-weights", "--checkpoint", "init_weights", default=None, type=click.Path(dir_okay=False),
+              help="Weights to load before the swap (a state_dict or a timm checkpoint; --checkpoint: its old name, "
+                   "deprecated).")
+def surgery_command(model: str, target: str, dataset: str, data_root: str | None, init_weights: str | None) -> None:
     """Show what swapping MODEL's BatchNorm layers for TARGET would change."""
     from bnprobe.data._loaders import load_dataset
     from bnprobe.models._factory import create_model, input_channels
@@ -50,8 +51,8 @@ def surgery_command(model: str, target: str, dataset: str, data_root: str | None
     data = load_dataset(dataset, data_root=data_root)
     net = create_model(model, num_classes=data.num_classes, in_chans=input_channels(model, data.channels),
                        img_size=data.image_size)
-    if checkpoint:
-        load_checkpoint(net, checkpoint)
+    if init_weights:
+        load_checkpoint(net, init_weights)
     _, report = swap_norms(net, target)
     console = Console()
     console.print(swap_table(report, model))
