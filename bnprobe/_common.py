@@ -31,7 +31,7 @@ CHECKPOINT_MODES = ("none", "final", "resume")
 (:mod:`bnprobe.train._state`; here, so that the command line offers them without importing torch)."""
 
 HEADS = ("gap", "flatten")
-"""Classifier heads of cnn4 (:class:`bnprobe.models._factory.PlainCNN`): global average pooling, or the
+"""Classifier heads of cnn4 (:class:`bnprobe.models.PlainCNN`): global average pooling, or the
 flattened feature map (here, so that the command line offers them without importing torch)."""
 
 MODEL_SCOPE_LAYER = "model"

@@ -35,7 +35,7 @@ import pytest
 import bnprobe
 from bnprobe.cli import cli
 from bnprobe.data import _loaders
-from bnprobe.models import _factory
+from bnprobe.models import _registry as _models
 from bnprobe.probes import _registry as base
 from bnprobe.surgery import _skipinit, _targets
 
@@ -126,7 +126,7 @@ class _FileRun:
 
 _RUNS: dict[Path, _FileRun] = {}
 
-REGISTRIES = [(_factory, "_BUILTINS"), (_targets, "TARGETS"), (_skipinit, "_LAST_CONV"), (_loaders, "_DATASETS")]
+REGISTRIES = [(_models, "_BUILTINS"), (_targets, "TARGETS"), (_skipinit, "_LAST_CONV"), (_loaders, "_DATASETS")]
 
 
 def _execute(block: Block, run: _FileRun) -> None:
@@ -160,7 +160,8 @@ def test_python_block_runs(block: Block, monkeypatch, tmp_path_factory, request)
         pytest.skip(f"marked no-test: {block.skip}")
     if block.path not in _RUNS:
         base.list_probes()  # the real registry, plugins loaded, before a block registers its own probes
-        _loaders.list_datasets()  # likewise the built-in datasets, which register when first listed
+        _loaders.list_datasets()  # likewise the built-in datasets and models, which register when first listed
+        _models.list_models()
         _RUNS[block.path] = _FileRun(tmp_path_factory.mktemp(block.path.stem), dict(base._REGISTRY))
         if _reads_study(block.path):
             shutil.copytree(request.getfixturevalue("study_out"), _RUNS[block.path].folder / "OUT")

@@ -4,7 +4,7 @@ Bad input raises :class:`bnprobe.errors.BnprobeError` somewhere in the API; here
 on stderr and exit code 2, with no traceback.  So does a path the file system refuses (a file where a
 folder should be, no permission): the options name the paths, so they are input too.  Ctrl-C during
 a study ends in one line naming the finished runs and the command that resumes them, exit code 130
-(:mod:`bnprobe.cli.interrupt`).
+(:mod:`bnprobe.cli._interrupt`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bnprobe._common import CHECKPOINT_MODES, HEADS, REFERENCE_VARIANT
 from bnprobe.cli import cli
-from bnprobe.cli.interrupt import resumable
+from bnprobe.cli._interrupt import resumable
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
 from bnprobe.params import split_list
 

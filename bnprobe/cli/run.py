@@ -12,7 +12,7 @@ from rich.console import Console
 
 from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
-from bnprobe.cli.interrupt import resumable
+from bnprobe.cli._interrupt import resumable
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 

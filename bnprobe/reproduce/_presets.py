@@ -11,7 +11,7 @@ paper compares: the study's results, each variant's generalisation gap, and a ve
 finding from :mod:`bnprobe.reproduce._verdict`.
 
 Presets are registered by name in :data:`PRESETS` (:func:`get_preset` looks one up and lists the
-names when it fails), the way :mod:`bnprobe.models._factory` registers built-in models.
+names when it fails), the way :mod:`bnprobe.models._registry` registers built-in models.
 
 **Subsets.**  A recipe's ``--quick`` version (or ``--train-subset`` / ``--test-subset``) trains on the
 first ``n`` images of a fixed permutation (seed :data:`SUBSET_SEED`) of a split: the same images for

@@ -68,7 +68,8 @@ class StudyConfig:
     once the study is done (:mod:`bnprobe.train._state`)."""
     recalibrate_bn: bool = False
     """Recompute every run's BatchNorm running statistics over the training split after training, before
-    it is evaluated and captured (:meth:`bnprobe.train._loop._Run.after_training`); off, runs are used as trained."""
+    it is evaluated and captured (:meth:`bnprobe.train._loop.TrainingRun.after_training`); off, runs are used
+    as trained."""
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.

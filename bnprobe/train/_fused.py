@@ -7,9 +7,9 @@ and buffers are stacked along a new first dimension and ``torch.func.vmap(functi
 runs every run's forward and backward in the same kernels.  One optimiser steps the stacked
 tensors; SGD, Adam and AdamW are elementwise, so each run's slice moves as it would alone.
 
-**Same science.**  Each run keeps the :class:`bnprobe.train._loop._Run` it would have alone -- its own
+**Same science.**  Each run keeps the :class:`bnprobe.train._loop.TrainingRun` it would have alone -- its own
 data-order and augmentation generators, seeded from its seed, its own initial weights -- and its
-batch is drawn with the same functions as the sequential path (``_batches``, then ``Augment`` with
+batch is drawn with the same functions as the sequential path (``train_batches``, then ``Augment`` with
 that run's generator), at the same batch size.  Each run's loss is its own batch mean; the losses
 are summed only to call ``backward`` once, which leaves every run's gradient its own.  BatchNorm
 uses batch statistics per run and updates each run's running statistics (batched buffers).
@@ -18,7 +18,7 @@ float rounding: batched convolutions and matrix products sum in another order (s
 ``tests/test_fused.py`` for the tolerance).
 
 **Checkpoints.**  After every epoch each run's slice is written back into its own module, optimiser
-and schedule, and saved by its ``_Run`` in the format of :mod:`bnprobe.train._state`: a fused run's
+and schedule, and saved by its ``TrainingRun`` in the format of :mod:`bnprobe.train._state`: a fused run's
 checkpoint is the one it would write alone, so ``--resume`` works whichever path a run continues
 on.  Runs resumed at different epochs are not fused.
 
@@ -63,17 +63,17 @@ from bnprobe.train._loop import (
     EpochCallback,
     StepCallback,
     TrainConfig,
+    TrainingRun,
     TrainResult,
-    _batches,
-    _num_batches,
-    _Run,
     autocast_dtype,
     global_rng_state,
     make_optimizer,
     make_schedule,
+    num_batches,
     resolve_device,
     set_global_rng_state,
     timed,
+    train_batches,
     train_timings,
 )
 from bnprobe.train._step_graph import StepGraph
@@ -166,13 +166,13 @@ class _FusedGroup:
         world = distributed.World()
         for item in fused:
             item.model.to(device)
-        self.runs: list[_Run] = []
+        self.runs: list[TrainingRun] = []
         self.global_rng: list[dict[str, torch.Tensor]] = []
         """Each run's global generators' state, as its seed (or its checkpoint) set it.  A fused model draws
         nothing from them (vmap runs it with ``randomness="error"``), so the state stays the one a run alone
         would have; it is put back before the run's checkpoint records it."""
         for item in fused:
-            run = _Run(item.model, train, config, device, item.seed, augment, world)  # seeds the global RNG
+            run = TrainingRun(item.model, train, config, device, item.seed, augment, world)  # seeds the global RNG
             if resume and item.checkpoint is not None and item.checkpoint.exists():
                 run.restore(item.checkpoint)
             self.runs.append(run)
@@ -196,7 +196,7 @@ class _FusedGroup:
         """Seconds of the group's steps (``"steps"``); each run keeps its own saves' and evaluations'."""
         self.optimizer = self._stacked_optimizer()
         self.schedule = make_schedule(self.optimizer, config,
-                                      config.epochs * _num_batches(train, config.batch_size, world))
+                                      config.epochs * num_batches(train, config.batch_size, world))
         self.optimizer.load_state_dict(_stacked_state([run.optimizer.state_dict() for run in self.runs]))
         self.schedule.load_state_dict(self.runs[0].schedule.state_dict())
         self.active = [True] * len(self.runs)
@@ -252,7 +252,7 @@ class _FusedGroup:
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
-        steps = _num_batches(self.train, config.batch_size, distributed.World())
+        steps = num_batches(self.train, config.batch_size, distributed.World())
         with timed(self.times, "steps"):
             for step, (x, y) in enumerate(self._stacked_batches(), 1):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -279,18 +279,19 @@ class _FusedGroup:
             self.active[index] = run.diverged_at_epoch is None
             self._write_back(index)
             item = self.fused[index]
-            own_rng = partial(set_global_rng_state, self.global_rng[index], self.device)  # what ``_Run.save`` records
+            # what ``TrainingRun.save`` records
+            own_rng = partial(set_global_rng_state, self.global_rng[index], self.device)
             run.after_epoch(record, self.test, item.checkpoint, item.on_epoch, before_save=own_rng)
 
     def _stacked_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of ``(K, batch, ...)`` inputs and ``(K, batch)`` labels, each run's batch its own.
 
-        Every run draws its permutation (and augmentation) from its own generators, as ``_batches``
+        Every run draws its permutation (and augmentation) from its own generators, as ``train_batches``
         does for a run alone; without augmentation the K batches are one gather from the stacked
         permutations.
         """
         if any(run.augment is not None for run in self.runs):
-            streams = [_batches(self.train, self.config.batch_size, run.order, self.device) for run in self.runs]
+            streams = [train_batches(self.train, self.config.batch_size, run.order, self.device) for run in self.runs]
             for batches in zip(*streams, strict=True):
                 xs = [x if run.augment is None else run.augment(x, run.augment_rng)
                       for run, (x, _) in zip(self.runs, batches, strict=True)]
@@ -319,7 +320,7 @@ class _FusedGroup:
 
     @torch.no_grad()
     def _write_back(self, index: int) -> None:
-        """Copy run ``index``'s slice into its module, optimiser and schedule (what ``_Run.save`` saves)."""
+        """Copy run ``index``'s slice into its module, optimiser and schedule (what ``TrainingRun.save`` saves)."""
         run = self.runs[index]
         for name, p in run.model.named_parameters():
             p.copy_(self.params[name][index])

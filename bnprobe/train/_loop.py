@@ -29,7 +29,7 @@ the learning rate of the epoch's last step.  The history is part of the checkpoi
 also measures its test accuracy with batch statistics (train-mode BatchNorm, running statistics
 untouched: :attr:`TrainResult.train_mode_test_accuracy`), so a run whose running statistics lag its
 weights shows it (:mod:`bnprobe.train._flags`).  ``recalibrate_bn`` recomputes those statistics over the
-training split after the last epoch (:meth:`_Run.after_training`); the final evaluation, the last
+training split after the last epoch (:meth:`TrainingRun.after_training`); the final evaluation, the last
 epoch's ``test_accuracy`` and the checkpoint then have the recomputed ones.
 
 **Resuming.**  ``checkpoint=PATH`` rewrites the run's whole state (:mod:`bnprobe.train._state`) after
@@ -232,7 +232,7 @@ def derive_seed(seed: int, stream: str, rank: int = 0) -> int:
 def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """The global generators' state: the CPU's, and the GPU's on CUDA.
 
-    Part of what a checkpoint records (:meth:`_Run.save`); a fused group keeps one per run
+    Part of what a checkpoint records (:meth:`TrainingRun.save`); a fused group keeps one per run
     (:mod:`bnprobe.train._fused`), so that each run's checkpoint holds the state it would hold alone.
     """
     state = {"torch": torch.get_rng_state()}
@@ -249,7 +249,7 @@ def set_global_rng_state(state: dict[str, torch.Tensor], device: torch.device) -
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _batches(data: Split | Iterable, batch_size: int, generator: torch.Generator, device: torch.device,
+def train_batches(data: Split | Iterable, batch_size: int, generator: torch.Generator, device: torch.device,
              world: distributed.World | None = None, even: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The batches of one pass over ``data``: slices of a permutation of a split (``even``: as few
     batches of at most ``batch_size`` as there must be, their sizes within one of each other, so that
@@ -297,7 +297,7 @@ def check_last_batch(model: nn.Module, train: Split | Iterable, batch_size: int,
                            f"use a batch size that leaves more, e.g. {other}") from None
 
 
-def _num_batches(data: Split | Iterable, batch_size: int, world: distributed.World) -> int:
+def num_batches(data: Split | Iterable, batch_size: int, world: distributed.World) -> int:
     if isinstance(data, Split):
         return math.ceil((len(data) // world.size) / (batch_size // world.size))
     return len(data)
@@ -376,7 +376,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     generator = torch.Generator().manual_seed(0)
     try:
         with batch_statistics(model) if batch_stats else contextlib.nullcontext():
-            for x, y in _batches(data, batch_size, generator, device, even=batch_stats):
+            for x, y in train_batches(data, batch_size, generator, device, even=batch_stats):
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     logits = model(_in_layout(x, layout))
                 loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -387,7 +387,7 @@ def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, 
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
 
 
-class _Run:
+class TrainingRun:
     """The moving parts of one training run: what an epoch advances and a checkpoint saves."""
 
     def __init__(self, model: nn.Module, train: Split | Iterable, config: TrainConfig, device: torch.device,
@@ -399,7 +399,7 @@ class _Run:
         self.augment_rng = torch.Generator(device=device).manual_seed(derive_seed(seed, "augment", world.rank))
         self.optimizer = make_optimizer(model, config)
         self.schedule = make_schedule(self.optimizer, config,
-                                      config.epochs * _num_batches(train, config.batch_size, world))
+                                      config.epochs * num_batches(train, config.batch_size, world))
         self.amp = autocast_dtype(config.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp is torch.float16)
         head = {id(p) for p in classifier_parameters(model)}
@@ -435,9 +435,10 @@ class _Run:
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
         lr = self.optimizer.param_groups[0]["lr"]  # the last step's, once the loop has run
-        steps = _num_batches(self.train, config.batch_size, self.world)
+        steps = num_batches(self.train, config.batch_size, self.world)
         with timed(self.times, "steps"):
-            for step, (x, y) in enumerate(_batches(self.train, config.batch_size, self.order, device, self.world), 1):
+            batches = train_batches(self.train, config.batch_size, self.order, device, self.world)
+            for step, (x, y) in enumerate(batches, 1):
                 if self.augment is not None:
                     x = self.augment(x, self.augment_rng)
                 with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
@@ -513,7 +514,7 @@ class _Run:
         layout = memory_format(self.device, self.model)
         generator = torch.Generator().manual_seed(0)
         with timed(self.times, "evaluation"), torch.no_grad(), cumulative_statistics(self.model):
-            for x, _ in _batches(self.train, self.config.batch_size, generator, self.device, even=True):
+            for x, _ in train_batches(self.train, self.config.batch_size, generator, self.device, even=True):
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                     self.model(_in_layout(x, layout))
         self.recalibrated = True
@@ -622,7 +623,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
     ``on_epoch`` is called); with ``resume`` an existing one is continued
     from, so a finished run is only evaluated.  A non-finite loss ends the run early with
     ``diverged_at_epoch`` set (1-based).  ``recalibrate_bn`` recomputes the BatchNorm running
-    statistics after training, before the final evaluation (:meth:`_Run.after_training`); the
+    statistics after training, before the final evaluation (:meth:`TrainingRun.after_training`); the
     checkpoint then holds them.
     """
     started = time.perf_counter()
@@ -642,7 +643,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
             train = train.to(device)
         if isinstance(test, Split):
             test = test.to(device)
-        run = _Run(model, train, config, device, seed, augment, world)
+        run = TrainingRun(model, train, config, device, seed, augment, world)
         path = Path(checkpoint) if checkpoint is not None else None
         if resume and path is not None and path.exists():
             run.restore(path)
