@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from bnprobe.probes._clustering import HdbscanProbe
 from bnprobe.probes.base import LayerData, ProbeContext
-from bnprobe.probes.clustering import HdbscanProbe
 
 
 def make_vectors(samples: int, features: int, classes: int = 10, latent: int = 32,

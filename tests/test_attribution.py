@@ -8,7 +8,7 @@ from torch import nn
 from bnprobe.capture import capture
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import LayerData, ProbeContext, get_probe
-from bnprobe.probes.attribution import gini, top_mass
+from bnprobe.probes._attribution import gini, top_mass
 from bnprobe.probes.runner import run_probes
 
 CPU = torch.device("cpu")

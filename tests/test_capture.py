@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from bnprobe.capture._capture import CaptureWarning, capture, select_modules
 from bnprobe.errors import BnprobeError
-from bnprobe.probes.sparsity import SparsityProbe
+from bnprobe.probes._sparsity import SparsityProbe
 
 
 class Known(nn.Module):

@@ -8,13 +8,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import build_probes, get_probe
-from bnprobe.probes.base import LayerData, ProbeContext
-from bnprobe.probes.clustering import (
+from bnprobe.probes._clustering import (
     BinaryPatternsProbe,
     HdbscanProbe,
     euclidean_distances,
     pca_reduce,
 )
+from bnprobe.probes.base import LayerData, ProbeContext
 
 CPU = torch.device("cpu")
 CONTEXT = ProbeContext(model=torch.nn.Identity(), inputs=torch.zeros(1), labels=torch.zeros(1), device=CPU)

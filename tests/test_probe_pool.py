@@ -160,7 +160,7 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
     script.write_text(
         "import os\n"
         f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
-        "from bnprobe.probes.clustering import HdbscanProbe, Reduced\n"
+        "from bnprobe.probes._clustering import HdbscanProbe, Reduced\n"
         "from bnprobe.probes.pool import ProbePool, pack_task\n"
         "import numpy as np\n"
         "points = np.repeat(np.eye(3, 5) * 10, 20, axis=0) + np.random.default_rng(0).normal(0, .3, (60, 5))\n"
@@ -194,7 +194,7 @@ def test_when_a_worker_dies_its_queued_work_is_concluded_here(captured):
 
 
 def test_submit_waits_for_room_in_the_queue():
-    from bnprobe.probes.clustering import HdbscanProbe, Reduced
+    from bnprobe.probes._clustering import HdbscanProbe, Reduced
     from bnprobe.probes.pool import pack_task
 
     points = np.repeat(np.eye(3, 5) * 10, 20, axis=0) + np.random.default_rng(0).normal(0, 0.3, (60, 5))
@@ -207,7 +207,7 @@ def test_submit_waits_for_room_in_the_queue():
 
 
 def test_hdbscan_falls_back_to_the_cpu_when_the_device_runs_out_of_memory(captured):
-    from bnprobe.probes.clustering import HdbscanProbe
+    from bnprobe.probes._clustering import HdbscanProbe
 
     result, _ = captured
     layer, context = result.layers[-1], probe_context(result)

@@ -7,7 +7,7 @@ import torch
 from bnprobe.capture._layer_kinds import ACTIVATION_TYPES, FUNCTIONAL_ACTIVATION_NAMES, activation_name
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import get_probe
-from bnprobe.probes.sparsity import EXACT_ZERO_ACTIVATIONS, OFF_THRESHOLDS, SparsityProbe, zero_test_for
+from bnprobe.probes._sparsity import EXACT_ZERO_ACTIVATIONS, OFF_THRESHOLDS, SparsityProbe, zero_test_for
 
 
 def _measure(acts, labels, batches=1, **params):

@@ -4,7 +4,8 @@
 * ``_registry`` -- :func:`register_probe` and the ``bnprobe.probes`` entry points of plugins;
 * ``_spec`` -- specs such as ``hdbscan(dims=20)`` and :func:`build_probes`;
 * ``runner`` and ``pool`` -- :func:`run_probes` on a capture, in this process or in workers;
-* ``sparsity``, ``clustering``, ``attribution`` -- the built-in families; ``metrics`` -- what their numbers mean;
+* ``_sparsity``, ``_clustering``, ``_attribution`` -- the built-in families (their probe classes are
+  exported here); ``metrics`` -- what a probe's numbers mean (:class:`Metric`);
 * ``base`` -- what a probe writer imports, in one module.
 """
 
@@ -13,8 +14,11 @@ from bnprobe._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe._common": ["MODEL_SCOPE_LAYER", "REFERENCE_VARIANT"],
     "bnprobe.capture._layer_data": ["Accumulator", "LayerData"],
+    "bnprobe.probes._attribution": ["AttributionProbe", "LayerAttributionProbe"],
+    "bnprobe.probes._clustering": ["BinaryPatternsProbe", "HdbscanProbe"],
     "bnprobe.probes._protocol": ["Probe", "ProbeContext", "StreamingProbe"],
     "bnprobe.probes._registry": ["ProbeInfo", "get_probe", "list_probes", "probe_names", "register_probe"],
+    "bnprobe.probes._sparsity": ["SparsityProbe"],
     "bnprobe.probes._spec": ["build_probes", "parse_probe_spec", "split_probe_list"],
     "bnprobe.probes.metrics": ["Metric"],
     "bnprobe.probes.pool": ["ProbePool"],

@@ -78,7 +78,7 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_BUILTIN_MODULES = ("bnprobe.probes.sparsity", "bnprobe.probes.clustering", "bnprobe.probes.attribution")
+_BUILTIN_MODULES = ("bnprobe.probes._sparsity", "bnprobe.probes._clustering", "bnprobe.probes._attribution")
 
 
 def _load_builtins() -> None:
