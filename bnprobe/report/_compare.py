@@ -183,13 +183,9 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
         console.print(f"  {line}", highlight=False, markup=False)
     for line in mismatches(a, b, labels):
         console.print(f"[yellow]{line}[/yellow]", highlight=False)
-    for probe in shared_probes(a, b):
-        shared = [m for m in select_metrics(a, probe, metrics) if m in probe_metrics(b, probe)]
-        for metric in shared:
-            rows = compare_stats(a, b, probe, metric)
-            if rows:
-                console.print(titled(comparison_table(rows, labels)))
-    for metric in ACCURACY_METRICS:
-        rows = compare_stats(a, b, RUN_PROBE, metric)
+    shown = [(probe, metric) for probe in shared_probes(a, b)
+             for metric in select_metrics(a, probe, metrics) if metric in probe_metrics(b, probe)]
+    for probe, metric in [*shown, *((RUN_PROBE, metric) for metric in ACCURACY_METRICS)]:
+        rows = compare_stats(a, b, probe, metric)
         if rows:
             console.print(titled(comparison_table(rows, labels)))
