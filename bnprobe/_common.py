@@ -11,6 +11,7 @@ apart (a safe file name, the first line of an exception, a model's flags saved a
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
@@ -18,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REFERENCE_VARIANT = "bn"
@@ -157,3 +159,15 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def optional_import(module: str, *, extra: str, needed_by: str) -> ModuleType:
+    """``module``, an optional dependency, or a one-line :class:`~bnprobe.errors.MissingExtraError` saying
+    which extra installs it (``pip install 'bnprobe[EXTRA]'``)."""
+    from bnprobe.errors import MissingExtraError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"{needed_by} needs {module}, which is not installed; install it with: "
+                                f"pip install 'bnprobe[{extra}]'") from None

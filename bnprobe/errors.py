@@ -20,6 +20,10 @@ class NoBatchNormError(BnprobeError):
     """The model has no BatchNorm layer, so there is nothing to compare."""
 
 
+class MissingExtraError(BnprobeError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
 class StudyInterrupted(KeyboardInterrupt):
     """Ctrl-C during a study.  ``finished`` lists the runs, as ``(variant, seed)``, whose numbers are in its
     ``results.json``: what a resumed study keeps."""

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from bnprobe._common import MODEL_SCOPE_LAYER
+from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
+from bnprobe.errors import BnprobeError
+from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import MetricStats
 
 PANEL_INCHES = (5.0, 3.4)
@@ -208,3 +210,20 @@ def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def plot(results: Results, probe: str, metric: str | None = None, reference: str = REFERENCE_VARIANT) -> Figure:
+    """``metric`` of ``probe`` (default: its key metric) by layer, a series per variant with the std over
+    seeds -- or bars per variant for a model-scope probe and for ``probe="run"`` (the accuracies) -- as
+    the study's ``plots/`` draws it.  Returns the matplotlib Figure, to show in a notebook or save."""
+    from bnprobe.report._numbers import key_metric, metric_stats, probe_metrics
+
+    known = [RUN_PROBE, *results.probe_keys]
+    if probe not in known:
+        raise BnprobeError(f"no probe {probe!r} in these results; probes: {', '.join(known)}")
+    metric = metric or key_metric(results, probe)
+    rows = metric_stats(results, probe, metric, reference) if metric in probe_metrics(results, probe) else []
+    if not rows:
+        raise BnprobeError(f"probe {probe} has no numbers for metric {metric!r}; metrics: "
+                           f"{', '.join(probe_metrics(results, probe)) or 'none'}")
+    return probe_figure(rows, f"{results.model} on {results.dataset}")

@@ -30,15 +30,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bnprobe._common import MODEL_SCOPE_LAYER, finite_or_none, write_atomic
+from bnprobe._common import MODEL_SCOPE_LAYER, finite_or_none, optional_import, write_atomic
 from bnprobe.errors import BnprobeError
+
+if TYPE_CHECKING:
+    import pandas
 
 SCHEMA_VERSION = 1
 CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
+FRAME_COLUMNS = ("model", "dataset", *CSV_COLUMNS)
+"""The columns of :meth:`Results.to_frame`: the CSV's, with the study's model and dataset first, so that
+the frames of several studies concatenate."""
+HTML_FORMAT = '<pre style="font-family: Menlo, Consolas, monospace; line-height: 1.25">{code}</pre>'
+"""How :meth:`Results._repr_html_` wraps the report: a fragment for a notebook cell, not a page."""
 RUN_PROBE = "run"
 """Pseudo-probe under which the tidy CSV and the report file a run's own numbers, at layer ``model``."""
 RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch",
@@ -109,6 +119,27 @@ class Results:
     @property
     def probe_keys(self) -> list[str]:
         return list(dict.fromkeys(k for r in self.runs for k in r.probes))
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Every number as a tidy pandas DataFrame: one row per run, probe, layer and metric, under
+        :data:`FRAME_COLUMNS` (``value`` NaN where the number is null).  Needs the ``pandas`` extra."""
+        pd = optional_import("pandas", extra="pandas", needed_by="Results.to_frame()")
+        rows = [(self.model, self.dataset, run.variant, run.seed, probe, layer, metric,
+                 math.nan if value is None else float(value))
+                for run in self.runs for probe, layers in run.numbers().items()
+                for layer, metrics in layers.items() for metric, value in metrics.items()]
+        frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+        return frame.astype({"seed": "int64", "value": "float64"})
+
+    def _repr_html_(self) -> str:
+        """The terminal report (:func:`bnprobe.render`) as HTML, for Jupyter."""
+        from rich.console import Console
+
+        from bnprobe.report._terminal import render
+
+        console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
+        render(self, console)
+        return console.export_html(inline_styles=True, code_format=HTML_FORMAT)
 
     def to_dict(self) -> dict:
         return {"schema_version": self.schema_version, "model": self.model, "dataset": self.dataset,
