@@ -4,7 +4,7 @@ finished runs, and re-probing a finished study without training.
 * ``_config`` -- :class:`StudyConfig` and reading older saved configs;
 * ``_events`` -- :class:`StudyListener`'s hooks and :class:`RunTimings`;
 * ``_run`` -- :func:`run_study`: data, seeded models, variants, training, capture, probes, the ledger;
-* ``_reprobe`` -- :func:`reprobe_study`;
+* ``_reprobe`` -- a finished study reopened: :func:`reprobe_study`, :func:`load_run`;
 * ``_dir`` and ``_file`` -- the output folder's rules, and TOML/YAML study files.
 """
 
@@ -15,6 +15,6 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.study._file": ["read_study_file"],
     "bnprobe.study._config": ["StudyConfig"],
     "bnprobe.study._events": ["RunTimings", "StudyListener"],
-    "bnprobe.study._reprobe": ["reprobe_study"],
+    "bnprobe.study._reprobe": ["load_run", "reprobe_study"],
     "bnprobe.study._run": ["prepare_dataset", "run_study"],
 })

@@ -1,4 +1,5 @@
-"""Probing a finished study again from its checkpoints, without retraining (:func:`reprobe_study`)."""
+"""A finished study reopened from its checkpoints, without retraining: probed again (:func:`reprobe_study`),
+or one run's trained model handed to the user (:func:`load_run`)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from bnprobe._common import REFERENCE_VARIANT
-from bnprobe.capture._capture import (
-    CaptureResult,
-)
+from bnprobe.capture._capture import CaptureResult
 from bnprobe.data._loaders import Dataset
 from bnprobe.errors import BnprobeError
-from bnprobe.probes import build_probes
+from bnprobe.probes import ProbePool, build_probes
 from bnprobe.report import write_outputs
 from bnprobe.report._results import Results, RunResult
 from bnprobe.study._config import StudyConfig
@@ -49,19 +49,8 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     ``results.json`` alone goes to instead (``out``'s own files are then left as they were).
     """
     listener = listener or StudyListener()
-    check_dataset(dataset)
-    out_dir = Path(out)
-    results = Results.load(out_dir)
-    config = StudyConfig.from_dict({**results.config, "probes": list(probes), "device": device,
-                                    "probe_workers": probe_workers,
-                                    "data_root": data_root or results.config.get("data_root")})
-    if results.config.get("checkpoints") == "none":
-        raise BnprobeError(f"the study in {out_dir} kept no checkpoints (--checkpoints none), so there are no "
-                           "weights to probe; run it again with --checkpoints final (the default)")
-    for what, given in (("model", model), ("dataset", dataset)):
-        if results.config.get(f"custom_{what}") and given is None:
-            raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; probe it from Python with "
-                               f"reprobe_study(..., {what}=...)")
+    out_dir, results, config = _reopen(out, model, dataset, ("probe", "reprobe_study"), probes=list(probes),
+                                       device=device, probe_workers=probe_workers, data_root=data_root)
     resolved = resolve_device(device)
     data = (dataset if dataset is not None else prepare_dataset(config)).to(resolved)
     probe_list = build_probes(config.probes)
@@ -75,6 +64,46 @@ def reprobe_study(out: str | Path, probes: Sequence[str], *, model: ModelSource 
     if save_to is None:
         write_outputs(results, out_dir)
     return results
+
+
+def load_run(out: str | Path, variant: str = REFERENCE_VARIANT, seed: int = 0, *, model: ModelSource | None = None,
+             dataset: Dataset | None = None, device: str = "cpu", data_root: str | None = None) -> nn.Module:
+    """The trained model of one run of the study in ``out``: ``variant``'s architecture (BatchNorm swapped
+    as the study swapped it) with the run's final weights, in eval mode on ``device``.
+
+    A plain ``nn.Module``, ready for captum, nnsight, TorchLens or a hook of your own.  The study's
+    dataset is read to build the model for its classes and channels; a study run on a custom ``model``
+    or ``dataset`` needs them again here.
+    """
+    out_dir, results, config = _reopen(out, model, dataset, ("load", "load_run"), device=device, data_root=data_root)
+    if not any(run.variant == variant and run.seed == seed for run in results.runs):
+        runs = ", ".join(f"{run.variant} seed {run.seed}" for run in results.runs) or "none"
+        raise BnprobeError(f"the study in {out_dir} has no finished run {variant} seed {seed}; its runs: {runs}")
+    data = dataset if dataset is not None else prepare_dataset(config)
+    study = Study(config, model if model is not None else config.model, data, [], resolve_device(device), out_dir,
+                  StudyListener(), ProbePool(0))
+    return study.trained(variant, seed).eval()
+
+
+def _reopen(out: str | Path, model: ModelSource | None, dataset: Dataset | None, doing: tuple[str, str],
+            **settings: Any) -> tuple[Path, Results, StudyConfig]:
+    """The finished study in ``out``: its folder, results and config (``settings`` replacing the saved
+    ones that say where it runs now), after checking that its weights were kept and that a custom model
+    or dataset it was run on is given again.  ``doing``: what the caller does and its name, for the messages."""
+    verb, caller = doing
+    check_dataset(dataset)
+    out_dir = Path(out)
+    results = Results.load(out_dir)
+    settings["data_root"] = settings.get("data_root") or results.config.get("data_root")
+    config = StudyConfig.from_dict({**results.config, **settings})
+    if results.config.get("checkpoints") == "none":
+        raise BnprobeError(f"the study in {out_dir} kept no checkpoints (--checkpoints none), so there are no "
+                           f"weights to {verb}; run it again with --checkpoints final (the default)")
+    for what, given in (("model", model), ("dataset", dataset)):
+        if results.config.get(f"custom_{what}") and given is None:
+            raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; {verb} it from Python with "
+                               f"{caller}(..., {what}=...)")
+    return out_dir, results, config
 
 
 def _reference_first(run: RunResult) -> tuple[int, bool]:
