@@ -49,6 +49,9 @@ FRAME_COLUMNS = ("model", "dataset", *CSV_COLUMNS)
 the frames of several studies concatenate."""
 HTML_FORMAT = '<pre style="font-family: Menlo, Consolas, monospace; line-height: 1.25">{code}</pre>'
 """How :meth:`Results._repr_html_` wraps the report: a fragment for a notebook cell, not a page."""
+GIVEN_ACTIVATIONS = "probe_activations"
+"""``config["source"]`` of results whose runs are activations the user gave (:func:`bnprobe.probe_activations`):
+nothing was trained, so the runs have no training numbers."""
 RUN_PROBE = "run"
 """Pseudo-probe under which the tidy CSV and the report file a run's own numbers, at layer ``model``."""
 RUN_METRICS = ("train_accuracy", "test_accuracy", "final_loss", "test_loss", "epochs_run", "diverged_at_epoch",

@@ -31,7 +31,7 @@ from bnprobe.report._numbers import (
     seed_values,
     select_metrics,
 )
-from bnprobe.report._results import RUN_PROBE, Results
+from bnprobe.report._results import GIVEN_ACTIVATIONS, RUN_PROBE, Results
 from bnprobe.report._stats import (
     CONFIDENCE,
     PAIRED_METHOD,
@@ -225,11 +225,14 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
                 console.print(profile)
         for line in note_lines(results, probe):
             console.print(Text(line, style="dim"))
-    console.print(f"[bold]runs[/bold] ({f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
-    for variant in results.variants:
-        for line in run_lines(results, variant, reference):
-            indent = 2 + len(line) - len(line.lstrip())  # a wrapped flag message stays under its line
-            console.print(Padding(Text(line.lstrip()), (0, 0, 0, indent)))
+    if results.config.get("source") != GIVEN_ACTIVATIONS:
+        console.print(f"[bold]runs[/bold] ({f'mean ± std over {seeds} seeds' if seeds > 1 else '1 seed'})")
+        for variant in results.variants:
+            for line in run_lines(results, variant, reference):
+                indent = 2 + len(line) - len(line.lstrip())  # a wrapped flag message stays under its line
+                console.print(Padding(Text(line.lstrip()), (0, 0, 0, indent)))
+    else:
+        console.print("[bold]runs[/bold]: no training numbers (the activations were given, not trained here)")
     flagged = sum(bool(run.flags) for run in results.runs)
     if flagged:
         console.print(f"[yellow]{flagged} flagged run{'s' * (flagged != 1)}[/yellow] (! above; "
