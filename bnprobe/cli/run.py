@@ -6,6 +6,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -15,6 +16,9 @@ from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
+
+if TYPE_CHECKING:
+    from bnprobe.study import StudyListener
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
 RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "
@@ -157,6 +161,9 @@ def _setting_names(param: click.Parameter) -> list[str]:
 @click.option("--max-device-memory", default="auto", show_default=True,
               help="On a GPU, per-sample vectors up to this size stay in its memory (auto: half the free memory; "
                    "0: never).")
+@click.option("--log", default=None,
+              help="Also log each run's training curve and probe numbers to a tracker: tensorboard:DIR "
+                   "(docs/workflows.md).")
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--verbose", is_flag=True,
               help="Also print internal notes: how training was planned (fused or not, and why).")
@@ -168,7 +175,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
         fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
-        init_weights: str | None, max_memory: str, max_device_memory: str, quiet: bool, verbose: bool,
+        init_weights: str | None, max_memory: str, max_device_memory: str, log: str | None, quiet: bool, verbose: bool,
         as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
@@ -178,7 +185,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     from bnprobe.cli._progress import RichListener
     from bnprobe.probes import split_probe_list
     from bnprobe.report import render, summary_json
-    from bnprobe.study import StudyConfig, run_study
+    from bnprobe.study import Listeners, StudyConfig, run_study
     from bnprobe.train._distributed import launched_world
     from bnprobe.train._loop import TrainConfig
 
@@ -202,14 +209,28 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
     out_dir = Path(out) if out else default_out(model)
     main_process = launched_world().is_main
     console = Console(stderr=as_json)
+    logger = tracker(log) if main_process else None
     with resumable(out_dir), RichListener(quiet=quiet or not main_process, verbose=verbose) as listener:
-        results = run_study(config, out=out_dir, listener=listener, resume=resume, overwrite=overwrite)
+        heard = listener if logger is None else Listeners(listener, logger)
+        results = run_study(config, out=out_dir, listener=heard, resume=resume, overwrite=overwrite)
     if main_process:
         if as_json:
             click.echo(json.dumps(summary_json(results), indent=2, allow_nan=False))
         else:
             render(results, console)
         console.print(f"results: {out_dir / 'results.json'}, results.csv, history.csv, plots/", highlight=False)
+
+
+def tracker(text: str | None) -> StudyListener | None:
+    """``--log``: ``tensorboard:DIR`` -> the listener that writes there; None for no tracker."""
+    if text is None:
+        return None
+    kind, sep, where = text.partition(":")
+    if kind.strip().lower() != "tensorboard" or not sep or not where.strip():
+        raise BnprobeError(f"--log {text!r}: give tensorboard:DIR, e.g. --log tensorboard:runs/tensorboard")
+    from bnprobe.study import TensorBoardListener
+
+    return TensorBoardListener(where.strip())
 
 
 def parse_workers(text: str) -> int | None:

@@ -6,6 +6,7 @@ finished runs, and re-probing a finished study without training.
 * ``_run`` -- :func:`run_study`: data, seeded models, variants, training, capture, probes, the ledger;
 * ``_reprobe`` -- a finished study reopened: :func:`reprobe_study`, :func:`load_run`;
 * ``_activations`` -- :func:`probe_activations`: probes on activations from anywhere, as a study's results;
+* ``_tensorboard`` -- :class:`TensorBoardListener`, a study logged to TensorBoard as it runs;
 * ``_dir`` and ``_file`` -- the output folder's rules, and TOML/YAML study files.
 """
 
@@ -16,7 +17,8 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.study._file": ["read_study_file"],
     "bnprobe.study._activations": ["ActivationRun", "probe_activations"],
     "bnprobe.study._config": ["StudyConfig"],
-    "bnprobe.study._events": ["RunTimings", "StudyListener"],
+    "bnprobe.study._events": ["Listeners", "RunTimings", "StudyListener"],
     "bnprobe.study._reprobe": ["load_run", "reprobe_study"],
     "bnprobe.study._run": ["prepare_dataset", "run_study"],
+    "bnprobe.study._tensorboard": ["TensorBoardListener"],
 })

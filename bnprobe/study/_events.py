@@ -66,3 +66,23 @@ class StudyListener:
         By default this calls :meth:`run_done` with the total, so a listener written against it goes on working.
         """
         self.run_done(run, timings.total)
+
+
+class Listeners(StudyListener):
+    """Several listeners heard as one: every hook goes to each, in order (a terminal display and a tracker)."""
+
+    def __init__(self, *listeners: StudyListener) -> None:
+        self.listeners = listeners
+
+
+def _forwarding(name: str):
+    def hook(self: Listeners, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            getattr(listener, name)(*args, **kwargs)
+    hook.__name__ = name
+    hook.__doc__ = f"{name} of every listener."
+    return hook
+
+
+for _hook in [name for name, value in vars(StudyListener).items() if callable(value) and not name.startswith("_")]:
+    setattr(Listeners, _hook, _forwarding(_hook))
