@@ -153,3 +153,9 @@ def test_a_batch_size_that_leaves_one_sample_for_bn_is_one_line_before_anything_
     with pytest.raises(BnprobeError, match="batch size 4 leaves"):
         train_model(net, data.train, config=TrainConfig(epochs=1, batch_size=4), device="cpu")
     train_model(net, data.train, config=TrainConfig(epochs=1, batch_size=3), device="cpu")  # 3 batches of 3
+
+
+@pytest.mark.parametrize("overrides", [{"epochs": 1}, [("identity", {"lr": 0.1})]])
+def test_overrides_that_are_not_per_variant_settings_are_one_line(overrides):
+    with pytest.raises(BnprobeError, match="overrides must map a variant to its own settings"):
+        StudyConfig(model="cnn4", overrides=overrides)
