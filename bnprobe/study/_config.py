@@ -103,10 +103,10 @@ class StudyConfig:
                                f"add {REFERENCE_VARIANT} to the variants")
 
     def _check_overrides(self) -> None:
-        per_variant = isinstance(self.overrides, Mapping) and all(isinstance(v, Mapping) for v in self.overrides.values())
-        if not per_variant:
-            raise BnprobeError(f"overrides must map a variant to its own settings, e.g. {{'identity': {{'lr': 0.01}}}}, "
-                               f"got {self.overrides!r}; settings for every variant go in train=")
+        overrides = self.overrides
+        if not (isinstance(overrides, Mapping) and all(isinstance(v, Mapping) for v in overrides.values())):
+            raise BnprobeError("overrides must map a variant to its own settings, e.g. {'identity': {'lr': 0.01}}, "
+                               f"got {overrides!r}; settings for every variant go in train=")
         for variant, values in self.overrides.items():
             names = ", ".join(values)
             if variant not in self.variants:
