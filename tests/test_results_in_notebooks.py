@@ -77,3 +77,20 @@ def test_plot_names_what_there_is_when_asked_for_what_there_is_not():
         bnprobe.plot(_results(), "hdbscan")
     with pytest.raises(BnprobeError, match="probe sparsity has no numbers for metric 'ari'; metrics: "):
         bnprobe.plot(_results(), "sparsity", "ari")
+
+
+def test_two_studies_compare_as_html_and_as_the_json_of_bnprobe_compare(tmp_path):
+    from bnprobe.report import comparison_json
+
+    a, b = _results(), _results()
+    for run in b.runs:
+        run.test_accuracy += 0.05
+    comparison = bnprobe.compare(a, b)
+    assert comparison.to_dict() == comparison_json(a, b)
+    html = comparison._repr_html_()
+    assert html.startswith("<pre") and "channel_sparsity" in html and "test" in html
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    from_folders = bnprobe.compare(tmp_path / "a", tmp_path / "b")
+    assert from_folders.sources == (str(tmp_path / "a"), str(tmp_path / "b"))
+    assert str(tmp_path / "a") in from_folders._repr_html_()

@@ -12,7 +12,7 @@ files on disk (results.json, results.csv, plots/) and the comparison of two stud
 from bnprobe._lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
-    "bnprobe.report._compare": ["comparison_json", "render_comparison"],
+    "bnprobe.report._compare": ["Comparison", "compare", "comparison_json", "render_comparison"],
     "bnprobe.report._numbers": ["Metrics", "metric_stats", "probe_metrics", "seed_values"],
     "bnprobe.report._plots": ["plot"],
     "bnprobe.report._terminal": ["render"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -31,7 +32,7 @@ from bnprobe.report._numbers import (
 )
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import CONFIDENCE, WELCH_METHOD, Difference, Summary, summarise, welch_difference
-from bnprobe.report._terminal import RUN_MEASURES, titled
+from bnprobe.report._terminal import RUN_MEASURES, recorded_html, titled
 from bnprobe.train._state import config_differences
 
 
@@ -189,3 +190,30 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
         rows = compare_stats(a, b, probe, metric)
         if rows:
             console.print(titled(comparison_table(rows, labels)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two studies side by side (:func:`compare`): in Jupyter the tables ``bnprobe compare`` prints,
+    as plain data :meth:`to_dict` (``bnprobe compare --json``)."""
+
+    a: Results
+    b: Results
+    metrics: Metrics = None
+    sources: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict:
+        return comparison_json(self.a, self.b, self.sources)
+
+    def _repr_html_(self) -> str:
+        return recorded_html(lambda console: render_comparison(self.a, self.b, console, metrics=self.metrics,
+                                                               sources=self.sources))
+
+
+def compare(a: Results | str | Path, b: Results | str | Path, metrics: Metrics = None) -> Comparison:
+    """Study ``a`` against study ``b`` (each a :class:`Results` or the folder holding one), checked as
+    ``bnprobe compare`` checks them."""
+    sources = tuple(None if isinstance(x, Results) else str(x) for x in (a, b))
+    a, b = (x if isinstance(x, Results) else Results.load(x) for x in (a, b))
+    _check_shared(a, b, ("A", "B"))
+    return Comparison(a, b, metrics, None if None in sources else sources)

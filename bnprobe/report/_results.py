@@ -47,8 +47,6 @@ CSV_COLUMNS = ("variant", "seed", "probe", "layer", "metric", "value")
 FRAME_COLUMNS = ("model", "dataset", *CSV_COLUMNS)
 """The columns of :meth:`Results.to_frame`: the CSV's, with the study's model and dataset first, so that
 the frames of several studies concatenate."""
-HTML_FORMAT = '<pre style="font-family: Menlo, Consolas, monospace; line-height: 1.25">{code}</pre>'
-"""How :meth:`Results._repr_html_` wraps the report: a fragment for a notebook cell, not a page."""
 GIVEN_ACTIVATIONS = "probe_activations"
 """``config["source"]`` of results whose runs are activations the user gave (:func:`bnprobe.probe_activations`):
 nothing was trained, so the runs have no training numbers."""
@@ -136,13 +134,9 @@ class Results:
 
     def _repr_html_(self) -> str:
         """The terminal report (:func:`bnprobe.render`) as HTML, for Jupyter."""
-        from rich.console import Console
+        from bnprobe.report._terminal import recorded_html, render
 
-        from bnprobe.report._terminal import render
-
-        console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
-        render(self, console)
-        return console.export_html(inline_styles=True, code_format=HTML_FORMAT)
+        return recorded_html(lambda console: render(self, console))
 
     def to_dict(self) -> dict:
         return {"schema_version": self.schema_version, "model": self.model, "dataset": self.dataset,

@@ -12,7 +12,8 @@ of :func:`bnprobe.report.format_numbers`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Console, Group
@@ -41,6 +42,8 @@ from bnprobe.report._stats import (
     summarise,
 )
 
+HTML_FORMAT = '<pre style="font-family: Menlo, Consolas, monospace; line-height: 1.25">{code}</pre>'
+"""How :func:`recorded_html` wraps what was printed: a fragment for a notebook cell, not a page."""
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -243,3 +246,10 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
         for run, failure in failures[:5]:
             console.print(f"  {run.variant} seed {run.seed} {failure['probe']} @ {failure['layer']}: "
                           f"{failure['error']}", highlight=False, markup=False)
+
+
+def recorded_html(draw: Callable[[Console], None]) -> str:
+    """What ``draw`` prints on a console, as an HTML fragment for a notebook cell (``_repr_html_``)."""
+    console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
+    draw(console)
+    return console.export_html(inline_styles=True, code_format=HTML_FORMAT)
