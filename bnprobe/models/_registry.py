@@ -31,7 +31,3 @@ def register_model(fn: ModelFn) -> ModelFn:
 def list_models(pattern: str = "*") -> list[str]:
     """bnprobe's built-in model names matching the wildcard ``pattern``."""
     return sorted(n for n in builtins() if fnmatch(n, pattern))
-
-
-def is_builtin(name: str) -> bool:
-    return name in builtins()

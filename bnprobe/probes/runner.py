@@ -181,7 +181,7 @@ def probe_context(captured: CaptureResult, reference: CaptureResult | None = Non
         _check_reference(captured, reference)
     return ProbeContext(model=captured.model, inputs=captured.inputs, labels=torch.from_numpy(captured.labels),
                         device=captured.device, variant=captured.variant, seed=captured.seed,
-                        layer_modules=dict(captured.modules), reference=_lookup(reference))
+                        layer_modules=dict(captured.modules), reference=reference_lookup(reference))
 
 
 def _check_reference(captured: CaptureResult, reference: CaptureResult) -> None:
@@ -319,7 +319,7 @@ def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeC
                         on_failure="raise" if strict else "warn").result()
 
 
-def _lookup(reference: CaptureResult | None) -> Callable[[str], LayerData | None]:
+def reference_lookup(reference: CaptureResult | None) -> Callable[[str], LayerData | None]:
     """``name`` -> that layer of ``reference``, or None (no reference, or no such layer in it)."""
     def find(name: str) -> LayerData | None:
         if reference is None:

@@ -24,6 +24,7 @@ from bnprobe.capture._capture import CaptureResult
 from bnprobe.capture._layer_data import LayerData, new_accumulator
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import Probe, ProbeContext, build_probes, start_probes
+from bnprobe.probes.runner import reference_lookup
 from bnprobe.report._results import GIVEN_ACTIVATIONS, Results, RunResult
 from bnprobe.train._loop import resolve_device
 
@@ -81,7 +82,7 @@ def probe_activations(activations: Mapping[str, Any] | Sequence[ActivationRun], 
         reference = captures.get((REFERENCE_VARIANT, run.seed))
         context = ProbeContext(model=None, inputs=None, labels=torch.from_numpy(label_array), device=run_device,
                                variant=run.variant, seed=run.seed,
-                               reference=lambda name, ref=reference: _layer(ref, name))
+                               reference=reference_lookup(reference))
         outcome = start_probes(captured, probe_list, context, on_failure="warn").result()
         results.runs.append(RunResult(
             variant=run.variant, seed=run.seed, train_accuracy=None, test_accuracy=None, final_loss=None,
@@ -123,10 +124,3 @@ def _captured(run: ActivationRun, labels: np.ndarray, probes: Sequence[Probe], d
                                 load_vectors=lambda v=vectors: v.cpu().numpy(),
                                 load_tensor=lambda target, v=vectors: v.to(target), activation=activation_of(name)))
     return CaptureResult(layers, labels, device=device, variant=run.variant, seed=run.seed)
-
-
-def _layer(captured: CaptureResult | None, name: str) -> LayerData | None:
-    try:
-        return captured[name] if captured is not None else None
-    except KeyError:
-        return None
