@@ -16,7 +16,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +32,11 @@ CHECKPOINT_MODES = ("none", "final", "resume")
 """What a study keeps of a finished run's checkpoint: nothing, its final weights, or its whole train state
 (:mod:`bnprobe.train._state`; here, so that the command line offers them without importing torch)."""
 
+STUDY_MODES = ("scratch", "fine-tune", "probe-only")
+"""How a study's runs come by their weights: trained from a fresh initialisation, trained from starting
+weights (pretrained, ``init_weights``, a given module's), or not trained at all -- the variants of the
+starting weights, or each run's own weights file, evaluated and probed as they are."""
+
 HEADS = ("gap", "flatten")
 """Classifier heads of cnn4 (:class:`bnprobe.models.PlainCNN`): global average pooling, or the
 flattened feature map (here, so that the command line offers them without importing torch)."""
@@ -43,6 +48,14 @@ SAFE_CHARS = "A-Za-z0-9_.+=#-"
 """The characters :func:`safe_filename` keeps, as a regular-expression class body (ASCII only)."""
 
 _UNSAFE = re.compile(f"[^{SAFE_CHARS}]")
+
+
+def default_mode(config: Mapping[str, Any]) -> str:
+    """The mode a study (or a saved config without one) runs in when none is given: ``probe-only`` with
+    per-run ``weights``, ``fine-tune`` with ``pretrained`` or ``init_weights``, else ``scratch``."""
+    if config.get("weights"):
+        return "probe-only"
+    return "fine-tune" if config.get("pretrained") or config.get("init_weights") else "scratch"
 
 
 def safe_filename(text: str, fill: str = "_") -> str:

@@ -43,12 +43,13 @@ def test_both_names_with_different_files_is_refused():
 
 def test_a_config_saved_under_the_old_name_still_loads():
     saved = json.loads(json.dumps(StudyConfig(model="cnn4").to_dict()))
-    del saved["init_weights"]
+    for newer in ("init_weights", "mode", "pretrained", "weights"):  # an old file has none of them
+        del saved[newer]
     saved["checkpoint"] = "old.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         config = StudyConfig.from_dict(saved)
-    assert config.init_weights == "old.pt"
+    assert config.init_weights == "old.pt" and config.mode == "fine-tune"  # as it ran: trained from those weights
     assert renamed_config({"checkpoint": None, "model": "cnn4"}) == {"init_weights": None, "model": "cnn4"}
 
 

@@ -18,7 +18,7 @@ from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 
 if TYPE_CHECKING:
-    from bnprobe.study import StudyListener
+    from bnprobe.study import StudyConfig, StudyListener
 
 PER_VARIANT_HELP = "A number for every variant, or per variant: '1e-3,bn=3e-3' (bn 3e-3, the others 1e-3)."
 RECALIBRATE_HELP = ("Recompute the BatchNorm running statistics over the training data after training, before "
@@ -94,9 +94,39 @@ def _read_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 
 def _setting_names(param: click.Parameter) -> list[str]:
     """A study file's names for ``param``: its long options' (``json`` for ``--json``; ``init_weights`` and
-    the old ``checkpoint``), or the argument's."""
+    the old ``checkpoint``), or the argument's; the mode flags share one, ``mode = "fine-tune"``."""
+    if isinstance(param, click.Option) and param.is_flag and not param.is_bool_flag:
+        return [str(param.name)]
     long = [opt for opt in param.opts if opt.startswith("--")] if isinstance(param, click.Option) else []
     return [opt[2:].replace("-", "_") for opt in long] if long else [str(param.name)]
+
+
+class PretrainedWeights(click.ParamType):
+    """``--pretrained`` alone (or ``pretrained = true`` in a study file): True, the published weights
+    from the local cache; ``--pretrained FILE``: the path."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx) -> bool | str:
+        return True if value is True or value == PRETRAINED_CACHE else str(value)
+
+
+PRETRAINED_CACHE = "cache"
+"""What ``--pretrained`` alone stands for: the model's published weights, looked up in the local caches."""
+PRETRAINED_HELP = ("Start from the model's published weights (timm, tv: or hf-hub: names), read from the local "
+                   "cache, or from FILE; never downloaded.  Implies --fine-tune unless --probe-only.")
+
+
+def mode_options(command):
+    """The study mode flags, one shared ``mode`` setting (:data:`bnprobe._common.STUDY_MODES`)."""
+    for flag, mode, text in reversed((
+            ("--scratch", "scratch", "Train every run from a fresh initialisation [default without starting weights]."),
+            ("--fine-tune", "fine-tune", "Make the variants from the starting weights, then train them "
+                                         "[default with --pretrained or --init-weights]."),
+            ("--probe-only", "probe-only", "Train nothing: evaluate and probe the variants of the starting "
+                                           "weights as they are (bn against fold and frozen, or a swap as is)."))):
+        command = click.option(flag, "mode", flag_value=mode, default=None, help=text)(command)
+    return command
 
 
 @cli.command()
@@ -156,6 +186,9 @@ def _setting_names(param: click.Parameter) -> list[str]:
 @click.option("--init-weights", "--checkpoint", "init_weights", default=None, type=click.Path(dir_okay=False),
               help="Weights (state_dict or timm checkpoint) loaded into the bn model before variants are made "
                    "(--checkpoint: its old name, deprecated).")
+@click.option("--pretrained", is_flag=False, flag_value=PRETRAINED_CACHE, default=None, type=PretrainedWeights(),
+              help=PRETRAINED_HELP)
+@mode_options
 @click.option("--max-memory", default="2GiB", show_default=True,
               help="Per-sample vectors above this size go to a memory-mapped cache in --out (e.g. 500MB, 4GiB).")
 @click.option("--max-device-memory", default="auto", show_default=True,
@@ -175,18 +208,17 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
         fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
-        init_weights: str | None, max_memory: str, max_device_memory: str, log: str | None, quiet: bool, verbose: bool,
-        as_json: bool) -> None:
+        init_weights: str | None, pretrained: bool | str | None, mode: str | None, max_memory: str,
+        max_device_memory: str, log: str | None, quiet: bool, verbose: bool, as_json: bool) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
-    MODEL is a timm model name (resnet18), a torchvision one with a tv: prefix (tv:resnet18), or a
-    bnprobe built-in (cnn4, vgg16_cifar).  Under torchrun every process trains and rank 0 reports.
+    MODEL is a timm model name (resnet18, or hf-hub:timm/...), a torchvision one with a tv: prefix
+    (tv:resnet18), or a bnprobe built-in (cnn4, vgg16_cifar).  Runs train from scratch, or from
+    starting weights (--pretrained, --init-weights) with --fine-tune or not at all with --probe-only.
+    Under torchrun every process trains and rank 0 reports.
     """
-    from bnprobe.cli._progress import RichListener
     from bnprobe.probes import split_probe_list
-    from bnprobe.report import render, summary_json
-    from bnprobe.study import Listeners, StudyConfig, run_study
-    from bnprobe.train._distributed import launched_world
+    from bnprobe.study import StudyConfig
     from bnprobe.train._loop import TrainConfig
 
     if model is None:
@@ -202,11 +234,23 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
         overrides=overrides, init_weights=init_weights, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
-        recalibrate_bn=recalibrate_bn,
+        recalibrate_bn=recalibrate_bn, pretrained=pretrained or False, mode=mode,
         max_device_memory=parse_device_budget(max_device_memory),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
-    out_dir = Path(out) if out else default_out(model)
+    run_and_report(config, Path(out) if out else default_out(model), resume=resume, overwrite=overwrite, log=log,
+                   quiet=quiet, verbose=verbose, as_json=as_json)
+
+
+def run_and_report(config: StudyConfig, out_dir: Path, *, resume: bool, overwrite: bool, log: str | None,
+                   quiet: bool, verbose: bool, as_json: bool) -> None:
+    """Run the study with progress (and the ``--log`` tracker), then print its report or ``--json`` summary:
+    what ``bnprobe run`` and ``bnprobe probe --weights`` share."""
+    from bnprobe.cli._progress import RichListener
+    from bnprobe.report import render, summary_json
+    from bnprobe.study import Listeners, run_study
+    from bnprobe.train._distributed import launched_world
+
     main_process = launched_world().is_main
     console = Console(stderr=as_json)
     logger = tracker(log) if main_process else None

@@ -6,10 +6,11 @@ Three namespaces, one factory (:func:`create_model`), in timm's style:
   ``vgg16_cifar``: :mod:`bnprobe.models._cnn`);
 * ``tv:NAME`` -- a torchvision classification model (``torchvision.models.get_model``), which
   always takes 3 input channels;
-* any other name -- a timm model, built with ``pretrained=False`` and the dataset's ``num_classes``
-  and ``in_chans``.
+* any other name -- a timm model (``hf-hub:timm/...`` names too), built with the dataset's
+  ``num_classes`` and ``in_chans``.
 
-Nothing is ever downloaded: weights come only from ``--init-weights``.
+Models are freshly initialised unless ``pretrained`` asks for published weights, which come from the
+local caches or a file and are never downloaded (:mod:`bnprobe.models._pretrained`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import inspect
 
 from torch import nn
 
-from bnprobe.errors import UnknownNameError
+from bnprobe._common import first_line
+from bnprobe.errors import BnprobeError, UnknownNameError
+from bnprobe.models._pretrained import (
+    HF_HUB_PREFIX,
+    create_timm_pretrained,
+    load_adapted,
+    torchvision_pretrained_state,
+)
 from bnprobe.models._registry import builtins
 
 TORCHVISION_PREFIX = "tv:"
@@ -31,24 +39,39 @@ def input_channels(name: str, dataset_channels: int) -> int:
 
 
 def create_model(name: str, *, num_classes: int, in_chans: int = 3, img_size: int | None = None,
-                 **kwargs) -> nn.Module:
-    """Build ``name`` from scratch for ``num_classes`` classes and ``in_chans`` input channels.
+                 pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """Build ``name`` for ``num_classes`` classes and ``in_chans`` input channels.
 
     ``img_size`` (the input's height and width) reaches the built-in models that take one -- ``cnn4``'s
     flatten head sizes its classifier from it; timm and torchvision models adapt to any size.
+    ``pretrained``: False builds the model from scratch; True loads the weights ``name`` is published
+    with from the local cache, a path loads them from that file, adapted to the classes and channels
+    (:mod:`bnprobe.models._pretrained`).
     """
     if name in builtins():
+        if pretrained:
+            raise BnprobeError(f"{name} is a bnprobe model with no published weights; load weights trained "
+                               "for this dataset with --init-weights FILE instead of --pretrained")
         fn = builtins()[name]
         if img_size is not None and "img_size" in inspect.signature(fn).parameters:
             kwargs.setdefault("img_size", img_size)
         return fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name.startswith(TORCHVISION_PREFIX):
-        return _create_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, **kwargs)
+        model = _create_torchvision(name[len(TORCHVISION_PREFIX):], num_classes, **kwargs)
+        if pretrained:
+            load_adapted(model, torchvision_pretrained_state(name[len(TORCHVISION_PREFIX):], pretrained), name)
+        return model
     import timm
 
-    if not timm.is_model(name):
+    if not (name.startswith(HF_HUB_PREFIX) or timm.is_model(name)):
         raise UnknownNameError(f"unknown model {name!r}; {_suggest(name)}")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if pretrained:
+        return create_timm_pretrained(name, pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except OSError as exc:  # an hf-hub: name whose config is not in the hub cache, offline
+        raise BnprobeError(f"cannot read the config of {name} from the Hugging Face hub cache ({first_line(exc)}); "
+                           "download the model once where there is a network") from None
 
 
 def _create_torchvision(name: str, num_classes: int, **kwargs) -> nn.Module:

@@ -34,7 +34,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     shape differs (with both shapes), or the first key missing from the checkpoint or unknown to the
     model, and ``model`` is left untouched.
     """
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     expected = model.state_dict()
     where = f"checkpoint {os.fspath(path)} does not fit {type(model).__name__}"
     for key, tensor in expected.items():
@@ -88,10 +88,13 @@ def _load_failure(exc: Exception) -> str:
     return "not a torch.save file of tensors"
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``{name: tensor}`` weights stored at ``path``, without a ``module.`` prefix."""
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` weights stored at ``path`` (a torch file, or a ``.safetensors`` one),
+    without a ``module.`` prefix."""
     if not os.path.isfile(path):
         raise BnprobeError(f"checkpoint {os.fspath(path)} not found")
+    if os.fspath(path).endswith(".safetensors"):
+        return _read_safetensors(path)
     obj = read_torch_file(path, fix="give a file saved with torch.save(model.state_dict(), ...)",
                           allowed=[argparse.Namespace])
     if isinstance(obj, Mapping):
@@ -100,3 +103,15 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise BnprobeError(f"checkpoint {os.fspath(path)} holds no state_dict: expected a dict of tensors, "
                            f"or one under {', '.join(STATE_DICT_KEYS)}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(os.fspath(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise BnprobeError(f"cannot read safetensors file {os.fspath(path)} ({first_line(exc)}); "
+                           "give a file written by safetensors.torch.save_file") from None
+    return {k.removeprefix("module."): v for k, v in state.items()}

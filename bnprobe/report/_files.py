@@ -31,6 +31,8 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
     every probe, plus the pseudo-probe ``run`` with the accuracies and losses; ``difference`` is
     ``{"estimate", "low", "high", "n", "excludes_zero"}`` from ``reference`` or null.  ``flags`` lists
     every run's flags (:mod:`bnprobe.train._flags`) as ``{"variant", "seed", "name", "message"}``.
+    ``mode`` is how the runs came by their weights (``scratch``, ``fine-tune``, ``probe-only``; null
+    for given activations).
     """
     probes: dict = {}
     for probe in [RUN_PROBE, *results.probe_keys]:
@@ -40,7 +42,7 @@ def summary_json(results: Results, reference: str = REFERENCE_VARIANT) -> dict:
                 cell["difference"] = row.difference.to_dict() if row.difference else None
                 probes.setdefault(probe, {}).setdefault(row.layer, {}).setdefault(metric, {})[row.variant] = cell
     return {"schema_version": results.schema_version, "model": results.model, "dataset": results.dataset,
-            "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
+            "mode": results.mode, "variants": results.variants, "seeds": results.seeds, "layers": results.layers,
             "reference": reference if reference in results.variants else None,
             "confidence": CONFIDENCE, "interval_method": PAIRED_METHOD, "probes": probes,
             "failures": sum(len(run.failures) for run in results.runs),

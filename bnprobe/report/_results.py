@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnprobe._common import MODEL_SCOPE_LAYER, finite_or_none, optional_import, write_atomic
+from bnprobe._common import MODEL_SCOPE_LAYER, default_mode, finite_or_none, optional_import, write_atomic
 from bnprobe.errors import BnprobeError
 
 if TYPE_CHECKING:
@@ -116,6 +116,14 @@ class Results:
     @property
     def seeds(self) -> list[int]:
         return sorted({r.seed for r in self.runs})
+
+    @property
+    def mode(self) -> str | None:
+        """How the runs came by their weights (:data:`bnprobe._common.STUDY_MODES`); None for results of
+        activations that were given (:func:`bnprobe.probe_activations`)."""
+        if self.config.get("source") == GIVEN_ACTIVATIONS:
+            return None
+        return self.config.get("mode") or default_mode(self.config)
 
     @property
     def probe_keys(self) -> list[str]:

@@ -193,6 +193,29 @@ def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT
     return lines
 
 
+def mode_line(results: Results) -> str | None:
+    """One line on how the runs came by their weights -- trained from scratch, fine-tuned from which
+    weights, or probed as they are -- or None for activations that were given."""
+    config, mode = results.config, results.mode
+    if mode is None:
+        return None
+    epochs = config.get("train", {}).get("epochs")
+    epochs = f"{epochs} epoch{'s' * (epochs != 1)}"
+    if mode == "scratch":
+        return f"from scratch: each seed's variants start from one fresh initialisation and train {epochs}"
+    if config.get("weights"):
+        return ("probe only, no training: each run's weights were trained elsewhere (weights) and are "
+                "evaluated and probed as they are")
+    pretrained = config.get("pretrained")
+    start = (f"{results.model}'s published weights (local cache)" if pretrained is True
+             else f"the pretrained weights in {pretrained}" if pretrained
+             else f"the weights in {config['init_weights']}" if config.get("init_weights")
+             else "the given module's weights" if config.get("custom_model") else "a fresh initialisation")
+    if mode == "fine-tune":
+        return f"fine-tuned: every variant is made from {start} and trains {epochs}"
+    return f"probe only, no training: the variants of {start} are evaluated and probed as they are"
+
+
 def comparison_note(results: Results, reference: str = REFERENCE_VARIANT) -> str | None:
     """One line when the study has nothing to compare (a single variant), else None."""
     if len(results.variants) != 1:
@@ -209,6 +232,9 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
                   f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples")
+    mode = mode_line(results)
+    if mode is not None:
+        console.print(mode, highlight=False, markup=False)
     if results.config.get("recalibrate_bn"):
         console.print("BatchNorm running statistics recomputed over the training data after training "
                       "(--recalibrate-bn); runs below say where", highlight=False)

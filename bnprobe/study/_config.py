@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import wraps
 from typing import Any
 
-from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT
+from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, STUDY_MODES, default_mode
 from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -28,7 +28,7 @@ from bnprobe.train._loop import (
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
                         "cuda_graph", "probe_workers")
 """Config fields that say where or how fast a study runs, not what it computes or keeps."""
-ADDED_FIELDS = {"recalibrate_bn": False}
+ADDED_FIELDS = {"recalibrate_bn": False, "pretrained": False, "weights": {}}
 """Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
 
 
@@ -70,6 +70,17 @@ class StudyConfig:
     """Recompute every run's BatchNorm running statistics over the training split after training, before
     it is evaluated and captured (:meth:`bnprobe.train._loop.TrainingRun.after_training`); off, runs are used
     as trained."""
+    pretrained: bool | str = False
+    """Start from the weights the model is published with: True reads them from the local cache, a path
+    from that file; adapted to the dataset's classes and channels (:mod:`bnprobe.models._pretrained`)."""
+    weights: dict[str, str] = field(default_factory=dict)
+    """Each run's own weights, trained elsewhere: ``{"bn": "a.pt", "identity@1": "c.pt"}`` (``VARIANT`` is
+    seed 0); they must cover every variant and seed, fit the swapped model exactly, and are probed as
+    they are (``probe-only``)."""
+    mode: str | None = None
+    """How runs come by their weights (:data:`bnprobe._common.STUDY_MODES`): ``scratch``, ``fine-tune`` or
+    ``probe-only``; None picks ``probe-only`` with ``weights``, ``fine-tune`` with ``pretrained`` or
+    ``init_weights``, else ``scratch``."""
 
     def __post_init__(self) -> None:
         # A comma list is accepted where a list is, as on the command line.
@@ -93,6 +104,7 @@ class StudyConfig:
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
         check_spatial(self.spatial)
+        self._check_mode()
         check_choice("study", "checkpoints", self.checkpoints, CHECKPOINT_MODES)
         check_max_device_memory(self.max_device_memory)
         self._check_overrides()
@@ -101,6 +113,47 @@ class StudyConfig:
         if comparing and REFERENCE_VARIANT not in self.variants:
             raise BnprobeError(f"probe {comparing[0]} compares each variant with the {REFERENCE_VARIANT} run; "
                                f"add {REFERENCE_VARIANT} to the variants")
+
+    def _check_mode(self) -> None:
+        self.weights = run_weights(self.weights)
+        given = [name for name, value in (("pretrained", self.pretrained), ("init_weights", self.init_weights),
+                                          ("weights", self.weights)) if value]
+        if len(given) > 1:
+            raise BnprobeError(f"both {given[0]} and {given[1]} give starting weights; give one of them")
+        if self.mode is None:
+            self.mode = default_mode({"weights": self.weights, "pretrained": self.pretrained,
+                                      "init_weights": self.init_weights})
+        check_choice("study", "mode", self.mode, STUDY_MODES)
+        if self.mode == "scratch" and given:
+            raise BnprobeError(f"mode scratch trains from a fresh initialisation, but {given[0]} is given; "
+                               "drop it, or use mode fine-tune (--fine-tune) or probe-only (--probe-only)")
+        if self.weights:
+            if self.mode != "probe-only":
+                raise BnprobeError(f"weights trained elsewhere are probed as they are, not in mode {self.mode}; "
+                                   "use mode probe-only (the default with weights)")
+            self._check_weight_grid()
+        elif self.mode == "probe-only" and given and self.seeds > 1:
+            raise BnprobeError(f"in mode probe-only every seed probes the same {given[0]}, so {self.seeds} seeds "
+                               "would repeat one run; use seeds=1 (--seeds 1)")
+
+    def _check_weight_grid(self) -> None:
+        """``weights`` name one file for each variant and seed, and nothing else."""
+        for variant in self.variants:
+            for seed in range(self.seeds):
+                if run_key(variant, seed) not in self.weights:
+                    raise BnprobeError(f"no weights for {variant} seed {seed}; give {run_key(variant, seed)}=FILE "
+                                       "(a file for every variant and seed)")
+        stray = next((key for key in self.weights if key.partition("@")[0] not in self.variants
+                      or int(key.partition("@")[2]) >= self.seeds), None)
+        if stray is not None:
+            raise BnprobeError(f"weights {stray} are for a run outside the study ({', '.join(self.variants)}, "
+                               f"seeds 0-{self.seeds - 1}); list its variant, or raise seeds")
+
+    @property
+    def read_files(self) -> list[str]:
+        """The files the study reads its starting weights from (kept safe from ``overwrite``)."""
+        pretrained = [self.pretrained] if isinstance(self.pretrained, str) else []
+        return [p for p in (self.init_weights, *pretrained, *self.weights.values()) if p]
 
     def _check_overrides(self) -> None:
         overrides = self.overrides
@@ -174,6 +227,36 @@ def _accepting_checkpoint(init: Callable[..., None]) -> Callable[..., None]:
 
 
 StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
+
+def run_key(variant: str, seed: int) -> str:
+    """The ``weights`` key of one run: ``identity@1``."""
+    return f"{variant}@{seed}"
+
+
+def run_weights(weights: Mapping[str, str] | str) -> dict[str, str]:
+    """``weights`` with every key as ``VARIANT@SEED`` (a bare ``VARIANT`` is seed 0); a comma list
+    ``bn=a.pt,identity@1=c.pt`` is read as on the command line."""
+    if isinstance(weights, str):
+        pairs = [item.partition("=") for item in split_list(weights)]
+        bad = next((key for key, sep, path in pairs if not sep or not path.strip()), None)
+        if bad is not None:
+            raise BnprobeError(f"weights: cannot read {bad!r}; write VARIANT=FILE or VARIANT@SEED=FILE, "
+                               "e.g. bn=a.pt,identity@1=c.pt")
+        weights = {key.strip(): path.strip() for key, _, path in pairs}
+    if not isinstance(weights, Mapping):
+        raise BnprobeError(f"weights must map runs to files, e.g. {{'bn': 'a.pt', 'identity@1': 'c.pt'}}, "
+                           f"got {type(weights).__name__}")
+    keyed: dict[str, str] = {}
+    for key, path in weights.items():
+        variant, at, seed = str(key).partition("@")
+        if not variant or (at and not seed.isdigit()):
+            raise BnprobeError(f"weights key {key!r}: write VARIANT or VARIANT@SEED, e.g. identity@1")
+        name = run_key(variant, int(seed) if at else 0)
+        if name in keyed:
+            raise BnprobeError(f"weights for {name} are given twice; give each run one file")
+        keyed[name] = str(path)
+    return keyed
+
 
 RENAMED_FIELDS = {"checkpoint": "init_weights"}
 """Config keys saved under an older name (``results.json`` of earlier versions): old name -> new name."""

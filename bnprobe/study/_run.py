@@ -63,7 +63,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bnprobe._common import REFERENCE_VARIANT, finite_or_none
+from bnprobe._common import REFERENCE_VARIANT, default_mode, finite_or_none
 from bnprobe.capture._capture import (
     CaptureResult,
     CaptureWarning,
@@ -79,7 +79,13 @@ from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.report import write_outputs
 from bnprobe.report._results import Results, RunResult, finite_history
-from bnprobe.study._config import ADDED_FIELDS, MAY_CHANGE_ON_RESUME, StudyConfig, renamed_config
+from bnprobe.study._config import (
+    ADDED_FIELDS,
+    MAY_CHANGE_ON_RESUME,
+    StudyConfig,
+    renamed_config,
+    run_key,
+)
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
 from bnprobe.study._events import RunTimings, StudyListener
 from bnprobe.surgery._batchnorm import has_batchnorm
@@ -107,21 +113,27 @@ PROBE_SAMPLE_SEED = 20250101
 ModelSource = str | nn.Module | Callable[[], nn.Module]
 
 
-def build_seeded_model(source: ModelSource, seed: int, dataset: Dataset) -> nn.Module:
-    """The freshly initialised model for ``seed``.
+def build_seeded_model(source: ModelSource, seed: int, dataset: Dataset, *, pretrained: bool | str = False,
+                       keep_weights: bool = False) -> nn.Module:
+    """The model for ``seed``, built under ``torch.manual_seed(seed)``.
 
-    A name goes through :func:`bnprobe.models.create_model`; a callable is called; a module is copied
-    and every submodule with ``reset_parameters`` re-initialised, all under ``torch.manual_seed(seed)``.
+    A name goes through :func:`bnprobe.models.create_model` (with its published weights when
+    ``pretrained`` asks); a callable is called; a module is copied, and every submodule with
+    ``reset_parameters`` re-initialised unless ``keep_weights`` (a study that starts from its weights).
     """
     torch.manual_seed(seed)
     if isinstance(source, str):
         return create_model(source, num_classes=dataset.num_classes, in_chans=dataset.channels,
-                            img_size=dataset.image_size)
+                            img_size=dataset.image_size, pretrained=pretrained)
+    if pretrained:
+        raise BnprobeError("pretrained loads the published weights of a model name; load your module's own "
+                           "weights before passing it, with mode='fine-tune' or 'probe-only' to keep them")
     if isinstance(source, nn.Module):
         model = copy.deepcopy(source)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        if not keep_weights:
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
         return model
     return source()
 
@@ -150,15 +162,30 @@ class Study:
     def base(self, seed: int) -> nn.Module:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
         if self._base is None or self._base[0] != seed:
-            model = build_seeded_model(self.source, seed, self.dataset)
+            model = build_seeded_model(self.source, seed, self.dataset, pretrained=self.config.pretrained,
+                                       keep_weights=self.config.mode != "scratch")
             if self.config.init_weights:
                 load_checkpoint(model, self.config.init_weights)
             self._base = (seed, model)
         return self._base[1]
 
     def variant(self, variant: str, seed: int) -> tuple[nn.Module, SwapReport]:
-        """A fresh ``variant`` of the model initialised under ``seed``."""
-        return make_variant(self.base(seed), variant)
+        """A fresh ``variant`` of the model initialised under ``seed``, with the run's own weights when the
+        study was given them (``weights``)."""
+        model, report = make_variant(self.base(seed), variant)
+        path = self.config.weights.get(run_key(variant, seed))
+        if path is not None:
+            load_checkpoint(model, path)
+        return model, report
+
+    @property
+    def trains(self) -> bool:
+        """Whether runs are trained (all but ``probe-only`` studies, whose runs are evaluated as they are)."""
+        return self.config.mode != "probe-only"
+
+    def epochs(self, variant: str) -> int:
+        """How many epochs ``variant``'s runs train: none in a ``probe-only`` study."""
+        return self.config.train_for(variant).epochs if self.trains else 0
 
     def checkpoint(self, variant: str, seed: int) -> Path | None:
         return checkpoint_path(self.out_dir, variant, seed) if self.out_dir is not None else None
@@ -199,7 +226,7 @@ class Study:
         if path is None:
             raise BnprobeError("a study without an output folder has no checkpoints to load")
         state = load_train_state(path)
-        epochs = self.config.train_for(variant).epochs
+        epochs = self.epochs(variant)
         if state["epoch"] < epochs and state["diverged_at_epoch"] is None:
             raise BnprobeError(f"{variant} seed {seed} stopped after epoch {state['epoch']} of {epochs}; "
                                "finish the study with `bnprobe run ... --resume` first")
@@ -255,12 +282,15 @@ class Study:
     def check_variants(self) -> None:
         """Make every variant of seed 0's model and capture it on one sample, untrained.
 
-        A variant the model cannot take (``groupnorm:7`` on 32 channels), ``layers`` that select
-        nothing, or a batch size whose last batch the model cannot train on
-        (:func:`bnprobe.train.check_last_batch`) then fail now, before anything trains or a file in the
-        output folder is replaced.
+        A variant the model cannot take (``groupnorm:7`` on 32 channels), a run's ``weights`` file that
+        does not fit its variant, ``layers`` that select nothing, or a batch size whose last batch the
+        model cannot train on (:func:`bnprobe.train.check_last_batch`) then fail now, before anything
+        trains or a file in the output folder is replaced.
         """
         one = (self.probe_split.x[:1], self.probe_split.y[:1])
+        for key in self.config.weights:  # every given file fits its swapped model, before anything runs
+            variant, _, seed = key.partition("@")
+            self.variant(variant, int(seed))
         for variant in self.config.variants:
             model, _ = self.variant(variant, 0)
             with warnings.catch_warnings():
@@ -282,7 +312,8 @@ def run_study(config: StudyConfig, *, out: str | Path | None = None, model: Mode
     A folder that holds a study is refused unless ``resume`` continues it or ``overwrite`` replaces it
     (see the module docstring).  Ctrl-C raises :class:`StudyInterrupted` naming the finished runs.
     """
-    check_out_dir(out, resume=resume, overwrite=overwrite, reads=[config.init_weights])
+    check_out_dir(out, resume=resume, overwrite=overwrite, reads=config.read_files)
+    check_starting_weights(config, model)
     try:
         return _run_study(config, out, model, dataset, listener, resume, overwrite)
     except StudyInterrupted:
@@ -321,6 +352,13 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
     return results
 
 
+def check_starting_weights(config: StudyConfig, model: ModelSource | None) -> None:
+    """A ``fine-tune`` study needs weights to start from: pretrained ones, ``init_weights``, or a given module's."""
+    if config.mode == "fine-tune" and not (config.pretrained or config.init_weights or isinstance(model, nn.Module)):
+        raise BnprobeError("mode fine-tune trains from starting weights, but none are given; add --pretrained "
+                           "[FILE] or --init-weights FILE, or train from scratch")
+
+
 def check_dataset(dataset: object) -> None:
     """A study's own data must be a :class:`Dataset`; loaders are read into one by ``Dataset.from_loaders``."""
     if dataset is not None and not isinstance(dataset, Dataset):
@@ -346,6 +384,7 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
         return {}
     saved = Results.load(out_dir)
     saved_config = {**ADDED_FIELDS, **renamed_config(saved.config)}
+    saved_config.setdefault("mode", default_mode(saved_config))  # saved before modes: as they ran
     difference = first_difference(saved_config, results.config, ignore=MAY_CHANGE_ON_RESUME)
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
@@ -452,12 +491,14 @@ def _run_all(study: Study, results: Results, runs: dict[tuple[str, int], RunResu
 
 
 def _train_one(study: Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
-    """Make and train ``variant`` under ``seed`` alone (not fused)."""
+    """Make and train ``variant`` under ``seed`` alone (not fused); in a ``probe-only`` study, only evaluate it."""
     config, listener = study.config, study.listener
     model, report = study.variant(variant, seed)
     listener.variant_made(variant, seed, report)
-    listener.training_started(variant, seed, config.train_for(variant).epochs)
+    if study.trains:
+        listener.training_started(variant, seed, config.train_for(variant).epochs)
     trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
+                          evaluate_only=not study.trains,
                           device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
                           on_step=study.on_step(variant, seed),
                           augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume,
@@ -487,6 +528,8 @@ def _train_fused_groups(study: Study, runs: dict[tuple[str, int], RunResult],
     config, listener = study.config, study.listener
     wanted = config.fuse if config.fuse is not None else study.device.type == "cuda"
     trained: dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]] = {}
+    if not study.trains:
+        return trained
     for variant in config.variants:
         seeds = [seed for seed in range(config.seeds) if (variant, seed) not in runs]
         if not seeds:

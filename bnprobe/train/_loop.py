@@ -64,6 +64,7 @@ from torch import nn
 from bnprobe.data._augment import Augment
 from bnprobe.data._loaders import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
+from bnprobe.models._pretrained import classifier_name
 from bnprobe.models._weights import load_state
 from bnprobe.params import check_choice, check_float, check_int
 from bnprobe.train import _distributed as distributed
@@ -332,11 +333,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
 
 
 def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The final classifier's parameters: timm's ``get_classifier()``, else the last ``nn.Linear``."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if not isinstance(head, nn.Module):
-        head = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
-    return list(head.parameters()) if head is not None else []
+    """The final classifier's parameters (:func:`bnprobe.models.classifier_name`)."""
+    name = classifier_name(model)
+    return list(model.get_submodule(name).parameters()) if name is not None else []
 
 
 def _unitwise_norm(tensor: torch.Tensor) -> torch.Tensor:
@@ -358,14 +357,16 @@ def adaptive_clip_(parameters: Iterable[nn.Parameter], clip: float, eps: float =
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split | Iterable, *, device: torch.device, batch_size: int = 512,
+def evaluate(model: nn.Module, data: Split | Iterable, *, device: str | torch.device = "auto", batch_size: int = 512,
              precision: str = "auto", batch_stats: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode).
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode), on ``device``
+    (``auto``, ``cpu``, ``cuda`` or a ``torch.device``; the model must already be there).
 
     With ``batch_stats`` the BatchNorm layers normalise by each batch's own statistics instead, as in
     training (:func:`bnprobe.train._bnstats.batch_statistics`: their running statistics are left as they
     were), in batches of nearly equal size up to ``batch_size`` -- give the training batch size.
     """
+    device = resolve_device(device)
     was_training = model.training
     model.eval()
     amp = autocast_dtype(precision, device)
@@ -391,8 +392,10 @@ class TrainingRun:
     """The moving parts of one training run: what an epoch advances and a checkpoint saves."""
 
     def __init__(self, model: nn.Module, train: Split | Iterable, config: TrainConfig, device: torch.device,
-                 seed: int, augment: Augment | None, world: distributed.World) -> None:
+                 seed: int, augment: Augment | None, world: distributed.World, epochs: int | None = None) -> None:
         self.model, self.train, self.config, self.device, self.world = model, train, config, device, world
+        self.epochs = config.epochs if epochs is None else epochs
+        """How many epochs this run trains (``config.epochs`` unless told; 0 only evaluates)."""
         self.augment = augment if augment is not None and augment.active else None
         torch.manual_seed(seed)
         self.order = torch.Generator().manual_seed(seed)
@@ -415,7 +418,7 @@ class TrainingRun:
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.config.epochs or self.diverged_at_epoch is not None
+        return self.epoch >= self.epochs or self.diverged_at_epoch is not None
 
     def prepare(self) -> None:
         """Wrap the model for training: DDP across processes, then ``torch.compile`` if asked."""
@@ -537,7 +540,8 @@ class TrainingRun:
         if self.history and self.history[-1].get("test_accuracy") is None:
             self.history[-1]["test_accuracy"] = test_acc
         seconds = time.perf_counter() - started
-        return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=self.history[-1]["loss"],
+        final_loss = self.history[-1]["loss"] if self.history else math.nan  # nothing trained: no train loss
+        return TrainResult(train_accuracy=train_acc, test_accuracy=test_acc, final_loss=final_loss,
                            test_loss=test_loss, epochs_run=len(self.history), diverged_at_epoch=self.diverged_at_epoch,
                            history=self.history, seconds=seconds, fused_runs=fused_runs,
                            timings=train_timings(seconds, [self.times]), train_mode_test_accuracy=batch_stats_acc,
@@ -612,7 +616,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
                 on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None,
                 augment: Augment | None = None,
                 checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                recalibrate_bn: bool = False) -> TrainResult:
+                recalibrate_bn: bool = False, evaluate_only: bool = False) -> TrainResult:
     """Train ``model`` in place on ``train``; report train/test accuracy and the final loss.
 
     It trains and evaluates in the layout :func:`memory_format` picks, and hands the model back in the
@@ -624,7 +628,8 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
     from, so a finished run is only evaluated.  A non-finite loss ends the run early with
     ``diverged_at_epoch`` set (1-based).  ``recalibrate_bn`` recomputes the BatchNorm running
     statistics after training, before the final evaluation (:meth:`TrainingRun.after_training`); the
-    checkpoint then holds them.
+    checkpoint then holds them.  ``evaluate_only`` trains nothing and evaluates ``model`` as it is (a
+    ``probe-only`` study), with no train loss to report; the checkpoint then holds the weights evaluated.
     """
     started = time.perf_counter()
     config = config or TrainConfig()
@@ -643,14 +648,16 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
             train = train.to(device)
         if isinstance(test, Split):
             test = test.to(device)
-        run = TrainingRun(model, train, config, device, seed, augment, world)
+        run = TrainingRun(model, train, config, device, seed, augment, world, epochs=0 if evaluate_only else None)
         path = Path(checkpoint) if checkpoint is not None else None
-        if resume and path is not None and path.exists():
+        if resume and path is not None and path.exists() and run.epochs:
             run.restore(path)
         run.prepare()
         while not run.finished:
             run.after_epoch(run.train_epoch(on_step), test, path, on_epoch)
         run.after_training(recalibrate_bn, path)
+        if not run.epochs and path is not None:
+            run.save(path)
         distributed.broadcast_buffers(model)
         return run.result(test, started)
     finally:
