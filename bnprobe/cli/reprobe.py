@@ -75,13 +75,14 @@ def probe_command(ctx: click.Context, target: str, weights: str | None, probes: 
         _reprobe(target, split_probe_list(probes), device, data_root, probe_workers, quiet, verbose)
         return
     from bnprobe.study import StudyConfig
-    from bnprobe.study._config import run_weights
+    from bnprobe.study._config import run_weights, split_run_key
     from bnprobe.train._loop import TrainConfig
 
     runs = run_weights(weights)
-    variants = sorted(dict.fromkeys(key.partition("@")[0] for key in runs), key=lambda v: v != REFERENCE_VARIANT)
+    keys = [split_run_key(key) for key in runs]
+    variants = sorted(dict.fromkeys(variant for variant, _ in keys), key=lambda v: v != REFERENCE_VARIANT)
     config = StudyConfig(model=target, dataset=dataset, data_root=data_root, variants=variants,
-                         seeds=1 + max(int(key.partition("@")[2]) for key in runs), samples=samples,
+                         seeds=1 + max(seed for _, seed in keys), samples=samples,
                          probes=split_probe_list(probes or "sparsity,hdbscan"), device=device, layers=layers,
                          spatial=spatial, weights=runs, mode="probe-only", recalibrate_bn=recalibrate_bn,
                          probe_workers=parse_workers(probe_workers), train=TrainConfig(batch_size=batch_size))

@@ -29,7 +29,7 @@ from torch import nn
 
 from bnprobe._common import first_line
 from bnprobe.errors import BnprobeError
-from bnprobe.models._weights import read_state_dict
+from bnprobe.models._weights import fitted_state, read_state_dict
 
 HF_HUB_PREFIX = "hf-hub:"
 FILE_HINT = "give a state_dict saved with torch.save(model.state_dict(), ...), or a safetensors file"
@@ -158,26 +158,8 @@ def torchvision_pretrained_state(name: str, weights: bool | str) -> dict[str, to
 def load_adapted(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
     """Load published weights into ``model`` built for the dataset: every tensor must fit but those of
     the classifier, which stays freshly initialised when its shape is the dataset's, not the weights'."""
-    head = classifier_name(model)
-    expected = model.state_dict()
-    adapted = {}
-    for key, tensor in expected.items():
-        given = state.get(key)
-        in_head = head is not None and key.startswith(f"{head}.")
-        if given is not None and tuple(given.shape) == tuple(tensor.shape):
-            adapted[key] = given
-        elif in_head and given is not None:
-            adapted[key] = tensor  # another number of classes: the head is the dataset's own
-        elif given is None:
-            raise BnprobeError(f"pretrained weights for {name} do not fit it: key {key} is missing from them")
-        else:
-            raise BnprobeError(f"pretrained weights for {name} do not fit it: {key} has shape {tuple(given.shape)} "
-                               f"in them but {tuple(tensor.shape)} in the model")
-    unexpected = next((k for k in state if k not in expected), None)
-    if unexpected is not None:
-        raise BnprobeError(f"pretrained weights for {name} do not fit it: they have key {unexpected}, "
-                           "which the model does not")
-    model.load_state_dict(adapted)
+    model.load_state_dict(fitted_state(state, model.state_dict(), f"pretrained weights for {name} do not fit it",
+                                       holder=("them", "they have"), own=classifier_name(model)))
 
 
 def classifier_name(model: nn.Module) -> str | None:

@@ -34,19 +34,37 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     shape differs (with both shapes), or the first key missing from the checkpoint or unknown to the
     model, and ``model`` is left untouched.
     """
-    state = read_state_dict(path)
-    expected = model.state_dict()
     where = f"checkpoint {os.fspath(path)} does not fit {type(model).__name__}"
+    model.load_state_dict(fitted_state(read_state_dict(path), model.state_dict(), where))
+
+
+def fitted_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], where: str, *,
+                 holder: tuple[str, str] = ("the checkpoint", "the checkpoint has"),
+                 own: str | None = None) -> dict[str, torch.Tensor]:
+    """``state`` checked to fit a model whose ``state_dict()`` is ``expected``, ready to load.
+
+    Every key must be in both with the same shape, or :class:`BnprobeError` says ``where``: and names the
+    first key missing, of another shape, or unknown to the model.  ``holder`` names the weights in those
+    messages (``"the checkpoint"``, and how it "has" a key).  Tensors under the module ``own`` whose shape
+    differs are not a misfit: the model keeps its own there (a classifier for other classes).
+    """
+    name, has = holder
+    fitted = {}
     for key, tensor in expected.items():
-        if key not in state:
-            raise BnprobeError(f"{where}: key {key} is missing from the checkpoint")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BnprobeError(f"{where}: {key} has shape {tuple(state[key].shape)} in the checkpoint "
+        given = state.get(key)
+        if given is None:
+            raise BnprobeError(f"{where}: key {key} is missing from {name}")
+        if tuple(given.shape) == tuple(tensor.shape):
+            fitted[key] = given
+        elif own is not None and key.startswith(f"{own}."):
+            fitted[key] = tensor
+        else:
+            raise BnprobeError(f"{where}: {key} has shape {tuple(given.shape)} in {name} "
                                f"but {tuple(tensor.shape)} in the model")
     unexpected = next((k for k in state if k not in expected), None)
     if unexpected is not None:
-        raise BnprobeError(f"{where}: the checkpoint has key {unexpected}, which the model does not")
-    model.load_state_dict(state)
+        raise BnprobeError(f"{where}: {has} key {unexpected}, which the model does not")
+    return fitted
 
 
 def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], message: str) -> None:
@@ -94,9 +112,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise BnprobeError(f"checkpoint {os.fspath(path)} not found")
     if os.fspath(path).endswith(".safetensors"):
-        return _read_safetensors(path)
-    obj = read_torch_file(path, fix="give a file saved with torch.save(model.state_dict(), ...)",
-                          allowed=[argparse.Namespace])
+        obj = _read_safetensors(path)
+    else:
+        obj = read_torch_file(path, fix="give a file saved with torch.save(model.state_dict(), ...)",
+                              allowed=[argparse.Namespace])
     if isinstance(obj, Mapping):
         obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
     if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
@@ -110,8 +129,7 @@ def _read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        state = load_file(os.fspath(path), device="cpu")
+        return load_file(os.fspath(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise BnprobeError(f"cannot read safetensors file {os.fspath(path)} ({first_line(exc)}); "
                            "give a file written by safetensors.torch.save_file") from None
-    return {k.removeprefix("module."): v for k, v in state.items()}

@@ -138,13 +138,12 @@ class StudyConfig:
 
     def _check_weight_grid(self) -> None:
         """``weights`` name one file for each variant and seed, and nothing else."""
-        for variant in self.variants:
-            for seed in range(self.seeds):
-                if run_key(variant, seed) not in self.weights:
-                    raise BnprobeError(f"no weights for {variant} seed {seed}; give {run_key(variant, seed)}=FILE "
-                                       "(a file for every variant and seed)")
-        stray = next((key for key in self.weights if key.partition("@")[0] not in self.variants
-                      or int(key.partition("@")[2]) >= self.seeds), None)
+        grid = [(variant, seed) for variant in self.variants for seed in range(self.seeds)]
+        for variant, seed in grid:
+            if run_key(variant, seed) not in self.weights:
+                raise BnprobeError(f"no weights for {variant} seed {seed}; give {run_key(variant, seed)}=FILE "
+                                   "(a file for every variant and seed)")
+        stray = next((key for key in self.weights if split_run_key(key) not in grid), None)
         if stray is not None:
             raise BnprobeError(f"weights {stray} are for a run outside the study ({', '.join(self.variants)}, "
                                f"seeds 0-{self.seeds - 1}); list its variant, or raise seeds")
@@ -231,6 +230,12 @@ StudyConfig.__init__ = _accepting_checkpoint(StudyConfig.__init__)
 def run_key(variant: str, seed: int) -> str:
     """The ``weights`` key of one run: ``identity@1``."""
     return f"{variant}@{seed}"
+
+
+def split_run_key(key: str) -> tuple[str, int]:
+    """``identity@1`` -> ``("identity", 1)``: a ``weights`` key as :func:`run_weights` writes it."""
+    variant, _, seed = key.partition("@")
+    return variant, int(seed)
 
 
 def run_weights(weights: Mapping[str, str] | str) -> dict[str, str]:

@@ -85,6 +85,7 @@ from bnprobe.study._config import (
     StudyConfig,
     renamed_config,
     run_key,
+    split_run_key,
 )
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
 from bnprobe.study._events import RunTimings, StudyListener
@@ -289,8 +290,7 @@ class Study:
         """
         one = (self.probe_split.x[:1], self.probe_split.y[:1])
         for key in self.config.weights:  # every given file fits its swapped model, before anything runs
-            variant, _, seed = key.partition("@")
-            self.variant(variant, int(seed))
+            self.variant(*split_run_key(key))
         for variant in self.config.variants:
             model, _ = self.variant(variant, 0)
             with warnings.catch_warnings():
