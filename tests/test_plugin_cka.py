@@ -57,7 +57,7 @@ def test_invariances(shape):
 def test_blocks_and_torch_inputs_give_the_same_number(monkeypatch, shape):
     x, y = _random(*shape), _random(shape[0], 3, seed=4)
     expected = _reference_cka(x, y)
-    monkeypatch.setattr(bnprobe_cka, "BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(bnprobe_cka._linear, "BLOCK_ELEMENTS", 7)
     assert linear_cka(x, y) == pytest.approx(expected)
     assert linear_cka(torch.from_numpy(x).float(), torch.from_numpy(y), "cpu") == pytest.approx(expected, rel=1e-6)
 

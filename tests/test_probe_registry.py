@@ -42,7 +42,7 @@ def test_taking_over_a_name_warns_but_redefining_the_same_class_does_not():
 def test_a_notebook_probe_registered_before_the_plugins_load_is_not_replaced_by_one(monkeypatch):
     """The installed bnprobe-cka plugin also provides 'cka'; the user's class, registered first, wins."""
     monkeypatch.setattr(base, "_PLUGINS_LOADED", False)
-    with pytest.warns(UserWarning, match="probe 'cka' .bnprobe_cka.CKAProbe. is replaced by __main__.MyCKA"):
+    with pytest.warns(UserWarning, match=r"probe 'cka' .bnprobe_cka\._probe\.CKAProbe. is replaced by __main__.MyCKA"):
         register_probe("cka")(_probe_class("MyCKA"))
     assert type(get_probe("cka")).__qualname__ == "MyCKA"
 

@@ -8,7 +8,9 @@ The study loop and the report never special-case a probe; they only read three d
   capture, never the whole layer in memory), ``"vectors"`` (one ``(samples, features)`` array per
   layer), or ``"model"`` (the trained model and the probed inputs, e.g. for attributions);
 * ``scope`` -- ``"layer"`` (measured once per captured layer) or ``"model"`` (once per run; its
-  numbers are filed under the layer name ``"model"``);
+  numbers are filed under the layer name ``"model"``, or under the layers it names when it returns
+  ``{layer: {metric: value}}``, as ``cka_matrix`` does: one computation over every layer pair, filed
+  by layer);
 * ``name``, ``description`` and ``key_metric`` -- what ``bnprobe probes`` lists and the terminal
   report shows first; ``metrics`` -- what each number means (``bnprobe probes --metrics``).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -58,6 +60,12 @@ class ProbeContext:
     """Module whose output is each captured layer (``name`` -> module)."""
     reference: Callable[[str], LayerData | None] = lambda _name: None
     """The same layer in the reference (``bn``) run of the same seed, when there is one."""
+    layers: Sequence[LayerData] = ()
+    """Every captured layer of this run, in forward order: what a model-scope probe that reads the
+    layers (``cka_matrix``) measures."""
+    reference_layers: Sequence[LayerData] = ()
+    """Every captured layer of the reference (``bn``) run of the same seed, in forward order; empty
+    when there is none."""
 
     def stated_variant(self, probe: str) -> str:
         """The run's variant, for ``probe``, which compares with the ``bn`` run; refuses an unstated one.
@@ -85,6 +93,10 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
     compares_with_reference: ClassVar[bool] = False
     """True for a probe that reads the ``bn`` run's layers (``context.reference``): a study that
     runs it must include the ``bn`` variant, which it checks before training."""
+    layer_matrix: ClassVar[str] = ""
+    """The prefix of a metric family with one metric per layer of the ``bn`` run (``bn:`` for
+    ``bn:<layer>``), when the probe has one: its values form a matrix, this run's layers by the
+    ``bn`` run's, that the report draws as a heatmap per variant (``plots/<probe>_heatmap.png``)."""
 
     def __init__(self, **params: Any) -> None:
         if params:

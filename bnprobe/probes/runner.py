@@ -22,11 +22,11 @@ The numbers are those of :meth:`Probe.measure` in this process, in the same orde
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -108,9 +108,12 @@ class _Step:
 
     probe: Probe
     layer: str
-    numbers: dict[str, float | None] | None = None
+    numbers: dict[str, dict[str, float | None]] | None = None
+    """``{layer: {metric: value}}``: the step's own layer, or those a model-scope probe filed its numbers under."""
     error: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    captured: Sequence[str] = ()
+    """The captured layers' names, under which alone a model-scope probe may file numbers."""
     future: Future | None = None
     task: bytes | None = None
     """The pickled task a worker concludes, kept to conclude it here if the worker cannot."""
@@ -129,7 +132,7 @@ class _Step:
             if isinstance(numbers, Unloadable):
                 probe, prepared = unpack_task(self.task)
                 numbers = probe.conclude(prepared)
-            self.numbers = _filed(numbers)
+            self.numbers = _filed(numbers, self.layer, self.captured)
         except Exception as exc:  # isolate, as in the process
             self.error = describe(exc, full=True)
         self.future, self.task = None, None
@@ -157,7 +160,7 @@ class PendingOutcome:
             if step.error is not None:
                 outcome.failures.append(ProbeFailure(step.probe.key, step.layer, step.error))
             else:
-                per_layer[step.layer] = step.numbers
+                per_layer.update(step.numbers)
                 if step.notes:
                     outcome.notes.setdefault(step.probe.key, {})[step.layer] = step.notes
         if outcome.failures and self._on_failure == "raise":
@@ -181,7 +184,8 @@ def probe_context(captured: CaptureResult, reference: CaptureResult | None = Non
         _check_reference(captured, reference)
     return ProbeContext(model=captured.model, inputs=captured.inputs, labels=torch.from_numpy(captured.labels),
                         device=captured.device, variant=captured.variant, seed=captured.seed,
-                        layer_modules=dict(captured.modules), reference=reference_lookup(reference))
+                        layer_modules=dict(captured.modules), reference=reference_lookup(reference),
+                        layers=tuple(captured.layers), reference_layers=reference_layers(reference))
 
 
 def _check_reference(captured: CaptureResult, reference: CaptureResult) -> None:
@@ -254,6 +258,11 @@ def _context(captured: CaptureResult, context: ProbeContext | None, reference: C
         context = probe_context(captured, reference)
     elif not any(getattr(captured, what) is None for what in ("model", "inputs", "device")):
         _check_context(probe_context(captured), context)
+    if not context.layers:
+        context = replace(context, layers=tuple(captured.layers))
+    elif [layer.name for layer in context.layers] != captured.names:
+        raise BnprobeError("the ProbeContext's layers are not the captured ones; leave them out: the runner "
+                           "fills them in from the capture")
     for probe in probes:
         if probe.compares_with_reference:
             context.stated_variant(probe.key)
@@ -280,7 +289,7 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
         targets: list[LayerData | None]
         targets = [None] if probe.scope == "model" else list(captured.layers)
         for layer in targets:
-            step = _Step(probe, MODEL_SCOPE_LAYER if layer is None else layer.name)
+            step = _Step(probe, MODEL_SCOPE_LAYER if layer is None else layer.name, captured=captured.names)
             steps.append(step)
             if on_step is not None:
                 on_step(probe.key, step.layer)
@@ -290,12 +299,12 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
                     task = pack_task(probe, prepared)
                     step.future = pool.submit(task) if task is not None else None
                     if step.future is None:
-                        step.numbers = _filed(probe.conclude(prepared))
+                        step.numbers = _filed(probe.conclude(prepared), step.layer, step.captured)
                     else:
                         step.task = task
                     del prepared
                 else:
-                    step.numbers = _filed(probe.measure(layer, context))
+                    step.numbers = _filed(probe.measure(layer, context), step.layer, step.captured)
                 step.notes = _noted(probe.notes(layer, context))
             except Exception as exc:  # isolate: one probe's failure must not end the study
                 step.error = describe(exc, full=True)
@@ -331,8 +340,27 @@ def reference_lookup(reference: CaptureResult | None) -> Callable[[str], LayerDa
     return find
 
 
-def _filed(numbers: dict[str, float]) -> dict[str, float | None]:
-    """A probe's numbers as results store them (NaN and inf as None); raises on anything else."""
+def reference_layers(reference: CaptureResult | None) -> tuple[LayerData, ...]:
+    """Every layer of ``reference`` in forward order (none without a reference)."""
+    return () if reference is None else tuple(reference.layers)
+
+
+def _filed(numbers: Mapping[str, Any], layer: str, captured: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """A probe's numbers as results store them, ``{layer: {metric: value}}`` (NaN and inf as None).
+
+    A model-scope probe (``layer`` is ``model``) may file numbers by layer, ``{layer: {metric: value}}``,
+    under layers that were captured; anything else raises.
+    """
+    if layer == MODEL_SCOPE_LAYER and numbers and all(isinstance(v, Mapping) for v in numbers.values()):
+        unknown = [name for name in numbers if name not in captured]
+        if unknown:
+            raise BnprobeError(f"numbers filed under layer {unknown[0]!r}, which was not captured; "
+                               f"captured: {', '.join(captured) or 'none'}")
+        return {str(name): _values(per_layer) for name, per_layer in numbers.items()}
+    return {layer: _values(numbers)}
+
+
+def _values(numbers: Mapping[str, Any]) -> dict[str, float | None]:
     return {str(name): finite_or_none(value) for name, value in numbers.items()}
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from bnprobe._common import REFERENCE_VARIANT, safe_filename, write_atomic
 from bnprobe.probes import parse_probe_spec
-from bnprobe.report._numbers import ACCURACY_METRICS, Metrics, metric_stats, probe_metrics, select_metrics
+from bnprobe.report._numbers import (
+    ACCURACY_METRICS,
+    Metrics,
+    matrix_metrics,
+    metric_stats,
+    probe_metrics,
+    select_metrics,
+)
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import (
     CONFIDENCE,
@@ -70,9 +77,10 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
 
     ``plots/accuracy.png``: train and test accuracy per variant, as bars.  ``plots/<probe>.png``: one
     panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
-    layer ``model`` only) as bars per variant.  Returns the paths written.
+    layer ``model`` only) as bars per variant.  ``plots/<probe>_heatmap.png``: a probe's layer-by-layer
+    matrix (``cka_matrix``'s) per variant.  Returns the paths written.
     """
-    from bnprobe.report._plots import bar_figure, png_bytes, probe_figure  # matplotlib only when plotting
+    from bnprobe.report._plots import bar_figure, matrix_figure, png_bytes, probe_figure  # matplotlib only here
 
     out_dir = Path(out_dir)
     written = [results.save_csv(out_dir), results.save_history_csv(out_dir)]
@@ -88,6 +96,11 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
     figures += [(file_stem(probe), lambda stats: probe_figure(stats, study),
                  rows(probe, plot_metrics(results, probe, metrics)))
                 for probe in results.probe_keys]
+    for probe in results.probe_keys:
+        columns = matrix_metrics(results, probe)
+        if columns:
+            figures.append((f"{file_stem(probe)}_heatmap", lambda stats, c=columns: matrix_figure(stats, c, study),
+                            rows(probe, list(columns))))
     for stem, draw, stats in figures:
         if not stats:
             continue

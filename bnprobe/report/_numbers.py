@@ -59,6 +59,18 @@ def _probe_class(probe: str) -> type[Probe] | None:
     return {info.name: info.cls for info in list_probes()}.get(parse_probe_spec(probe)[0])
 
 
+def matrix_metrics(results: Results, probe: str) -> dict[str, str]:
+    """``{metric: bn layer}`` of the metrics that form ``probe``'s layer-by-layer matrix, in the ``bn``
+    run's layer order; empty for a probe that declares none (:attr:`bnprobe.probes.Probe.layer_matrix`)."""
+    cls = _probe_class(probe)
+    prefix = cls.layer_matrix if cls is not None else ""
+    if not prefix:
+        return {}
+    columns = {m: m[len(prefix):] for m in probe_metrics(results, probe) if m.startswith(prefix)}
+    order = {layer: i for i, layer in enumerate(results.layers)}
+    return dict(sorted(columns.items(), key=lambda item: order.get(item[1], len(order))))
+
+
 def key_metric(results: Results, probe: str) -> str | None:
     """The metric shown for ``probe`` by default: its declared key metric, else the first one reported."""
     metrics = probe_metrics(results, probe)

@@ -15,6 +15,8 @@ layers, so that nothing a reader needs is dropped:
   accuracy, and the numbers of a model-scope probe (e.g. ``attribution``, filed under the layer
   ``model``), which have no layer axis.
 * :func:`probe_figure` -- whichever of the two fits a probe's rows.
+* :func:`heatmap_figure` -- matrices side by side, a panel each, on one colour scale: a probe's
+  layer-by-layer matrix per variant (:func:`matrix_figure`, ``cka_matrix``'s), or any matrix.
 
 Each title names the probe, the model and the dataset, wrapped to the figure's width.
 """
@@ -24,8 +26,9 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
@@ -56,6 +59,10 @@ TITLE_LINE_INCHES = 0.22
 """Height of a line of the title: a title of several lines makes the figure taller."""
 DODGE = 0.08
 """Horizontal offset between variants at one layer, so their error bars do not hide each other."""
+CELL_INCHES = 0.28
+"""Side of a heatmap cell; a matrix of a few layers still gets a panel of :data:`PANEL_INCHES`' height."""
+ANNOTATED_CELLS = 12
+"""Matrices of at most this many rows and columns have each cell's value written in it."""
 
 
 def grid_shape(panels: int, layers: int = 0) -> tuple[int, int]:
@@ -112,14 +119,14 @@ def _figure(panels: int, title: str, layers: Sequence[str] = ()) -> tuple[Figure
     return fig, axes[:panels]
 
 
-def _seed_note(rows: Sequence[MetricStats]) -> str:
+def _seed_note(rows: Sequence[MetricStats], drawn: str = "mean ± std") -> str:
     most = max((row.summary.n for row in rows if row.summary), default=0)
-    return f"mean ± std over {most} seeds" if most > 1 else "1 seed"
+    return f"{drawn} over {most} seeds" if most > 1 else "1 seed"
 
 
-def _title(what: str, study: str, rows: Sequence[MetricStats]) -> str:
-    """``hdbscan — resnet18 on cifar10 (mean ± std over 3 seeds)``."""
-    return f"{what}{f' — {study}' if study else ''} ({_seed_note(rows)})"
+def _title(what: str, study: str, rows: Sequence[MetricStats], drawn: str = "mean ± std") -> str:
+    """``hdbscan — resnet18 on cifar10 (mean ± std over 3 seeds)``; ``drawn`` says what the figure shows."""
+    return f"{what}{f' — {study}' if study else ''} ({_seed_note(rows, drawn)})"
 
 
 def _legend(fig: Figure, ax, entries: int) -> None:
@@ -205,6 +212,55 @@ def probe_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
     return metric_figure(rows, study)
 
 
+def heatmap_figure(panels: Mapping[str, np.ndarray], rows: Sequence[str], columns: Sequence[str], title: str = "",
+                   row_axis: str = "layer", column_axis: str = "layer", value: str = "value") -> Figure:
+    """One heatmap per entry of ``panels`` (``{panel title: (len(rows), len(columns)) array}``), side by
+    side on one colour scale (the values' range, NaN drawn blank), every row and column named."""
+    longest = max((len(name) for name in [*rows, *columns]), default=0) * LABEL_CHAR_INCHES
+    side = max(PANEL_INCHES[1], CELL_INCHES * max(len(rows), len(columns)))
+    width = len(panels) * (side + longest + PANEL_MARGIN_INCHES) + 1.0
+    lines = title_lines(title, width)
+    fig = Figure(figsize=(width, side + longest + 1.2 + (max(1, len(lines)) - 1) * TITLE_LINE_INCHES), dpi=DPI,
+                 layout="constrained")
+    fig.suptitle("\n".join(lines), fontsize=TITLE_FONT)
+    matrices = [np.asarray(m, dtype=float) for m in panels.values()]
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices]) if matrices else np.array([])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    image = None
+    for ax, name, matrix in zip(axes, panels, matrices, strict=True):
+        image = ax.imshow(np.ma.masked_invalid(matrix), vmin=low, vmax=high if high > low else low + 1,
+                          cmap="viridis", aspect="equal")
+        ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=TICK_FONT)
+        ax.set_yticks(range(len(rows)), rows, fontsize=TICK_FONT)
+        ax.set_xlabel(column_axis)
+        ax.set_ylabel(row_axis)
+        ax.set_title(name, fontsize=10)
+        if max(len(rows), len(columns)) <= ANNOTATED_CELLS:
+            for (i, j), cell in np.ndenumerate(matrix):
+                if np.isfinite(cell):
+                    ax.text(j, i, f"{cell:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if cell > (low + high) / 2 else "white")
+    if image is not None:
+        fig.colorbar(image, ax=axes.tolist(), label=value, shrink=0.8)
+    return fig
+
+
+def matrix_figure(rows: Sequence[MetricStats], columns: Mapping[str, str], study: str = "") -> Figure:
+    """A probe's layer-by-layer matrix (``columns``: ``{metric: bn layer}``, see
+    :func:`bnprobe.report._numbers.matrix_metrics`) as a heatmap per variant, each cell the mean over seeds."""
+    layers = list(dict.fromkeys(row.layer for row in rows))
+    variants = list(dict.fromkeys(row.variant for row in rows))
+    metrics = list(columns)
+    panels = {variant: np.full((len(layers), len(metrics)), np.nan) for variant in variants}
+    for row in rows:
+        if row.summary is not None and row.metric in columns:
+            panels[row.variant][layers.index(row.layer), metrics.index(row.metric)] = row.summary.mean
+    return heatmap_figure(panels, layers, list(columns.values()), _title(rows[0].probe, study, rows, "mean"),
+                          row_axis="layer of the variant", column_axis=f"layer of {REFERENCE_VARIANT}",
+                          value=f"{rows[0].probe} (mean)")
+
+
 def png_bytes(fig: Figure) -> bytes:
     """``fig`` as PNG bytes, ready for :func:`bnprobe.report._results.write_atomic`."""
     buffer = io.BytesIO()
@@ -227,3 +283,19 @@ def plot(results: Results, probe: str, metric: str | None = None, reference: str
         raise BnprobeError(f"probe {probe} has no numbers for metric {metric!r}; metrics: "
                            f"{', '.join(probe_metrics(results, probe)) or 'none'}")
     return probe_figure(rows, f"{results.model} on {results.dataset}")
+
+
+def heatmap(results: Results, probe: str, reference: str = REFERENCE_VARIANT) -> Figure:
+    """``probe``'s layer-by-layer matrix (``cka_matrix``'s: every layer of each variant against every
+    layer of ``bn``) as a heatmap per variant, the mean over seeds, as ``plots/<probe>_heatmap.png``
+    draws it.  Returns the matplotlib Figure."""
+    from bnprobe.report._numbers import matrix_metrics, metric_stats
+
+    if probe not in results.probe_keys:
+        raise BnprobeError(f"no probe {probe!r} in these results; probes: {', '.join(results.probe_keys) or 'none'}")
+    columns = matrix_metrics(results, probe)
+    if not columns:
+        raise BnprobeError(f"probe {probe} has no layer-by-layer matrix to draw; cka_matrix has one "
+                           "(bnprobe run ... --probes cka_matrix)")
+    rows = [row for metric in columns for row in metric_stats(results, probe, metric, reference)]
+    return matrix_figure(rows, columns, f"{results.model} on {results.dataset}")

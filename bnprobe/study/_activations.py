@@ -24,7 +24,7 @@ from bnprobe.capture._capture import CaptureResult
 from bnprobe.capture._layer_data import LayerData, new_accumulator
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import Probe, ProbeContext, build_probes, start_probes
-from bnprobe.probes.runner import reference_lookup
+from bnprobe.probes.runner import reference_layers, reference_lookup
 from bnprobe.report._results import GIVEN_ACTIVATIONS, Results, RunResult
 from bnprobe.train._loop import resolve_device
 
@@ -82,7 +82,7 @@ def probe_activations(activations: Mapping[str, Any] | Sequence[ActivationRun], 
         reference = captures.get((REFERENCE_VARIANT, run.seed))
         context = ProbeContext(model=None, inputs=None, labels=torch.from_numpy(label_array), device=run_device,
                                variant=run.variant, seed=run.seed,
-                               reference=reference_lookup(reference))
+                               reference=reference_lookup(reference), reference_layers=reference_layers(reference))
         outcome = start_probes(captured, probe_list, context, on_failure="warn").result()
         results.runs.append(RunResult(
             variant=run.variant, seed=run.seed, train_accuracy=None, test_accuracy=None, final_loss=None,

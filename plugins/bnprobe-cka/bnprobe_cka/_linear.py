@@ -1,0 +1,146 @@
+"""Linear CKA in float64, from blocks of the inputs: of two layers (:func:`linear_cka`) and of every
+pair of two lists of layers (:func:`cka_matrix_values`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
+
+from bnprobe.errors import BnprobeError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["cka_matrix_values", "linear_cka"]
+
+BLOCK_ELEMENTS = 1 << 24
+"""Values of one input block moved to the device at a time (float64: 128 MiB)."""
+
+Matrix: TypeAlias = "np.ndarray | torch.Tensor"
+"""What the CKA functions take: host arrays (memory-mapped ones too) or tensors."""
+
+
+def linear_cka(x: Matrix, y: Matrix, device: torch.device | str = "cpu") -> float:
+    """Linear CKA of ``x`` ``(samples, p)`` and ``y`` ``(samples, q)``, rows being the same samples.
+
+    NaN when either side is constant over the samples (nothing to align).  Arrays may be memory-mapped;
+    they are read one block at a time.
+    """
+
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise BnprobeError(f"cka needs two (samples, features) arrays over the same samples; "
+                           f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    device = _float64_device(device)
+    n, p, q = x.shape[0], x.shape[1], y.shape[1]
+    products = _feature_products if p * p + q * q + p * q <= 2 * n * n else _gram_products
+    xy, xx, yy = products(x, y, device)
+    scale = math.sqrt(xx * yy)
+    return xy / scale if scale > 0 else math.nan
+
+
+def cka_matrix_values(rows: Sequence[Matrix], columns: Sequence[Matrix] | None = None,
+                      device: torch.device | str = "cpu") -> np.ndarray:
+    """Linear CKA of every ``rows[i]`` with every ``columns[j]``, as a ``(len(rows), len(columns))`` array.
+
+    Each input is ``(samples, features)``, all over the same samples.  ``columns`` None compares
+    ``rows`` with themselves (a symmetric matrix, each Gram matrix computed once).  Every entry is the
+    number :func:`linear_cka` gives for that pair, from the unit-norm centred Gram matrices
+    (``CKA = <K, L>`` once ``||K|| = ||L|| = 1``); NaN where either side is constant.  The columns'
+    Gram matrices are held on ``device`` while the rows are read one at a time: ``len(columns) + 1``
+    matrices of ``samples x samples`` float64 values.
+    """
+    device = _float64_device(device)
+    sides = [*rows, *(columns or ())]
+    if any(a.ndim != 2 for a in sides) or len({a.shape[0] for a in sides}) > 1:
+        raise BnprobeError("cka needs (samples, features) arrays over the same samples; got shapes "
+                           f"{', '.join(str(tuple(a.shape)) for a in sides)}")
+    column_grams = [_unit_gram(a, device) for a in (rows if columns is None else columns)]
+    values = np.full((len(rows), len(column_grams)), math.nan)
+    for i, row in enumerate(rows):
+        k = column_grams[i] if columns is None else _unit_gram(row, device)
+        for j, l_ in enumerate(column_grams):
+            if k is not None and l_ is not None:
+                values[i, j] = float(k.flatten() @ l_.flatten())
+    return values
+
+
+def _unit_gram(a: Matrix, device: torch.device) -> torch.Tensor | None:
+    """The centred Gram matrix of ``a`` scaled to unit Frobenius norm; None for a constant ``a``."""
+    gram = _centred_gram(a, device)
+    norm = float(gram.norm())
+    return gram / norm if norm > 0 else None
+
+
+def _float64_device(device: torch.device | str) -> torch.device:
+    """``device``, or the CPU for Apple GPUs, which have no float64."""
+    import torch
+
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def _feature_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float, float, float]:
+    """``||Yc^T Xc||^2``, ``||Xc^T Xc||^2``, ``||Yc^T Yc||^2`` from one pass over row blocks.
+
+    Centring is applied to the accumulated products (``Xc^T Xc = X^T X - n m m^T``), exact enough in
+    float64 for activations.
+    """
+    import torch
+
+    n, p, q = x.shape[0], x.shape[1], y.shape[1]
+    xtx = torch.zeros(p, p, dtype=torch.float64, device=device)
+    yty = torch.zeros(q, q, dtype=torch.float64, device=device)
+    ytx = torch.zeros(q, p, dtype=torch.float64, device=device)
+    sx = torch.zeros(p, dtype=torch.float64, device=device)
+    sy = torch.zeros(q, dtype=torch.float64, device=device)
+    for rows in _spans(n, BLOCK_ELEMENTS // (p + q)):
+        xb, yb = _on(x[rows], device), _on(y[rows], device)
+        xtx.addmm_(xb.T, xb)
+        yty.addmm_(yb.T, yb)
+        ytx.addmm_(yb.T, xb)
+        sx += xb.sum(dim=0)
+        sy += yb.sum(dim=0)
+    mx, my = sx / n, sy / n
+    xtx -= n * torch.outer(mx, mx)
+    yty -= n * torch.outer(my, my)
+    ytx -= n * torch.outer(my, mx)
+    return float(ytx.square().sum()), float(xtx.square().sum()), float(yty.square().sum())
+
+
+def _gram_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float, float, float]:
+    """``<K, L>``, ``||K||^2``, ``||L||^2`` of the centred Gram matrices."""
+    k, l_ = _centred_gram(x, device), _centred_gram(y, device)
+    return float((k * l_).sum()), float(k.square().sum()), float(l_.square().sum())
+
+
+def _centred_gram(a: Matrix, device: torch.device) -> torch.Tensor:
+    """``Ac Ac^T`` built from column blocks; centring a block's columns is exact, column by column."""
+    import torch
+
+    n = a.shape[0]
+    gram = torch.zeros(n, n, dtype=torch.float64, device=device)
+    for cols in _spans(a.shape[1], BLOCK_ELEMENTS // n):
+        block = _on(a[:, cols], device)
+        block -= block.mean(dim=0)
+        gram.addmm_(block, block.T)
+    return gram
+
+
+def _spans(total: int, step: int) -> Iterator[slice]:
+    step = max(1, step)
+    for start in range(0, total, step):
+        yield slice(start, start + step)
+
+
+def _on(block: Matrix, device: torch.device) -> torch.Tensor:
+    """A block as float64 on ``device`` (a numpy block, memory-mapped or not, is read here)."""
+    import torch
+
+    if isinstance(block, np.ndarray):
+        block = torch.from_numpy(np.ascontiguousarray(block))
+    return block.to(device=device, dtype=torch.float64)
+
+
