@@ -10,7 +10,7 @@ import bnprobe
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["with_plain_hooks.py", "with_captum_layer_activation.py"])
+@pytest.mark.parametrize("name", ["with_plain_hooks.py", "with_captum_layer_activation.py", "with_torchlens.py"])
 def test_the_example_runs_and_compares_bn_with_identity(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace = runpy.run_path(str(EXAMPLES / name), run_name="example")

@@ -47,8 +47,8 @@ def cka_matrix_values(rows: Sequence[Matrix], columns: Sequence[Matrix] | None =
 
     Each input is ``(samples, features)``, all over the same samples.  ``columns`` None compares
     ``rows`` with themselves (a symmetric matrix, each Gram matrix computed once).  Every entry is the
-    number :func:`linear_cka` gives for that pair, from the unit-norm centred Gram matrices
-    (``CKA = <K, L>`` once ``||K|| = ||L|| = 1``); NaN where either side is constant.  The columns'
+    number :func:`linear_cka` gives for that pair, from the centred Gram matrices
+    (``CKA = <K, L> / (||K|| ||L||)``); NaN where either side is constant.  The columns'
     Gram matrices are held on ``device`` while the rows are read one at a time: ``len(columns) + 1``
     matrices of ``samples x samples`` float64 values.
     """
@@ -57,21 +57,21 @@ def cka_matrix_values(rows: Sequence[Matrix], columns: Sequence[Matrix] | None =
     if any(a.ndim != 2 for a in sides) or len({a.shape[0] for a in sides}) > 1:
         raise BnprobeError("cka needs (samples, features) arrays over the same samples; got shapes "
                            f"{', '.join(str(tuple(a.shape)) for a in sides)}")
-    column_grams = [_unit_gram(a, device) for a in (rows if columns is None else columns)]
+    column_grams = [_squared_gram(a, device) for a in (rows if columns is None else columns)]
     values = np.full((len(rows), len(column_grams)), math.nan)
     for i, row in enumerate(rows):
-        k = column_grams[i] if columns is None else _unit_gram(row, device)
-        for j, l_ in enumerate(column_grams):
-            if k is not None and l_ is not None:
-                values[i, j] = float(k.flatten() @ l_.flatten())
+        k, kk = column_grams[i] if columns is None else _squared_gram(row, device)
+        for j, (l_, ll) in enumerate(column_grams):
+            if kk > 0 and ll > 0:
+                kl = kk if columns is None and i == j else float(k.flatten() @ l_.flatten())  # self: exactly 1
+                values[i, j] = kl / math.sqrt(kk * ll)
     return values
 
 
-def _unit_gram(a: Matrix, device: torch.device) -> torch.Tensor | None:
-    """The centred Gram matrix of ``a`` scaled to unit Frobenius norm; None for a constant ``a``."""
+def _squared_gram(a: Matrix, device: torch.device) -> tuple[torch.Tensor, float]:
+    """The centred Gram matrix of ``a`` and its squared Frobenius norm (0 for a constant ``a``)."""
     gram = _centred_gram(a, device)
-    norm = float(gram.norm())
-    return gram / norm if norm > 0 else None
+    return gram, float(gram.flatten() @ gram.flatten())
 
 
 def _float64_device(device: torch.device | str) -> torch.device:
@@ -112,8 +112,8 @@ def _feature_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float
 
 def _gram_products(x: Matrix, y: Matrix, device: torch.device) -> tuple[float, float, float]:
     """``<K, L>``, ``||K||^2``, ``||L||^2`` of the centred Gram matrices."""
-    k, l_ = _centred_gram(x, device), _centred_gram(y, device)
-    return float((k * l_).sum()), float(k.square().sum()), float(l_.square().sum())
+    (k, kk), (l_, ll) = _squared_gram(x, device), _squared_gram(y, device)
+    return float(k.flatten() @ l_.flatten()), kk, ll
 
 
 def _centred_gram(a: Matrix, device: torch.device) -> torch.Tensor:
