@@ -8,7 +8,7 @@ import pytest
 
 import bnprobe
 
-COMMANDS = ["compare", "probe", "probes", "report", "reproduce", "run", "surgery"]
+COMMANDS = ["compare", "merge", "probe", "probes", "report", "reproduce", "run", "surgery"]
 
 
 def _heavy_modules_after(code: str) -> tuple[set[str], str]:

@@ -23,6 +23,7 @@ COMMAND_LINE = "bnprobe.command_line"
 
 COMMANDS = {
     "compare": "bnprobe.cli.compare",
+    "merge": "bnprobe.cli.merge",
     "probe": "bnprobe.cli.reprobe",
     "probes": "bnprobe.cli.list_probes",
     "report": "bnprobe.cli.report",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -18,6 +18,7 @@ from rich.table import Table
 from bnprobe._common import CHECKPOINT_MODES, HEADS, REFERENCE_VARIANT
 from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
+from bnprobe.cli._scale import scale_options, scale_settings
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
 from bnprobe.params import split_list
 
@@ -162,7 +163,7 @@ def list_lines() -> list[str]:
 @click.option("--width", default=None, type=int, help=f"cnn4's first-stage width (the second stage: twice it). {KEEP}")
 @click.option("--head", default=None, type=click.Choice(HEADS), help=f"cnn4's classifier head. {KEEP}")
 @click.option("--variants", default=None, help=f"Comma list with bn and at least one BN-free variant. {KEEP}")
-@click.option("--seeds", default=None, type=int, help=KEEP)
+@click.option("--seeds", default=None, help=f"How many seeds, or a range of them (4-7). {KEEP}")
 @click.option("--samples", default=None, type=int, help=f"Training samples to probe. {KEEP}")
 @click.option("--probes", default=None, help=f"Comma list of probes. {KEEP}")
 @click.option("--layers", default=None, help=f"Layer kinds or globs. {KEEP}")
@@ -195,6 +196,7 @@ def list_lines() -> list[str]:
 @click.option("--robustness-grid", default=None,
               help="The grid, e.g. 'dims=[20,50,100],min_cluster_size=[10,50]' (implies --robustness) "
                    "[default: that one].")
+@scale_options
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")
@@ -202,14 +204,14 @@ def list_lines() -> list[str]:
               help="Also print internal notes: how training was planned (fused or not, and why).")
 def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
               data_root: str | None, model: str | None, width: int | None, head: str | None, variants: str | None,
-              seeds: int | None,
+              seeds: str | None,
               samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
               precision: str | None, compile_: bool, augment: bool | None, recalibrate_bn: bool | None,
               resume: bool, overwrite: bool, keep: str | None, robustness: bool, robustness_grid: str | None,
-              quiet: bool, as_json: bool, verbose: bool) -> None:
+              quiet: bool, as_json: bool, verbose: bool, **scale: Any) -> None:
     """Reproduce a published study (PRESET, e.g. potgieter2025) and end with a verdict on each finding.
 
     Prints the paper's comparisons -- per-layer sparsity and clustering over the seeds, accuracy and
@@ -241,7 +243,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
     study_changes = {"model": model, "variants": variant_list, "seeds": seeds, "samples": samples,
                      "probes": split_probe_list(probes) if probes else None, "layers": layers, "spatial": spatial,
                      "device": device, "data_root": data_root, "augment": augment, "checkpoints": keep,
-                     "recalibrate_bn": recalibrate_bn}
+                     "recalibrate_bn": recalibrate_bn, **scale_settings(scale)}
     train_changes = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "schedule": schedule,
                      "precision": precision, "compile": compile_ or None}
     changes = Changes(study={k: v for k, v in study_changes.items() if v is not None},

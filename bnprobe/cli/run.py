@@ -6,7 +6,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -14,6 +14,7 @@ from rich.console import Console
 from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
+from bnprobe.cli._scale import scale_options, scale_settings
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 
@@ -140,7 +141,8 @@ def mode_options(command):
 @click.option("--variants", default=",".join(DEFAULT_VARIANTS), show_default=True,
               help=f"Comma list: {REFERENCE_VARIANT} (as built) and norm targets.")
 @click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--seeds", default=1, show_default=True, type=int, help="How many seeds (0, 1, ...).")
+@click.option("--seeds", default="1", show_default=True,
+              help="How many seeds (3: seeds 0, 1, 2), or a range of them (4-7).")
 @click.option("--samples", default=5000, show_default=True, type=int,
               help="Training samples to probe (capped at the split's size).")
 @click.option("--probes", default="sparsity,hdbscan", show_default=True,
@@ -197,19 +199,20 @@ def mode_options(command):
 @click.option("--log", default=None,
               help="Also log each run's training curve and probe numbers to a tracker: tensorboard:DIR "
                    "(docs/workflows.md).")
+@scale_options
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--verbose", is_flag=True,
               help="Also print internal notes: how training was planned (fused or not, and why).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
-def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: int,
+def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: str,
         samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
         momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
         fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
         init_weights: str | None, pretrained: bool | str | None, mode: str | None, max_memory: str,
-        max_device_memory: str, log: str | None, quiet: bool, verbose: bool, as_json: bool) -> None:
+        max_device_memory: str, log: str | None, quiet: bool, verbose: bool, as_json: bool, **scale: Any) -> None:
     """Train MODEL with and without BatchNorm and compare its hidden representations.
 
     MODEL is a timm model name (resnet18, or hf-hub:timm/...), a torchvision one with a tv: prefix
@@ -235,7 +238,7 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         overrides=overrides, init_weights=init_weights, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
         recalibrate_bn=recalibrate_bn, pretrained=pretrained or False, mode=mode,
-        max_device_memory=parse_device_budget(max_device_memory),
+        max_device_memory=parse_device_budget(max_device_memory), **scale_settings(scale),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
                           precision=precision, compile=compile_, sync_bn=sync_bn, **shared))
     run_and_report(config, Path(out) if out else default_out(model), resume=resume, overwrite=overwrite, log=log,

@@ -19,6 +19,8 @@ from bnprobe.capture._capture import (
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.params import check_choice, split_list
 from bnprobe.probes import build_probes, split_probe_list
+from bnprobe.study._executor import check_executor
+from bnprobe.study._shards import describe_seeds, parse_seeds, shard_seeds
 from bnprobe.surgery._targets import list_targets, parse_target
 from bnprobe.train._loop import (
     PER_VARIANT,
@@ -26,9 +28,9 @@ from bnprobe.train._loop import (
 )
 
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
-                        "cuda_graph", "probe_workers")
+                        "cuda_graph", "probe_workers", "executor", "gpus_per_task", "cpus_per_task", "max_retries")
 """Config fields that say where or how fast a study runs, not what it computes or keeps."""
-ADDED_FIELDS = {"recalibrate_bn": False, "pretrained": False, "weights": {}}
+ADDED_FIELDS = {"recalibrate_bn": False, "pretrained": False, "weights": {}, "first_seed": 0, "shard": None}
 """Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
 
 
@@ -39,7 +41,8 @@ class StudyConfig:
     model: str
     dataset: str = "digits"
     variants: Sequence[str] = DEFAULT_VARIANTS
-    seeds: int = 1
+    seeds: int | str = 1
+    """How many seeds, ``first_seed`` on (``4``: seeds 0-3); a range ``"4-7"`` sets ``first_seed`` too."""
     samples: int = 5000
     probes: Sequence[str] = ("sparsity", "hdbscan")
     device: str = "auto"
@@ -77,6 +80,19 @@ class StudyConfig:
     """Each run's own weights, trained elsewhere: ``{"bn": "a.pt", "identity@1": "c.pt"}`` (``VARIANT`` is
     seed 0); they must cover every variant and seed, fit the swapped model exactly, and are probed as
     they are (``probe-only``)."""
+    first_seed: int = 0
+    """The first of the study's seeds (a shard of a larger study may start past 0)."""
+    shard: str | None = None
+    """``"K/N"``: run only the K-th of N parts of the seeds (every N-th seed from the K-th), for an array
+    job; ``bnprobe merge`` joins the parts (:mod:`bnprobe.study._shards`)."""
+    executor: str = "local"
+    """Where the runs train: ``local`` (this process) or ``ray`` / ``ray:ADDRESS`` (:mod:`bnprobe.study._ray`)."""
+    gpus_per_task: float | None = None
+    """GPUs each Ray task asks for (fractions pack several on one GPU); None: 1 on CUDA, else 0."""
+    cpus_per_task: float = 1.0
+    """CPUs each Ray task asks for."""
+    max_retries: int = 3
+    """How often Ray retries a task whose worker died; the retry resumes from the run's last epoch."""
     mode: str | None = None
     """How runs come by their weights (:data:`bnprobe._common.STUDY_MODES`): ``scratch``, ``fine-tune`` or
     ``probe-only``; None picks ``probe-only`` with ``weights``, ``fine-tune`` with ``pretrained`` or
@@ -99,8 +115,10 @@ class StudyConfig:
             raise BnprobeError("no variants given; list at least one, e.g. bn,identity")
         if len(set(self.variants)) != len(self.variants):
             raise BnprobeError("a variant is listed twice; give each variant once")
-        if self.seeds < 1:
-            raise BnprobeError(f"seeds must be at least 1, got {self.seeds}")
+        self.first_seed, self.seeds = parse_seeds(self.seeds, self.first_seed)
+        if self.shard is not None:
+            shard_seeds(self.seed_range, self.shard)  # a shard with no seeds fails now
+        check_executor(self.executor, self.gpus_per_task, self.cpus_per_task, self.max_retries)
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
         check_spatial(self.spatial)
@@ -138,7 +156,7 @@ class StudyConfig:
 
     def _check_weight_grid(self) -> None:
         """``weights`` name one file for each variant and seed, and nothing else."""
-        grid = [(variant, seed) for variant in self.variants for seed in range(self.seeds)]
+        grid = [(variant, seed) for variant in self.variants for seed in self.seed_range]
         for variant, seed in grid:
             if run_key(variant, seed) not in self.weights:
                 raise BnprobeError(f"no weights for {variant} seed {seed}; give {run_key(variant, seed)}=FILE "
@@ -146,7 +164,17 @@ class StudyConfig:
         stray = next((key for key in self.weights if split_run_key(key) not in grid), None)
         if stray is not None:
             raise BnprobeError(f"weights {stray} are for a run outside the study ({', '.join(self.variants)}, "
-                               f"seeds 0-{self.seeds - 1}); list its variant, or raise seeds")
+                               f"seeds {describe_seeds(self.seed_range)}); list its variant, or raise seeds")
+
+    @property
+    def seed_range(self) -> list[int]:
+        """Every seed of the study, ``first_seed`` on."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds this process runs: all of :attr:`seed_range`, or its shard's part."""
+        return shard_seeds(self.seed_range, self.shard) if self.shard is not None else self.seed_range
 
     @property
     def read_files(self) -> list[str]:

@@ -41,6 +41,10 @@ class StudyListener:
         saved runs on resume) and on the pre-flight check of every variant (:meth:`Study.check_variants`)."""
 
     def study_started(self, total_runs: int) -> None: ...
+    def task_started(self, variant: str, seeds: list[int], where: str) -> None:
+        """A Ray task started on ``variant``'s ``seeds`` in ``where`` (host and process); a retried task
+        starts again, resuming its runs from their last epoch."""
+
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None: ...
     def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
         """How ``variant``'s pending ``seeds`` train: fused (``reason`` None) or one by one, and why."""

@@ -89,6 +89,7 @@ from bnprobe.study._config import (
 )
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
 from bnprobe.study._events import RunTimings, StudyListener
+from bnprobe.study._executor import parse_executor
 from bnprobe.surgery._batchnorm import has_batchnorm
 from bnprobe.surgery._swap import SwapReport, make_variant
 from bnprobe.train._distributed import World, process_group
@@ -158,6 +159,8 @@ class Study:
         self.config, self.source, self.dataset, self.probes = config, source, dataset, probes
         self.device, self.out_dir, self.listener, self.pool = device, out_dir, listener, pool
         self.probe_split = probe_subset(dataset.train, config.samples)
+        self.cache_root = out_dir / "cache" if out_dir is not None else None
+        """Where the capture caches of the runs go (a Ray task keeps its own folder there)."""
         self._base: tuple[int, nn.Module] | None = None
 
     def base(self, seed: int) -> nn.Module:
@@ -203,7 +206,7 @@ class Study:
         if self.config.checkpoints != "none" or self.out_dir is None:
             return
         for variant in self.config.variants:
-            for seed in range(self.config.seeds):
+            for seed in self.config.run_seeds:
                 self.checkpoint(variant, seed).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             (self.out_dir / CHECKPOINT_DIR).rmdir()
@@ -237,7 +240,7 @@ class Study:
 
     def cache_dir(self, variant: str, seed: int) -> Path | None:
         """Where the capture of one run keeps vectors that fit no memory budget."""
-        return self.out_dir / "cache" / run_stem(variant, seed) if self.out_dir is not None else None
+        return self.cache_root / run_stem(variant, seed) if self.cache_root is not None else None
 
     def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
         """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
@@ -272,13 +275,14 @@ class Study:
         Only the study's own run folders go, and ``cache/`` itself once empty: a ``cache/`` that the
         user keeps in the output folder keeps its files.
         """
-        if self.out_dir is None:
+        if self.cache_root is None:
             return
         for variant in self.config.variants:
-            for seed in range(self.config.seeds):
+            for seed in self.config.run_seeds:
                 shutil.rmtree(self.cache_dir(variant, seed), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (self.out_dir / "cache").rmdir()
+        for folder in (self.cache_root, self.out_dir / "cache"):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def check_variants(self) -> None:
         """Make every variant of seed 0's model and capture it on one sample, untrained.
@@ -292,7 +296,7 @@ class Study:
         for key in self.config.weights:  # every given file fits its swapped model, before anything runs
             self.variant(*split_run_key(key))
         for variant in self.config.variants:
-            model, _ = self.variant(variant, 0)
+            model, _ = self.variant(variant, self.config.run_seeds[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CaptureWarning)  # the real capture says it
                 capture(model, one, layers=self.config.layers, spatial=self.config.spatial, vectors=False,
@@ -327,7 +331,8 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
     started = time.perf_counter()
     listener = listener or StudyListener()
     check_dataset(dataset)
-    device = resolve_device(config.device)
+    on_ray = parse_executor(config.executor)[0] == "ray"
+    device = torch.device("cpu") if on_ray else resolve_device(config.device)  # Ray tasks pick their own
     probes = build_probes(config.probes)
     with process_group(device) as world, probe_pool(config, probes, world) as pool:
         data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
@@ -338,7 +343,7 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
                                   "samples_probed": len(study.probe_split),
                                   "custom_model": model is not None, "custom_dataset": dataset is not None})
         runs = _kept_runs(results, study.out_dir) if resume else {}
-        if not has_batchnorm(study.base(0)):
+        if not has_batchnorm(study.base(config.run_seeds[0])):
             raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
                                    "pick a CNN with BatchNorm")
         checking = time.perf_counter()
@@ -346,7 +351,12 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
         listener.study_prepared(checking - started, time.perf_counter() - checking)
         if overwrite and world.is_main and study.out_dir is not None:
             remove_study(study.out_dir)
-        _run_all(study, results, runs, world, resume)
+        if on_ray:
+            from bnprobe.study._ray import run_on_ray  # Ray only when asked for
+
+            run_on_ray(study, results, runs, world)
+        else:
+            _run_all(study, results, runs, world, resume)
         if world.is_main and study.out_dir is not None:
             write_outputs(results, study.out_dir)
     return results
@@ -368,7 +378,7 @@ def check_dataset(dataset: object) -> None:
 
 def probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
     """The study's probe workers, started now (they take seconds to start) when they will have work."""
-    wanted = world.is_main and any(probe.splits for probe in probes)
+    wanted = world.is_main and any(probe.splits for probe in probes) and parse_executor(config.executor)[0] == "local"
     pool = ProbePool(config.probe_workers if wanted else 0)
     try:
         pool.start()
@@ -393,7 +403,7 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     return {(run.variant, run.seed): run for run in saved.runs}
 
 
-class _Ledger:
+class Ledger:
     """A study's runs: the finished ones, saved in study order after each is filed, and the probed
     ones whose numbers workers are still computing."""
 
@@ -434,23 +444,26 @@ class _Ledger:
                 continue
             del self.probing[key]
             waiting = time.perf_counter()
-            self.runs[key] = finish(outcome.result())
-            timings = replace(timings, probe=timings.probe + time.perf_counter() - waiting)
-            self.save()
-            self.listener.run_finished(self.runs[key], timings)
+            run = finish(outcome.result())
+            self.file(key, run, replace(timings, probe=timings.probe + time.perf_counter() - waiting))
+
+    def file(self, key: tuple[str, int], run: RunResult, timings: RunTimings) -> None:
+        """Keep the finished run ``key``, save the study, and tell the listener."""
+        self.runs[key] = run
+        self.save()
+        self.listener.run_finished(run, timings)
 
 
 def _run_all(study: Study, results: Results, runs: dict[tuple[str, int], RunResult], world: World,
              resume: bool) -> None:
     """Train and probe every run not in ``runs`` (finished ones), saving ``results`` after each."""
     config, listener = study.config, study.listener
-    ledger = _Ledger(results, runs, [(v, seed) for seed in range(config.seeds) for v in config.variants],
-                     study.out_dir, world, listener, keep=study.keep_checkpoint)
+    ledger = Ledger(results, runs, study_order(config), study.out_dir, world, listener, keep=study.keep_checkpoint)
     ledger.save()
     listener.study_started(len(ledger.order))
     try:
-        fused = _train_fused_groups(study, runs, resume)
-        for seed in range(config.seeds):
+        fused = train_fused_groups(study, pending_runs(config, runs), resume)
+        for seed in config.run_seeds:
             reference: CaptureResult | None = None
             for variant in sorted(config.variants, key=lambda v: v != REFERENCE_VARIANT):  # bn first: the reference
                 kept = runs.get((variant, seed))
@@ -463,22 +476,17 @@ def _run_all(study: Study, results: Results, runs: dict[tuple[str, int], RunResu
                 if (variant, seed) in fused:
                     model, report, trained = fused.pop((variant, seed))
                 else:
-                    model, report, trained = _train_one(study, variant, seed, resume)
+                    model, report, trained = train_one(study, variant, seed, resume)
                 if not world.is_main:
                     continue
-                outcome, captured = PendingOutcome([], None), None
-                timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs,
-                                     train_parts=trained.timings)
-                if trained.diverged_at_epoch is None:
-                    outcome, captured, probed = study.probe(model, variant, seed, reference)
-                    timings = replace(timings, capture=probed.capture, probe=probed.probe)
+                outcome, captured, finish, timings = probe_trained(study, variant, seed, model, report, trained,
+                                                                   reference)
+                if captured is not None:
                     results.layers = results.layers or captured.names
                 if variant == REFERENCE_VARIANT:
                     reference = captured
                 del captured  # only the reference's vectors stay (often on the GPU) while the next run is captured
-                ledger.expect((variant, seed), outcome,
-                              partial(_run_result, variant, seed, trained, report, run_flags(trained, study.dataset)),
-                              timings)
+                ledger.expect((variant, seed), outcome, finish, timings)
             study.clear_cache()  # probes' prepared data no longer reads the caches
         ledger.settle(wait=True)
         if world.is_main:
@@ -490,7 +498,31 @@ def _run_all(study: Study, results: Results, runs: dict[tuple[str, int], RunResu
         ledger.settle(wait=False)  # on an error, file the runs whose numbers are in before it propagates
 
 
-def _train_one(study: Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
+def study_order(config: StudyConfig) -> list[tuple[str, int]]:
+    """The runs of the study (this shard's), in the order results list them: by seed, then variant."""
+    return [(variant, seed) for seed in config.run_seeds for variant in config.variants]
+
+
+def pending_runs(config: StudyConfig, runs: dict[tuple[str, int], RunResult]) -> dict[str, list[int]]:
+    """``{variant: seeds}`` of the runs not in ``runs`` (the finished ones)."""
+    return {variant: [seed for seed in config.run_seeds if (variant, seed) not in runs] for variant in config.variants}
+
+
+def probe_trained(study: Study, variant: str, seed: int, model: nn.Module, report: SwapReport, trained: TrainResult,
+                  reference: CaptureResult | None,
+                  ) -> tuple[PendingOutcome, CaptureResult | None, Callable[[ProbeOutcome], RunResult], RunTimings]:
+    """Capture and start the probes of a trained run (not of a diverged one, whose activations say
+    nothing): its pending numbers, its capture, what files it once they are in, and its timings."""
+    outcome, captured = PendingOutcome([], None), None
+    timings = RunTimings(train=trained.seconds, fused_runs=trained.fused_runs, train_parts=trained.timings)
+    if trained.diverged_at_epoch is None:
+        outcome, captured, probed = study.probe(model, variant, seed, reference)
+        timings = replace(timings, capture=probed.capture, probe=probed.probe)
+    return outcome, captured, partial(_run_result, variant, seed, trained, report,
+                                      run_flags(trained, study.dataset)), timings
+
+
+def train_one(study: Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
     """Make and train ``variant`` under ``seed`` alone (not fused); in a ``probe-only`` study, only evaluate it."""
     config, listener = study.config, study.listener
     model, report = study.variant(variant, seed)
@@ -519,19 +551,19 @@ def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapRepor
                      train_mode_test_accuracy=trained.train_mode_test_accuracy, recalibrated_bn=trained.recalibrated_bn)
 
 
-def _train_fused_groups(study: Study, runs: dict[tuple[str, int], RunResult],
-                        resume: bool) -> dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]]:
-    """Train the pending seeds of every variant that can be fused; the trained runs by (variant, seed).
+def train_fused_groups(study: Study, pending: dict[str, list[int]],
+                       resume: bool) -> dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]]:
+    """Train the ``pending`` seeds of every variant (``{variant: seeds}``) that can be fused; the trained
+    runs by (variant, seed).
 
-    Runs left out (fusion off, or not possible) are trained one by one later, by :func:`_run_all`.
+    Runs left out (fusion off, or not possible) are trained one by one later (:func:`train_one`).
     """
     config, listener = study.config, study.listener
     wanted = config.fuse if config.fuse is not None else study.device.type == "cuda"
     trained: dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]] = {}
     if not study.trains:
         return trained
-    for variant in config.variants:
-        seeds = [seed for seed in range(config.seeds) if (variant, seed) not in runs]
+    for variant, seeds in pending.items():
         if not seeds:
             continue
         train_config = config.train_for(variant)
