@@ -1,9 +1,10 @@
 """Progress of a running study, on a terminal and off one (a log file, a notebook, a cluster job).
 
-On a terminal: one bar for the whole study and one for its current stage -- training (a step per
-epoch), capture (a step per batch of probed samples) and probes (a step per probe and layer) --
-each with done/total, elapsed time and the time left; the study bar's time left is estimated from
-the runs finished so far.
+On a terminal: one bar for the whole study and one for the current stage of each run in progress
+(one at a time locally, one per running task on Ray) -- training (a step per epoch), capture (a step
+per batch of probed samples) and probes (a step per probe and layer) -- each with done/total, elapsed
+time and the time left; the study bar's time left is estimated from the runs finished so far.  A Ray
+task says in one line where it runs (host and process), and again when it is retried.
 
 Off a terminal (:attr:`rich.console.Console.is_terminal` false) bars would print nothing until the
 end, so plain labelled lines are printed instead: one per run and epoch (variant, seed, epoch,
@@ -20,12 +21,14 @@ printed only with ``verbose``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -83,6 +86,17 @@ def done_line(run: RunResult, timings: RunTimings) -> str:
             f"test acc (eval mode) {format_value(run.test_accuracy)}{diverged}")
 
 
+@dataclass
+class _Stage:
+    """The bar of one run's current stage and what its heartbeat line says."""
+
+    task: TaskID
+    text: str
+    total: int
+    started: float
+    done: int = 0
+
+
 class RichListener(StudyListener):
     """Progress bars on a terminal, labelled lines off one (module docstring); ``quiet`` prints nothing,
     ``verbose`` adds the internal notes."""
@@ -95,12 +109,10 @@ class RichListener(StudyListener):
                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                                  console=self.console, transient=True, disable=quiet or self.lines)
         self.study_task = None
-        self.stage_task = None
         self.clock = time.monotonic
         self._runs: tuple[int, int] = (0, 0)  # done, total
-        self._stage_text = ""
-        self._stage_count: tuple[int, int] = (0, 0)
-        self._stage_started = self._last_line = 0.0
+        self._stages: dict[tuple[str, int], _Stage] = {}  # the current stage of each run in progress
+        self._last_line = 0.0
         self._training: dict[tuple[str, int], tuple[float, int, int]] = {}  # started, first epoch, epochs
         self._epochs_done: dict[tuple[str, int], int] = {}
 
@@ -130,23 +142,33 @@ class RichListener(StudyListener):
         what = "model as built" if variant == REFERENCE_VARIANT else f"{report.n_swapped} norm layers swapped"
         self._say(f"{variant} seed {seed}: {what}")
 
-    def _stage(self, description: str, total: int) -> None:
-        if self.stage_task is not None:
-            self.progress.remove_task(self.stage_task)
-        self.stage_task = self.progress.add_task(description, total=total)
-        self._stage_text, self._stage_count, self._stage_started = description, (0, total), self.clock()
+    def _stage(self, variant: str, seed: int, description: str, total: int) -> None:
+        """Start the bar of a run's next stage, in place of its last one."""
+        self._end_stage(variant, seed)
+        self._stages[(variant, seed)] = _Stage(self.progress.add_task(description, total=total), description, total,
+                                               self.clock())
 
-    def _advance_stage(self, steps: int, unit: str) -> None:
-        """Advance the stage bar; off a terminal, a line when none was printed for a while."""
-        self.progress.advance(self.stage_task, steps)
-        done, total = self._stage_count[0] + steps, self._stage_count[1]
-        self._stage_count = (done, total)
+    def _end_stage(self, variant: str, seed: int) -> None:
+        stage = self._stages.pop((variant, seed), None)
+        if stage is not None:
+            self.progress.remove_task(stage.task)
+
+    def _advance_stage(self, variant: str, seed: int, steps: int, unit: str) -> None:
+        """Advance a run's stage bar; off a terminal, a line when none was printed for a while."""
+        stage = self._stages.get((variant, seed))
+        if stage is None:
+            return
+        self.progress.advance(stage.task, steps)
+        stage.done += steps
         now = self.clock()
         if self.lines and now - self._last_line >= HEARTBEAT_SECONDS:
-            self._say(f"{self._stage_text}: {done}/{total} {unit}, {duration(now - self._stage_started)} elapsed")
+            self._say(f"{stage.text}: {stage.done}/{stage.total} {unit}, {duration(now - stage.started)} elapsed")
+
+    def task_started(self, variant: str, seeds: list[int], where: str) -> None:
+        self._say(f"{variant} seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: Ray task on {where}")
 
     def training_started(self, variant: str, seed: int, epochs: int) -> None:
-        self._stage(f"train {variant} seed {seed}", epochs)
+        self._stage(variant, seed, f"train {variant} seed {seed}", epochs)
         self._training[(variant, seed)] = (self.clock(), -1, epochs)
 
     def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
@@ -165,8 +187,9 @@ class RichListener(StudyListener):
         self._training[(variant, seed)] = (started, first, epochs)
         self._epochs_done[(variant, seed)] = epoch
         loss = format_value(metrics["loss"])
-        self.progress.update(self.stage_task, completed=epoch,
-                             description=f"train {variant} seed {seed} loss {loss}")
+        stage = self._stages.get((variant, seed))
+        if stage is not None:
+            self.progress.update(stage.task, completed=epoch, description=f"train {variant} seed {seed} loss {loss}")
         if not self.lines:
             return
         elapsed = self.clock() - started
@@ -177,16 +200,16 @@ class RichListener(StudyListener):
                   f"{duration(elapsed)} elapsed, eta {duration(left)}")
 
     def capture_started(self, variant: str, seed: int, samples: int) -> None:
-        self._stage(f"capture {variant} seed {seed}", samples)
+        self._stage(variant, seed, f"capture {variant} seed {seed}", samples)
 
     def capture_batch(self, variant: str, seed: int, samples: int) -> None:
-        self._advance_stage(samples, "samples")
+        self._advance_stage(variant, seed, samples, "samples")
 
     def probing_started(self, variant: str, seed: int, steps: int) -> None:
-        self._stage(f"probe {variant} seed {seed}", steps)
+        self._stage(variant, seed, f"probe {variant} seed {seed}", steps)
 
     def probe_step(self, variant: str, seed: int, probe: str, layer: str) -> None:
-        self._advance_stage(1, "probe steps")
+        self._advance_stage(variant, seed, 1, "probe steps")
 
     def training_planned(self, variant: str, seeds: list[int], reason: str | None) -> None:
         if self.verbose:
@@ -198,6 +221,7 @@ class RichListener(StudyListener):
             self._say(f"{variant} fused steps: {how}")
 
     def run_finished(self, run: RunResult, timings: RunTimings) -> None:
+        self._end_stage(run.variant, run.seed)
         self.progress.advance(self.study_task)
         done, total = self._runs[0] + 1, self._runs[1]
         self._runs = (done, total)
