@@ -38,6 +38,7 @@ from bnprobe.probes.pool import ProbePool
 from bnprobe.report._results import Results, RunResult
 from bnprobe.study._events import RunTimings, StudyListener
 from bnprobe.study._executor import parse_executor
+from bnprobe.study._ray_helpers import EventBox, reads_token
 from bnprobe.train._distributed import World
 from bnprobe.train._loop import resolve_device
 from bnprobe.train._state import load_train_state
@@ -86,28 +87,6 @@ def check_storage(ray: Any, out_dir: Path, reader: Any = None) -> None:
                            "--out on a file system every node mounts at the same path (docs/scaling.md)")
 
 
-def reads_token(path: str, token: str) -> bool:
-    """Whether ``path`` holds ``token`` (run on each node by :func:`check_storage`)."""
-    try:
-        return Path(path).read_text() == token
-    except OSError:
-        return False
-
-
-class EventBox:
-    """The actor the tasks send listener events to, and the driver drains."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, tuple]] = []
-
-    def put(self, event: tuple[str, tuple]) -> None:
-        self.events.append(event)
-
-    def drain(self) -> list[tuple[str, tuple]]:
-        events, self.events = self.events, []
-        return events
-
-
 class Forwarder(StudyListener):
     """A task's listener: sends every hook to the driver's :class:`EventBox`, step events throttled."""
 
@@ -115,7 +94,8 @@ class Forwarder(StudyListener):
         self.box, self.sent = box, {}
 
     def _send(self, name: str, *args: Any) -> None:
-        ray_module().get(self.box.put.remote((name, args)))  # delivered before the task goes on (or its worker dies)
+        # Not waited for: a task blocked in ray.get lends its CPUs to the next task, which then runs beside it.
+        self.box.put.remote((name, args))
 
 
 def _forward(name: str):
