@@ -36,7 +36,8 @@ __getattr__, __dir__, __all__ = attach(__name__, {
         "ProbeFailedError", "ProbeFailureWarning", "ProbeOutcome", "run_probes", "start_probes",
     ],
     "bnprobe.report": ["Comparison", "Results", "RunResult", "compare", "heatmap", "plot", "render", "write_outputs"],
-    "bnprobe.study": ["ActivationRun", "StudyConfig", "load_run", "probe_activations", "reprobe_study", "run_study"],
+    "bnprobe.study": ["ActivationRun", "StudyConfig", "load_run", "merge_studies", "probe_activations", "reprobe_study",
+                      "run_study"],
     "bnprobe.surgery": [
         "SwapReport", "list_targets", "make_variant", "register_skipinit", "register_target", "swap_norms",
     ],

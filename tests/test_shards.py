@@ -110,3 +110,15 @@ def test_bnprobe_run_takes_a_seed_range_and_a_shard(tmp_path):
     bad = CliRunner().invoke(cli, ["run", "cnn4", "--seeds", "2", "--shard", "3/3", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and bad.output == "error: shard 3/3 has no seeds: the study has 2 (0-1); use at most " \
                                                 "2 shards\n"
+
+
+def test_an_executor_that_does_not_exist_is_one_line():
+    result = CliRunner().invoke(cli, ["run", "cnn4", "--executor", "slurm", "--out", "unused"])
+    assert result.exit_code == 2
+    assert result.output == ("error: executor 'slurm': use local, ray (a local Ray instance) or ray:ADDRESS "
+                             "(ray:auto for the cluster `ray start` runs)\n")
+    for option, value, message in (("--gpus-per-task", "-1", "gpus_per_task must be 0 or more"),
+                                   ("--cpus-per-task", "0", "cpus_per_task must be more than 0"),
+                                   ("--max-retries", "-2", "max_retries must be a whole number, 0 or more")):
+        bad = CliRunner().invoke(cli, ["run", "cnn4", option, value, "--out", "unused"])
+        assert bad.exit_code == 2 and bad.output.startswith(f"error: {message}"), bad.output

@@ -7,7 +7,9 @@ finished runs, and re-probing a finished study without training.
 * ``_reprobe`` -- a finished study reopened: :func:`reprobe_study`, :func:`load_run`;
 * ``_activations`` -- :func:`probe_activations`: probes on activations from anywhere, as a study's results;
 * ``_tensorboard`` -- :class:`TensorBoardListener`, a study logged to TensorBoard as it runs;
-* ``_dir`` and ``_file`` -- the output folder's rules, and TOML/YAML study files.
+* ``_dir`` and ``_file`` -- the output folder's rules, and TOML/YAML study files;
+* ``_executor``, ``_ray`` and ``_ray_helpers`` -- where runs train: here, or as Ray tasks;
+* ``_shards`` -- part of a study's seeds (``--seeds 4-7``, ``--shard K/N``) and :func:`merge_studies`.
 """
 
 from bnprobe._lazy import attach
@@ -19,6 +21,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.study._config": ["StudyConfig"],
     "bnprobe.study._events": ["Listeners", "RunTimings", "StudyListener"],
     "bnprobe.study._reprobe": ["load_run", "reprobe_study"],
+    "bnprobe.study._shards": ["merge_studies"],
     "bnprobe.study._run": ["prepare_dataset", "run_study"],
     "bnprobe.study._tensorboard": ["TensorBoardListener"],
 })
