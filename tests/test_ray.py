@@ -129,3 +129,24 @@ def test_without_ray_the_error_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"the Ray executor needs ray, which is not installed; install it "
                                                 r"with: pip install 'bnprobe\[ray\]'"):
         run_study(_config(executor="ray"), out=tmp_path / "out")
+
+
+class _StopAfterFirstRun(StudyListener):
+    def run_finished(self, run, timings):
+        raise KeyboardInterrupt  # as Ctrl-C in the driver, once a run is filed
+
+
+def test_an_interrupted_ray_study_keeps_its_filed_runs_and_resumes(tmp_path):
+    from bnprobe.errors import StudyInterrupted
+
+    config = _config(executor="ray", cpus_per_task=1, variants=("bn",), probes=["sparsity"])
+    with pytest.raises(StudyInterrupted) as stopped:
+        run_study(config, out=tmp_path / "out", listener=_StopAfterFirstRun())
+    assert len(stopped.value.finished) == 1
+    assert len(bnprobe.Results.load(tmp_path / "out").runs) == 1  # written as it finished
+    heard = _Heard()
+    resumed = run_study(config, out=tmp_path / "out", resume=True, listener=heard)
+    assert [(run.variant, run.seed) for run in resumed.runs] == [("bn", 0), ("bn", 1)]
+    kept = stopped.value.finished[0]
+    assert [task[:2] for task in heard.tasks] in ([], [("bn", (1 - kept[1],))])  # the filed run is not run again
+    assert heard.finished == [kept, ("bn", 1 - kept[1])]
