@@ -122,3 +122,14 @@ def test_an_executor_that_does_not_exist_is_one_line():
                                    ("--max-retries", "-2", "max_retries must be a whole number, 0 or more")):
         bad = CliRunner().invoke(cli, ["run", "cnn4", option, value, "--out", "unused"])
         assert bad.exit_code == 2 and bad.output.startswith(f"error: {message}"), bad.output
+
+
+def test_a_study_file_sets_the_seed_range_shard_and_executor(tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text('model = "cnn4"\nvariants = ["bn", "identity"]\nseeds = "3-4"\nshard = "2/2"\nexecutor = "local"\n'
+                     'max-retries = 1\nepochs = 1\nsamples = 50\nprobes = ["sparsity"]\n')
+    result = CliRunner().invoke(cli, ["run", "--config", str(study), "--quiet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    saved = bnprobe.Results.load(tmp_path / "out")
+    assert saved.seeds == [4] and saved.config["executor"] == "local" and saved.config["max_retries"] == 1
+    assert (saved.config["first_seed"], saved.config["seeds"], saved.config["shard"]) == (3, 2, "2/2")

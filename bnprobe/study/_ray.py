@@ -153,7 +153,11 @@ def _reference(study: Any, variant: str, seed: int) -> Any:
     path = study.checkpoint(REFERENCE_VARIANT, seed)
     if REFERENCE_VARIANT not in study.config.variants or load_train_state(path)["diverged_at_epoch"] is not None:
         return None
-    return study.capture(study.trained(REFERENCE_VARIANT, seed), REFERENCE_VARIANT, seed)
+    listener, study.listener = study.listener, StudyListener()  # bn's own run was filed: no progress for it
+    try:
+        return study.capture(study.trained(REFERENCE_VARIANT, seed), REFERENCE_VARIANT, seed)
+    finally:
+        study.listener = listener
 
 
 def task_units(config: Any, pending: dict[str, list[int]], fuse: bool) -> list[tuple[str, list[int]]]:
