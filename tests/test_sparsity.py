@@ -276,3 +276,14 @@ def test_a_timm_norm_act_layer_is_counted_by_its_activations_zero_test():
     assert {layer.name: layer.activation for layer in captured.layers} == {"1": "silu", "1.act": "silu"}
     numbers = bnprobe.run_probes(captured, [probe]).values["sparsity"]
     assert 0 < numbers["1"]["channel_sparsity"] == pytest.approx(numbers["1.act"]["channel_sparsity"])
+
+
+def test_timm_s_memory_efficient_activations_are_named_as_the_plain_ones():
+    from timm.layers import activations_me
+
+    from bnprobe.capture._layer_kinds import is_gate
+
+    assert activation_name(activations_me.SwishMe()) == "silu" and activation_name(activations_me.MishMe()) == "mish"
+    assert activation_name(activations_me.HardSwishMe()) == "hardswish"
+    assert zero_test_for(activation_name(activations_me.SwishMe())).rule != "exact"  # counted as SiLU is: a <= 0
+    assert is_gate(activations_me.HardSigmoidMe()) and not is_gate(activations_me.SwishMe())

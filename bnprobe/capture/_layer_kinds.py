@@ -25,15 +25,19 @@ _TIMM_NAMES = {"Swish": "silu", "Mish": "mish", "HardSwish": "hardswish", "HardS
                "HardMish": "hard_mish", "GELU": "gelu", "GELUTanh": "gelu", "QuickGELU": "quick_gelu",
                "Sigmoid": "sigmoid", "Tanh": "tanh", "PReLU": "prelu"}
 """timm's activation classes (``timm.layers.activations``) and the functions they compute."""
+_TIMM_ME_NAMES = {"SwishMe": "silu", "MishMe": "mish", "HardSwishMe": "hardswish", "HardSigmoidMe": "hardsigmoid",
+                  "HardMishMe": "hard_mish"}
+"""timm's memory-efficient versions of them (``timm.layers.activations_me``): the same functions."""
 
 
 def _timm_activation_names() -> dict[type[nn.Module], str]:
     try:
         from timm.layers import activations as timm_act
+        from timm.layers import activations_me as timm_act_me
     except ImportError:  # pragma: no cover - timm is a hard dependency, but stay usable without it
         return {}
-    return {getattr(timm_act, n): name for n, name in _TIMM_NAMES.items()
-            if isinstance(getattr(timm_act, n, None), type)}
+    return {getattr(module, n): name for module, names in ((timm_act, _TIMM_NAMES), (timm_act_me, _TIMM_ME_NAMES))
+            for n, name in names.items() if isinstance(getattr(module, n, None), type)}
 
 
 _MODULE_NAMES = {**_TORCH_NAMES, **_timm_activation_names()}
@@ -54,7 +58,7 @@ def activation_name(module: nn.Module) -> str | None:
 #: Activations that squeeze-excite blocks use as channel gates; their outputs are weights, not
 #: representations, so capture leaves them out of the default ``act`` selection.
 GATE_TYPES: tuple[type[nn.Module], ...] = tuple(
-    t for t in ACTIVATION_TYPES if t.__name__ in ("Sigmoid", "Hardsigmoid", "HardSigmoid", "Tanh")
+    t for t in ACTIVATION_TYPES if t.__name__ in ("Sigmoid", "Hardsigmoid", "HardSigmoid", "HardSigmoidMe", "Tanh")
 )
 
 
