@@ -48,7 +48,9 @@ SPARSITY_THRESHOLD = 0.05
 STRONG_CORRELATION = 0.5
 """A strong relation (Cohen's "large" r); a2 holds when the intervals rule it out."""
 CLUSTERING_MARGIN = 0.02
-"""An advantage in a clustering metric (all of them on a 0-1 scale) that is negligible (b)."""
+"""An advantage in a clustering metric that is negligible (b): NMI, purity and the noise fraction lie in
+0-1, ARI and DBCV at most 1 (below 0, they say worse than chance, and DBCV reaches -1); 0.02 is small
+on each."""
 CLUSTERING_METRICS: dict[str, int] = {"ari": 1, "nmi": 1, "purity": 1, "noise_fraction": -1, "dbcv": 1}
 """The ``hdbscan`` metrics (b) judges: +1 where higher is better, -1 where lower is."""
 
