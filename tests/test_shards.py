@@ -133,3 +133,18 @@ def test_a_study_file_sets_the_seed_range_shard_and_executor(tmp_path):
     saved = bnprobe.Results.load(tmp_path / "out")
     assert saved.seeds == [4] and saved.config["executor"] == "local" and saved.config["max_retries"] == 1
     assert (saved.config["first_seed"], saved.config["seeds"], saved.config["shard"]) == (3, 2, "2/2")
+
+
+def test_merge_overwrite_replaces_the_study_in_out_and_a_range_excludes_first_seed(shards, tmp_path):
+    root, whole = shards
+    run_study(_config(seeds=1, variants=("bn",), probes=["sparsity"]), out=tmp_path / "m")
+    (tmp_path / "m" / "mine.txt").write_text("kept")
+    merged = merge_studies(tmp_path / "m", [root / "shard1", root / "shard2"], overwrite=True)
+    assert _numbers(merged) == _numbers(whole)
+    assert sorted(p.name for p in (tmp_path / "m" / "checkpoints").iterdir()) == sorted(
+        f"{v}-seed{s}.pt" for v in ("bn", "identity") for s in range(3))
+    assert (tmp_path / "m" / "mine.txt").read_text() == "kept"  # not the study's: left alone
+    with pytest.raises(BnprobeError, match="seeds '4-7' is a range and first_seed is 2; give one of them"):
+        parse_seeds("4-7", first_seed=2)
+    with pytest.raises(BnprobeError, match="executor 'local:': use local, ray"):
+        _config(executor="local:")

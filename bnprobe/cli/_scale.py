@@ -1,6 +1,6 @@
-"""The options that spread a study over machines, shared by ``bnprobe run`` and ``bnprobe reproduce``:
-``--shard`` (part of the seeds, for array jobs) and the Ray executor's ``--executor``,
-``--gpus-per-task``, ``--cpus-per-task`` and ``--max-retries`` (docs/scaling.md)."""
+"""The options that spread a study over machines: ``--shard`` (part of the seeds, for array jobs; on
+``bnprobe run``) and the Ray executor's ``--executor``, ``--gpus-per-task``, ``--cpus-per-task`` and
+``--max-retries`` (on ``bnprobe run`` and ``bnprobe reproduce``; docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import click
 SCALE_OPTIONS = ("shard", "executor", "gpus_per_task", "cpus_per_task", "max_retries")
 
 
-def scale_options(command: Callable) -> Callable:
-    """Add the scale-out options to ``command``; :func:`scale_settings` reads them back."""
+def shard_option(command: Callable) -> Callable:
+    """Add ``--shard`` to ``command`` (``bnprobe run``: a reproduction judges its findings over every seed)."""
+    return click.option("--shard", default=None,
+                        help="K/N: run only the K-th of N parts of the seeds (every N-th seed from the K-th), e.g. "
+                             "one task of a SLURM array; bnprobe merge joins the parts.")(command)
+
+
+def executor_options(command: Callable) -> Callable:
+    """Add the Ray executor's options to ``command``; :func:`scale_settings` reads them back."""
     for option in reversed((
-            click.option("--shard", default=None,
-                         help="K/N: run only the K-th of N parts of the seeds (every N-th seed from the K-th), e.g. "
-                              "one task of a SLURM array; bnprobe merge joins the parts."),
             click.option("--executor", default=None,
                          help="Where the runs train: local, or ray (a local Ray instance) or ray:ADDRESS (a cluster; "
                               "ray:auto for the one `ray start` runs) [default: local]."),

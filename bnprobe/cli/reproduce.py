@@ -18,7 +18,7 @@ from rich.table import Table
 from bnprobe._common import CHECKPOINT_MODES, HEADS, REFERENCE_VARIANT
 from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
-from bnprobe.cli._scale import scale_options, scale_settings
+from bnprobe.cli._scale import executor_options, scale_settings
 from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP, default_out, train_settings
 from bnprobe.params import split_list
 
@@ -196,7 +196,7 @@ def list_lines() -> list[str]:
 @click.option("--robustness-grid", default=None,
               help="The grid, e.g. 'dims=[20,50,100],min_cluster_size=[10,50]' (implies --robustness) "
                    "[default: that one].")
-@scale_options
+@executor_options
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary and verdicts as one JSON object on stdout, the rest on stderr (docs/results.md).")

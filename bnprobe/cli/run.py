@@ -14,7 +14,7 @@ from rich.console import Console
 from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
-from bnprobe.cli._scale import scale_options, scale_settings
+from bnprobe.cli._scale import executor_options, scale_settings, shard_option
 from bnprobe.errors import BnprobeError
 from bnprobe.params import split_list
 
@@ -199,7 +199,8 @@ def mode_options(command):
 @click.option("--log", default=None,
               help="Also log each run's training curve and probe numbers to a tracker: tensorboard:DIR "
                    "(docs/workflows.md).")
-@scale_options
+@shard_option
+@executor_options
 @click.option("--quiet", is_flag=True, help="No progress, only the final report.")
 @click.option("--verbose", is_flag=True,
               help="Also print internal notes: how training was planned (fused or not, and why).")

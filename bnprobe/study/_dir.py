@@ -33,7 +33,7 @@ _TEMP = r"\.{name}\.[^/]*\.tmp"  # :func:`bnprobe.report._results.write_atomic`'
 _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
         "plots": r"[^/]+\.(?:png|csv)",
         CHECKPOINT_DIR: rf"{_RUN}\.pt",
-        "cache": _RUN,
+        "cache": rf"{_RUN}|task-[0-9a-f]+",  # a run's capture cache; a Ray task's (bnprobe.study._ray)
         "robustness": "|".join(re.escape(name) for name in STUDY_FILES)}  # bnprobe.reproduce.ROBUSTNESS_DIR
 """Per folder of the output folder (``""`` is the folder itself): a pattern of the names that are the study's."""
 

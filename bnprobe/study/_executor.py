@@ -12,8 +12,8 @@ EXECUTORS = ("local", "ray", "ray:ADDRESS")
 
 def parse_executor(executor: str) -> tuple[str, str | None]:
     """``("local", None)``, ``("ray", None)`` or ``("ray", ADDRESS)``."""
-    kind, _, address = str(executor).partition(":")
-    if kind not in ("local", "ray") or (kind == "local" and address) or (kind == "ray" and _ and not address):
+    kind, colon, address = str(executor).partition(":")
+    if kind not in ("local", "ray") or (kind == "local" and colon) or (kind == "ray" and colon and not address):
         raise BnprobeError(f"executor {executor!r}: use local, ray (a local Ray instance) or ray:ADDRESS "
                            "(ray:auto for the cluster `ray start` runs)")
     return kind, address or None

@@ -14,7 +14,7 @@ interrupted study continues with ``resume``.  What makes that work:
 * **The ``bn`` reference.**  When a probe compares with ``bn`` (cka), a variant's task waits for the
   tasks of ``bn`` of its seeds and captures ``bn``'s trained weights itself, on the same samples.
 * **Progress.**  Tasks send the listener's events to a small actor the driver drains while it waits
-  (step and batch events at most every :data:`EVENT_INTERVAL` seconds a run), so a Ray study shows
+  (training steps at most every :data:`EVENT_INTERVAL` seconds a run), so a Ray study shows
   its progress as a local one does, with :meth:`StudyListener.task_started` saying where each task runs.
 
 Ray is the optional extra ``bnprobe[ray]``.
@@ -22,10 +22,13 @@ Ray is the optional extra ``bnprobe[ray]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +47,16 @@ from bnprobe.train._loop import resolve_device
 from bnprobe.train._state import load_train_state
 
 EVENT_INTERVAL = 0.25
-"""Least seconds between two forwarded step (or batch) events of one run; the last of an epoch always goes."""
+"""Least seconds between two forwarded training steps of one run; the last of an epoch always goes."""
 WAIT_SECONDS = 0.2
 """How long the driver waits for a task before it delivers the events that came in meanwhile."""
 STORAGE_TIMEOUT = 120.0
 """Seconds the storage check waits for a task on every node."""
-THROTTLED = ("training_step", "capture_batch", "probe_step")
+THROTTLED = ("training_step",)
+"""The events sent at most every :data:`EVENT_INTERVAL`: each says where a run is, so a skipped one loses
+nothing (capture batches and probe steps are increments, and each is sent)."""
+TASK_CACHE = "task-{}"
+"""A task's folder under ``OUT/cache`` (a hex id: a name the output folder's rules know as the study's)."""
 
 
 def ray_module(name: str = "ray") -> Any:
@@ -63,7 +70,12 @@ def connect(executor: str) -> tuple[Any, bool]:
     if ray.is_initialized():
         return ray, False
     _, address = parse_executor(executor)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise BnprobeError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}; start it with "
+                           "`ray start --head`, or use --executor ray for a local instance") from None
     return ray, True
 
 
@@ -78,8 +90,12 @@ def check_storage(ray: Any, out_dir: Path, reader: Any = None) -> None:
         read = ray.remote(num_cpus=0)(reader or reads_token)
         refs = [read.options(scheduling_strategy=strategies.NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                 .remote(str(path), token) for node in nodes]
-        blind = [node.get("NodeManagerAddress", node["NodeID"])
-                 for node, ok in zip(nodes, ray.get(refs, timeout=STORAGE_TIMEOUT), strict=True) if not ok]
+        try:
+            seen = ray.get(refs, timeout=STORAGE_TIMEOUT)
+        except ray.exceptions.RayError as exc:
+            raise BnprobeError(f"the check that every Ray node reads --out {out_dir} did not finish "
+                               f"({type(exc).__name__}); check the cluster with `ray status`") from None
+        blind = [node.get("NodeManagerAddress", node["NodeID"]) for node, ok in zip(nodes, seen, strict=True) if not ok]
     finally:
         path.unlink(missing_ok=True)
     if blind:
@@ -131,7 +147,7 @@ def run_unit(config: Any, source: Any, dataset: Any, out_dir: str, variant: str,
     device = resolve_device(config.device)
     study = Study(config, source, dataset.to(device), build_probes(config.probes), device, Path(out_dir), listener,
                   ProbePool(0))
-    study.cache_root = Path(out_dir) / "cache" / f"task-{variant}-{seeds[0]}-{uuid.uuid4().hex[:8]}"
+    study.cache_root = Path(out_dir) / "cache" / TASK_CACHE.format(uuid.uuid4().hex)
     fused = train_fused_groups(study, {variant: seeds}, resume=True)
     finished = []
     for seed in seeds:
@@ -191,6 +207,10 @@ def run_on_ray(study: Any, results: Results, runs: dict[tuple[str, int], RunResu
                 listener.run_finished(runs[key], RunTimings(kept=True))
         _run_tasks(ray, study, ledger, out_dir, pending_runs(config, runs))
         study.drop_checkpoints()
+        for folder in (out_dir / "cache").glob(TASK_CACHE.format("*")):  # a dead worker's task left its own
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out_dir / "cache").rmdir()
     finally:
         if started:
             ray.shutdown()
@@ -204,7 +224,7 @@ def _run_tasks(ray: Any, study: Any, ledger: Any, out_dir: Path, pending: dict[s
     fuse = config.fuse if config.fuse is not None else gpus > 0
     comparing = any(probe.compares_with_reference for probe in study.probes)
     box = ray.remote(num_cpus=0)(EventBox).remote()
-    shared = [ray.put(config), ray.put(study.source), ray.put(study.dataset.to("cpu"))]
+    shared = [ray.put(absolute_paths(config)), ray.put(study.source), ray.put(study.dataset.to("cpu"))]
     task = ray.remote(run_unit).options(num_cpus=config.cpus_per_task, num_gpus=gpus,
                                         max_retries=config.max_retries, retry_exceptions=False)
     units: dict[Any, tuple[str, list[int]]] = {}
@@ -227,6 +247,19 @@ def _run_tasks(ray: Any, study: Any, ledger: Any, out_dir: Path, pending: dict[s
         for ref in waiting:
             ray.cancel(ref, force=True)
         raise StudyInterrupted(ledger.finished) from exc
+    finally:
+        ray.kill(box)
+
+
+def absolute_paths(config: Any) -> Any:
+    """``config`` with the files it reads (starting weights) as absolute paths, as workers on other nodes
+    must find them: on the shared storage, like ``--out``."""
+    def absolute(path: Any) -> Any:
+        return str(Path(path).resolve()) if isinstance(path, str) and path else path
+
+    return replace(config, init_weights=absolute(config.init_weights),
+                   pretrained=absolute(config.pretrained) if isinstance(config.pretrained, str) else config.pretrained,
+                   weights={key: absolute(path) for key, path in config.weights.items()})
 
 
 def _result(ray: Any, ref: Any, variant: str, seeds: list[int], retries: int) -> list:

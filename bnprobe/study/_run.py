@@ -334,7 +334,7 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
     on_ray = parse_executor(config.executor)[0] == "ray"
     device = torch.device("cpu") if on_ray else resolve_device(config.device)  # Ray tasks pick their own
     probes = build_probes(config.probes)
-    with process_group(device) as world, probe_pool(config, probes, world) as pool:
+    with process_group(device) as world, probe_pool(config, probes, world, probes_here=not on_ray) as pool:
         data = (dataset if dataset is not None else prepare_dataset(config)).to(device)
         source: ModelSource = model if model is not None else config.model
         study = Study(config, source, data, probes, device, Path(out) if out is not None else None, listener, pool)
@@ -376,9 +376,10 @@ def check_dataset(dataset: object) -> None:
                            "wrap your loaders: bnprobe.Dataset.from_loaders(train_loader, test_loader)")
 
 
-def probe_pool(config: StudyConfig, probes: list[Probe], world: World) -> ProbePool:
-    """The study's probe workers, started now (they take seconds to start) when they will have work."""
-    wanted = world.is_main and any(probe.splits for probe in probes) and parse_executor(config.executor)[0] == "local"
+def probe_pool(config: StudyConfig, probes: list[Probe], world: World, probes_here: bool = True) -> ProbePool:
+    """The study's probe workers, started now (they take seconds to start) when they will have work:
+    not when ``probes_here`` is False (Ray tasks probe the runs)."""
+    wanted = world.is_main and probes_here and any(probe.splits for probe in probes)
     pool = ProbePool(config.probe_workers if wanted else 0)
     try:
         pool.start()

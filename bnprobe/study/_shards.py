@@ -20,6 +20,8 @@ def parse_seeds(seeds: int | str, first_seed: int = 0) -> tuple[int, int]:
     """``(first_seed, count)`` of ``seeds``: a count (``4``, seeds ``first_seed`` on) or a range ``"4-7"``."""
     if isinstance(seeds, str):
         match = SEED_RANGE.match(seeds)
+        if match and first_seed:
+            raise BnprobeError(f"seeds {seeds!r} is a range and first_seed is {first_seed}; give one of them")
         if match:
             first, last = int(match[1]), int(match[2])
             if last < first:
@@ -71,7 +73,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
     """
     from bnprobe.report import write_outputs
     from bnprobe.study._config import MAY_CHANGE_ON_RESUME, StudyConfig
-    from bnprobe.study._dir import check_out_dir
+    from bnprobe.study._dir import check_out_dir, remove_study
     from bnprobe.train._state import CHECKPOINT_DIR, first_difference, run_stem
 
     if not shards:
@@ -82,7 +84,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
     check_out_dir(out_dir, resume=False, overwrite=overwrite)
     loaded = [(Path(shard), _load_shard(Path(shard))) for shard in shards]
     first_dir, first = loaded[0]
-    ignored = (*MAY_CHANGE_ON_RESUME, "shard", "seeds", "first_seed")
+    ignored = (*MAY_CHANGE_ON_RESUME, "shard", "seeds", "first_seed", "weights")  # weights: each run's own
     whole = StudyConfig.from_dict({**first.config, "shard": None})
     seeds: set[int] = set()
     owner: dict[tuple[str, int], Path] = {}
@@ -91,7 +93,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
         if difference is not None:
             raise BnprobeError(f"{folder} is not a shard of the study in {first_dir}: its config differs "
                                f"({difference.replace(' there and ', f' in {first_dir} and ').replace(' now', '')})")
-        if results.layers != first.layers:
+        if results.layers and first.layers and results.layers != first.layers:  # none: no run was captured
             raise BnprobeError(f"{folder} probed other layers than {first_dir}; merge shards of one study")
         config = StudyConfig.from_dict(results.config)
         seeds |= set(config.seed_range)
@@ -110,8 +112,12 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
         raise BnprobeError(f"no shard holds {named}{more} (seeds {describe_seeds(whole.seed_range)}); run the "
                            "shards that hold them (--resume finishes an interrupted one), then merge again")
     runs = {(run.variant, run.seed): run for _, results in loaded for run in results.runs}
-    merged = Results(model=first.model, dataset=first.dataset, config={**first.config, **whole.to_dict()},
-                     runs=[runs[key] for key in order], layers=list(first.layers))
+    weights = {key: path for _, results in loaded for key, path in results.config.get("weights", {}).items()}
+    merged = Results(model=first.model, dataset=first.dataset,
+                     config={**first.config, **whole.to_dict(), "weights": weights}, runs=[runs[key] for key in order],
+                     layers=next((list(results.layers) for _, results in loaded if results.layers), []))
+    if overwrite:
+        remove_study(out_dir)  # only now: a refused merge leaves the study in OUT as it was
     for (variant, seed), folder in owner.items():
         checkpoint = folder / CHECKPOINT_DIR / f"{run_stem(variant, seed)}.pt"
         if checkpoint.is_file():
