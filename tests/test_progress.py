@@ -169,3 +169,22 @@ def test_on_a_terminal_the_done_line_names_the_run_too(study):
         listener.study_started(total_runs=1)
         listener.run_finished(run, RunTimings(train=3.0, capture=1.5, probe=0.3))
     assert "[1/1] identity seed 0 done in 4.8s (train 3.0s, capture 1.5s, probe 0.3s)" in buffer.getvalue()
+
+
+def test_a_late_stage_event_of_a_filed_run_draws_no_bar_until_the_listener_starts_again():
+    from rich.console import Console
+
+    from bnprobe.cli._progress import RichListener
+    from bnprobe.report._results import RunResult
+    from bnprobe.study import RunTimings
+
+    listener = RichListener(Console(file=__import__("io").StringIO(), force_terminal=True))
+    listener.study_started(1)
+    run = RunResult(variant="bn", seed=0, train_accuracy=1.0, test_accuracy=1.0, final_loss=0.1)
+    listener.run_finished(run, RunTimings(train=1.0))
+    listener.capture_started("bn", 0, 10)  # a Ray task's event that came in after its run was filed
+    assert [task.description for task in listener.progress.tasks] == ["study"]
+    listener.study_started(1)  # re-probing the same runs afterwards
+    listener.capture_started("bn", 0, 10)
+    assert "capture bn seed 0" in [task.description for task in listener.progress.tasks]
+    listener.progress.stop()

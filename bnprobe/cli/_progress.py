@@ -112,6 +112,7 @@ class RichListener(StudyListener):
         self.clock = time.monotonic
         self._runs: tuple[int, int] = (0, 0)  # done, total
         self._stages: dict[tuple[str, int], _Stage] = {}  # the current stage of each run in progress
+        self._filed: set[tuple[str, int]] = set()  # a Ray task's last events may come in after its run is filed
         self._last_line = 0.0
         self._training: dict[tuple[str, int], tuple[float, int, int]] = {}  # started, first epoch, epochs
         self._epochs_done: dict[tuple[str, int], int] = {}
@@ -136,6 +137,7 @@ class RichListener(StudyListener):
         self.progress.start()  # only now: input errors found earlier print one clean line
         self.study_task = self.progress.add_task("study", total=total_runs)
         self._runs = (0, total_runs)
+        self._filed.clear()  # a listener heard again (re-probing after the study) starts afresh
         self._last_line = self.clock()
 
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:
@@ -143,8 +145,10 @@ class RichListener(StudyListener):
         self._say(f"{variant} seed {seed}: {what}")
 
     def _stage(self, variant: str, seed: int, description: str, total: int) -> None:
-        """Start the bar of a run's next stage, in place of its last one."""
+        """Start the bar of a run's next stage, in place of its last one (none for a run already filed)."""
         self._end_stage(variant, seed)
+        if (variant, seed) in self._filed:
+            return
         self._stages[(variant, seed)] = _Stage(self.progress.add_task(description, total=total), description, total,
                                                self.clock())
 
@@ -222,6 +226,7 @@ class RichListener(StudyListener):
 
     def run_finished(self, run: RunResult, timings: RunTimings) -> None:
         self._end_stage(run.variant, run.seed)
+        self._filed.add((run.variant, run.seed))
         self.progress.advance(self.study_task)
         done, total = self._runs[0] + 1, self._runs[1]
         self._runs = (done, total)
