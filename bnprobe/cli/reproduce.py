@@ -49,6 +49,7 @@ def per_variant_changes(variants: list[str], options: dict[str, str | None]) -> 
 def recipe_lines(study: PresetStudy) -> list[str]:
     """What the study will do, in two lines: the data and probes, then the training recipe."""
     from bnprobe.reproduce._presets import model_label
+    from bnprobe.study._shards import describe_seeds
 
     config, train = study.config, study.config.train
     subsets = ", ".join(f"{split} subset {n}" for split, n in (("train", study.train_subset),
@@ -57,7 +58,8 @@ def recipe_lines(study: PresetStudy) -> list[str]:
     momentum = f" momentum {train.momentum} (Nesterov)" if train.optimizer == "sgd" and train.momentum else ""
     own = "; ".join(f"{variant}: {', '.join(f'{k} {v}' for k, v in values.items())}"
                     for variant, values in config.overrides.items() if values)
-    return [f"{model}, variants {', '.join(config.variants)}, {config.seeds} seeds, {config.samples} probed training "
+    seeds = f"{config.seeds} seeds" + (f" ({describe_seeds(config.seed_range)})" if config.first_seed else "")
+    return [f"{model}, variants {', '.join(config.variants)}, {seeds}, {config.samples} probed training "
             f"samples, layers {config.layers}, probes {', '.join(config.probes)}"
             + (f"; {subsets}" if subsets else ""),
             f"{train.optimizer} lr {train.lr}{momentum}, weight decay {train.weight_decay}, {train.schedule} schedule, "
