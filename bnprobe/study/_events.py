@@ -88,5 +88,8 @@ def _forwarding(name: str):
     return hook
 
 
-for _hook in [name for name, value in vars(StudyListener).items() if callable(value) and not name.startswith("_")]:
+HOOKS = [name for name, value in vars(StudyListener).items() if callable(value) and not name.startswith("_")]
+"""The names of every :class:`StudyListener` hook (what a listener that passes hooks on implements)."""
+
+for _hook in HOOKS:
     setattr(Listeners, _hook, _forwarding(_hook))

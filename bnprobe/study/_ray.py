@@ -39,7 +39,7 @@ from bnprobe.errors import BnprobeError, StudyInterrupted
 from bnprobe.probes import build_probes
 from bnprobe.probes.pool import ProbePool
 from bnprobe.report._results import Results, RunResult
-from bnprobe.study._events import RunTimings, StudyListener
+from bnprobe.study._events import HOOKS, RunTimings, StudyListener
 from bnprobe.study._executor import parse_executor
 from bnprobe.study._ray_helpers import EventBox, reads_token
 from bnprobe.train._distributed import World
@@ -127,9 +127,8 @@ def _forward(name: str):
     return hook
 
 
-for _hook in [name for name, value in vars(StudyListener).items() if callable(value) and not name.startswith("_")
-              and name not in ("run_finished", "run_done", "study_prepared", "study_started")]:
-    setattr(Forwarder, _hook, _forward(_hook))
+for _hook in [name for name in HOOKS if name not in ("run_finished", "run_done", "study_prepared", "study_started")]:
+    setattr(Forwarder, _hook, _forward(_hook))  # the driver says those itself
 
 
 def run_unit(config: Any, source: Any, dataset: Any, out_dir: str, variant: str, seeds: list[int], box: Any,
