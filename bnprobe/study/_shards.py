@@ -74,7 +74,8 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
     from bnprobe.report import write_outputs
     from bnprobe.study._config import MAY_CHANGE_ON_RESUME, StudyConfig
     from bnprobe.study._dir import check_out_dir, remove_study
-    from bnprobe.train._state import CHECKPOINT_DIR, first_difference, run_stem
+    from bnprobe.study._run import study_order
+    from bnprobe.train._state import checkpoint_path, first_difference
 
     if not shards:
         raise BnprobeError("merge needs the folders of the shards to join: bnprobe merge OUT DIR DIR ...")
@@ -104,7 +105,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
                                    "merge each run once (shards of one study do not overlap)")
             owner[key] = folder
     whole.first_seed, whole.seeds = min(seeds), max(seeds) - min(seeds) + 1
-    order = [(variant, seed) for seed in whole.seed_range for variant in whole.variants]
+    order = study_order(whole)
     missing = [key for key in order if key not in owner]
     if missing:
         named = ", ".join(f"{variant} seed {seed}" for variant, seed in missing[:3])
@@ -119,9 +120,9 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
     if overwrite:
         remove_study(out_dir)  # only now: a refused merge leaves the study in OUT as it was
     for (variant, seed), folder in owner.items():
-        checkpoint = folder / CHECKPOINT_DIR / f"{run_stem(variant, seed)}.pt"
+        checkpoint = checkpoint_path(folder, variant, seed)
         if checkpoint.is_file():
-            write_atomic(out_dir / CHECKPOINT_DIR / checkpoint.name, checkpoint.read_bytes())
+            write_atomic(checkpoint_path(out_dir, variant, seed), checkpoint.read_bytes())
     merged.save(out_dir)
     write_outputs(merged, out_dir)
     return merged
