@@ -64,6 +64,30 @@ def test_three_blobs_are_three_pure_clusters():
     assert 0.5 < r["dbcv"] <= 1.0
 
 
+def test_chance_level_of_true_labels_is_far_below_the_ari_and_of_random_labels_is_the_ari():
+    vectors, labels = _blobs(per_blob=60)
+    true = HdbscanProbe().measure(_layer(vectors, labels), CONTEXT)
+    assert true["ari"] == pytest.approx(1.0) and true["ami"] == pytest.approx(1.0)
+    assert abs(true["ari_chance_mean"]) < 0.02 and 0 < true["ari_chance_std"] < 0.02
+    assert true["ari_chance_p"] == pytest.approx(1 / 200)  # no shuffle reaches it: the smallest p of 199
+    shuffled = np.random.default_rng(5).permutation(labels)
+    random = HdbscanProbe().measure(_layer(vectors, shuffled), CONTEXT)
+    assert abs(random["ari"]) < 0.05 and abs(random["ami"]) < 0.05 and random["nmi"] > random["ami"]
+    assert abs(random["ari_chance_mean"]) < 0.02 and random["ari_chance_p"] > 0.1
+    off = HdbscanProbe(permutations=0).measure(_layer(vectors, labels), CONTEXT)
+    assert math.isnan(off["ari_chance_p"]) and off["ari"] == true["ari"]
+
+
+def test_shuffled_ari_is_scikit_learns_ari_of_the_shuffled_labels():
+    from bnprobe.probes._chance import shuffled_ari
+
+    rng = np.random.default_rng(2)
+    labels, clusters = rng.integers(0, 4, 300), rng.integers(-1, 5, 300)
+    values = shuffled_ari(labels, clusters, 6, seed=9)
+    shuffles = np.random.default_rng(9).permuted(np.broadcast_to(labels, (6, 300)), axis=1)
+    assert values == pytest.approx([adjusted_rand_score(s, clusters) for s in shuffles], abs=1e-12)
+
+
 def test_noise_counts_as_its_own_cluster_in_ari_but_not_in_purity():
     vectors, labels = _blobs()
     # two isolated points, of class 0: HDBSCAN leaves them as noise

@@ -23,9 +23,7 @@ from bnprobe.cli.run import CHECKPOINTS_HELP, PER_VARIANT_HELP, RECALIBRATE_HELP
 from bnprobe.params import split_list
 
 if TYPE_CHECKING:
-    from bnprobe.reproduce._presets import PresetStudy, Reproduction
-    from bnprobe.reproduce._robustness import RobustnessResult
-    from bnprobe.reproduce._verdict import Verdict
+    from bnprobe.reproduce import PresetStudy, Reproduction, RobustnessResult, Verdict
 
 KEEP = "[default: the preset's]"
 
@@ -86,8 +84,8 @@ def render_reproduction(reproduction: Reproduction, console: Console) -> None:
     if any(d is not None and d.low is not None for d in reproduction.gap_differences.values()):
         console.print(f"  Δ = gap − {REFERENCE_VARIANT}'s, paired by seed [{CONFIDENCE:.0%} CI]", markup=False)
     variant = reproduction.study.compared_variant
-    console.print(f"[bold]verdicts[/bold] (a1, b: {REFERENCE_VARIANT} against {variant}; a2: every run; "
-                  "docs/reproducing.md)")
+    console.print(f"[bold]verdicts[/bold] ({REFERENCE_VARIANT} against {variant}; the tests and their "
+                  "correction for many comparisons: docs/reproducing.md)")
     flagged = reproduction.flagged_runs
     if flagged:
         runs = "; ".join(f"{r['variant']} seed {r['seed']}: {', '.join(r['flags'])}" for r in flagged)
@@ -103,7 +101,10 @@ def verdict_lines(verdict: Verdict, width: int = 80) -> list[str]:
     from bnprobe.reproduce._presets import VERDICT_LABELS
 
     lines = [f"  ({verdict.key}) {verdict.finding}: {VERDICT_LABELS[verdict.holds]}"]
-    for name, text in (("rule", verdict.rule), ("evidence", verdict.evidence)):
+    parts = [("rule", verdict.rule), ("evidence", verdict.evidence)]
+    if verdict.needed is not None:
+        parts.append(("seeds", verdict.needed.line()))
+    for name, text in parts:
         lines += textwrap.wrap(f"{name}: {text}", width, initial_indent=" " * 6, subsequent_indent=" " * 8,
                                break_on_hyphens=False)
     return lines

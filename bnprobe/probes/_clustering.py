@@ -23,6 +23,7 @@ import numpy as np
 from bnprobe.capture._layer_data import LayerData
 from bnprobe.errors import BnprobeError
 from bnprobe.params import check_choice, check_float, check_int
+from bnprobe.probes._chance import ari_chance
 from bnprobe.probes._protocol import Need, Probe, ProbeContext
 from bnprobe.probes._registry import register_probe
 from bnprobe.probes.metrics import Metric
@@ -34,6 +35,10 @@ DEFAULT_DIMS = 50
 """PCA dimensions of the default HDBSCAN run: enough to keep the class structure of a CNN layer, few
 enough for hdbscan's fast Boruvka tree search (above 60 dimensions it falls back to Prim's algorithm,
 which computes every pairwise distance: minutes for 5,000 samples of 4,096 features)."""
+
+DEFAULT_PERMUTATIONS = 199
+"""Label shuffles behind the ARI's chance level: p-values down to 1/200, in well under a second for 5,000
+samples (only a contingency table is recounted per shuffle)."""
 
 EXACT_MAX_SAMPLES = 20_000
 """Exact mode holds an ``(n, n)`` float64 distance matrix, which hdbscan copies about three times
@@ -240,9 +245,13 @@ class HdbscanProbe(Probe):
 
     Metrics
     -------
-    ``n_clusters``, ``noise_fraction`` (share of samples labelled noise); ``ari`` and ``nmi``
+    ``n_clusters``, ``noise_fraction`` (share of samples labelled noise); ``ari``, ``nmi`` and ``ami``
     (scikit-learn, against the class labels, on *all* samples with noise as one more cluster, so
-    leaving samples as noise costs score); ``purity`` (over the non-noise samples: the share that
+    leaving samples as noise costs score; ARI and AMI are corrected for chance, NMI is not);
+    ``ari_chance_mean``, ``ari_chance_std`` and ``ari_chance_p``: the ARI the same clusters get against
+    ``permutations`` shuffles of the labels (seeded by ``seed``; the clustering is not redone), and the
+    permutation p-value ``(1 + #{shuffled ARI >= ARI}) / (permutations + 1)`` that the clusters follow
+    the classes no better than chance (``permutations=0``: null); ``purity`` (over the non-noise samples: the share that
     belongs to its cluster's most common class); ``persistence`` (mean of hdbscan's
     ``cluster_persistence_``, how long the clusters live in the hierarchy, 0-1); ``dbcv`` (hdbscan's
     ``relative_validity_``, the DBCV index computed on the minimum spanning tree, -1 to 1; always
@@ -264,7 +273,17 @@ class HdbscanProbe(Probe):
         "ari": Metric("adjusted Rand index of the clusters against the class labels, on all samples with noise as "
                       "one more cluster (scikit-learn)", "-0.5 to 1 (0: chance)", "higher is better"),
         "nmi": Metric("normalised mutual information of the clusters and the class labels, on all samples with "
-                      "noise as one more cluster (scikit-learn)", "0 to 1", "higher is better"),
+                      "noise as one more cluster (scikit-learn); not corrected for chance", "0 to 1",
+                      "higher is better"),
+        "ami": Metric("adjusted mutual information of the clusters and the class labels, on all samples with noise "
+                      "as one more cluster (scikit-learn, arithmetic normalisation as nmi's)",
+                      "at most 1 (0: chance)", "higher is better"),
+        "ari_chance_mean": Metric("mean ARI of the same clusters against shuffled class labels (the clustering is "
+                                  "not redone); null with permutations=0", "about 0"),
+        "ari_chance_std": Metric("standard deviation of that ARI over the shuffles; null with permutations=0",
+                                 "0 or more"),
+        "ari_chance_p": Metric("permutation p-value of the ARI: (1 + shuffles scoring at least as high) / "
+                               "(shuffles + 1); null with permutations=0", "1/(permutations+1) to 1"),
         "purity": Metric("over the non-noise samples, the share that belongs to its cluster's most common class; "
                          "null without clusters", "0 to 1", "higher is better"),
         "persistence": Metric("mean of hdbscan's cluster_persistence_: how long the clusters live in the "
@@ -277,7 +296,8 @@ class HdbscanProbe(Probe):
     }
 
     def __init__(self, *, min_cluster_size: int = 10, min_samples: int | None = None,
-                 dims: int | str | None = "auto", exact: bool = False, **unknown: Any) -> None:
+                 dims: int | str | None = "auto", exact: bool = False, permutations: int = DEFAULT_PERMUTATIONS,
+                 seed: int = 0, **unknown: Any) -> None:
         super().__init__(**unknown)
         owner = f"probe {self.name}"
         self.min_cluster_size = check_int(owner, "min_cluster_size", min_cluster_size, minimum=2)
@@ -288,6 +308,8 @@ class HdbscanProbe(Probe):
         if not isinstance(exact, bool):
             raise BnprobeError(f"{owner}: exact must be true or false, got {exact!r}")
         self.exact = exact
+        self.permutations = check_int(owner, "permutations", permutations, minimum=0)
+        self.seed = check_int(owner, "seed", seed, minimum=0)
 
     @property
     def pca_dims(self) -> int | None:
@@ -362,7 +384,7 @@ class HdbscanProbe(Probe):
 
     def conclude(self, prepared: tuple[Reduced, np.ndarray]) -> dict[str, float]:
         """Cluster the reduced vectors and score the clusters against the labels."""
-        from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+        from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
 
         reduced, labels = prepared
         found = self.cluster_reduced(reduced)
@@ -372,11 +394,14 @@ class HdbscanProbe(Probe):
         if n_clusters:
             members = found.labels[clustered, None] == np.arange(n_clusters)
             purity = float(_majority_counts(labels[clustered], members).sum() / clustered.sum())
+        ari = float(adjusted_rand_score(labels, found.labels))
         return {
             "n_clusters": float(n_clusters),
             "noise_fraction": float(1.0 - clustered.mean()),
-            "ari": float(adjusted_rand_score(labels, found.labels)),
+            "ari": ari,
             "nmi": float(normalized_mutual_info_score(labels, found.labels)),
+            "ami": float(adjusted_mutual_info_score(labels, found.labels)),
+            **ari_chance(labels, found.labels, ari, self.permutations, self.seed),
             "purity": purity,
             "persistence": float(found.persistence.mean()) if n_clusters else math.nan,
             "dbcv": found.dbcv,

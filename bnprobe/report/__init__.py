@@ -3,6 +3,7 @@ files on disk (results.json, results.csv, plots/) and the comparison of two stud
 
 * ``_results`` -- ``results.json`` and ``results.csv`` (:class:`Results`, :class:`RunResult`);
 * ``_stats`` -- means, intervals and paired differences over seeds, and how numbers print;
+* ``_inference`` -- differences read against a margin: t tests, Holm's correction, seeds for 80% power;
 * ``_numbers`` -- those statistics per probe, layer, metric and variant (:func:`metric_stats`);
 * ``_terminal`` -- the tables and lines :func:`render` prints;
 * ``_files`` -- :func:`write_outputs` (CSV, history, plots) and :func:`summary_json`;
@@ -17,6 +18,10 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.report._plots": ["heatmap", "heatmap_figure", "plot"],
     "bnprobe.report._terminal": ["render"],
     "bnprobe.report._files": ["summary_json", "write_outputs"],
+    "bnprobe.report._inference": [
+        "ALPHA", "HOLM", "MARGIN_TESTS", "Estimate", "correlation_seeds_for", "holm", "p_above", "p_below", "p_beyond",
+        "p_inside", "seeds_for",
+    ],
     "bnprobe.report._results": ["Results", "RunResult", "finite_history"],
     "bnprobe.report._stats": [
         "CONFIDENCE", "CORRELATION_METHOD", "PAIRED_METHOD", "STATS_CSV_COLUMNS", "Difference", "Summary",

@@ -40,6 +40,8 @@ PAIRED_METHOD = "paired by seed; Student t interval on the per-seed differences 
 WELCH_METHOD = "independent samples; Welch t interval (Welch-Satterthwaite df)"
 CORRELATION_METHOD = ("Pearson r; Fisher z interval tanh(atanh(r) ± z(0.975) / sqrt(n_eff - 3)), "
                       "n_eff = values - groups + 1")
+MIN_DECISIVE = 3
+"""The fewest values (seed pairs, runs) whose interval can exclude 0: two pairs leave one degree of freedom."""
 MIN_DECIMALS = 3
 """Decimals every printed number gets at least."""
 MAX_DECIMALS = 8
@@ -113,8 +115,13 @@ class Difference:
 
     @property
     def excludes_zero(self) -> bool:
-        """Whether there is an interval and 0 lies outside it: the difference is not seed noise."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+        """Whether 0 lies outside a real interval: the difference is not seed noise.
+
+        Never from fewer than :data:`MIN_DECISIVE` values, nor from an interval of zero width
+        (differences that do not vary say nothing of the noise), so such a difference is never starred.
+        """
+        return (self.low is not None and self.high is not None and self.n >= MIN_DECISIVE
+                and self.high > self.low and (self.low > 0 or self.high < 0))
 
     def __str__(self) -> str:
         """``Δ [low, high]`` (`` *`` when the interval excludes 0) with the digits of :func:`format_numbers`."""

@@ -13,5 +13,8 @@ __getattr__, __dir__, __all__ = attach(__name__, {
         "DEFAULT_GRID", "ROBUSTNESS_DIR", "ROBUSTNESS_FILE", "RobustnessResult", "check_robustness", "parse_grid",
         "robustness",
     ],
-    "bnprobe.reproduce._verdict": ["Verdict"],
+    "bnprobe.reproduce._verdict": ["SeedsNeeded", "Verdict"],
+    "bnprobe.reproduce._sparsity_verdict": ["SPARSITY_THRESHOLD", "sparsity_change_verdict"],
+    "bnprobe.reproduce._generalisation_verdict": ["GAP_MARGIN", "generalisation_verdict"],
+    "bnprobe.reproduce._clustering_verdict": ["CLUSTERING_MARGIN", "PRIMARY_METRIC", "clustering_verdict"],
 })

@@ -8,7 +8,7 @@ rate of the BN-free model where it differs, augmentation, and the smaller ``--qu
 arguments a config cannot express -- and :func:`reproduce` runs it, writes the usual outputs
 (``results.json``, ``results.csv``, ``plots/``) and ``verdicts.json``, and returns the numbers the
 paper compares: the study's results, each variant's generalisation gap, and a verdict on each
-finding from :mod:`bnprobe.reproduce._verdict`.
+finding (:mod:`bnprobe.reproduce._verdict`).
 
 Presets are registered by name in :data:`PRESETS` (:func:`get_preset` looks one up and lists the
 names when it fails), the way :mod:`bnprobe.models._registry` registers built-in models.
@@ -38,7 +38,10 @@ from bnprobe.probes import build_probes
 from bnprobe.report import probe_metrics, summary_json
 from bnprobe.report._results import Results
 from bnprobe.report._stats import Difference, Summary, paired_difference, summarise
-from bnprobe.reproduce._verdict import Verdict, clustering_verdict, generalisation_verdict, sparsity_change_verdict
+from bnprobe.reproduce._clustering_verdict import clustering_verdict
+from bnprobe.reproduce._generalisation_verdict import generalisation_verdict
+from bnprobe.reproduce._sparsity_verdict import sparsity_change_verdict
+from bnprobe.reproduce._verdict import Verdict
 from bnprobe.study import StudyConfig, StudyListener, prepare_dataset, run_study
 from bnprobe.study._dir import check_out_dir
 from bnprobe.train._loop import TrainConfig
@@ -361,7 +364,7 @@ def assess(study: PresetStudy, results: Results) -> Reproduction:
                    if v != REFERENCE_VARIANT}
     clustering_probe = next((p.key for p in build_probes(study.config.probes) if p.name == "hdbscan"), "hdbscan")
     variant = study.compared_variant
-    verdicts = [sparsity_change_verdict(results, variant=variant), generalisation_verdict(results),
+    verdicts = [sparsity_change_verdict(results, variant=variant), generalisation_verdict(results, variant=variant),
                 clustering_verdict(results, variant=variant, probe=clustering_probe)]
     return Reproduction(study, results, gaps, differences, verdicts)
 
