@@ -129,13 +129,16 @@ def render_robustness(robust: RobustnessResult, console: Console) -> None:
     table.add_column("holds", justify="right", no_wrap=True)
     held = VERDICT_LABELS[True]
     for i, (finding, counts) in enumerate(zip(robust.findings(), robust.counts(), strict=True)):
-        key = getattr(robust.settings[0].verdicts[i], "key", None) or "abcdefgh"[i]
-        table.add_row(f"({key}) {finding}", *(ROBUSTNESS_MARKS[s.verdicts[i].holds] for s in robust.settings),
+        verdict = robust.settings[0].verdicts[i]
+        key = getattr(verdict, "key", None) or "abcdefgh"[i]
+        constant = "" if verdict.numbers.get("probe") == robust.probe else " (reads no clustering number)"
+        table.add_row(f"({key}) {finding}{constant}", *(ROBUSTNESS_MARKS[s.verdicts[i].holds] for s in robust.settings),
                       f"{counts[held]} of {len(robust.settings)}")
     console.print(table)
     console.print(f"yes: {held}, no: {VERDICT_LABELS[False]}, ?: {VERDICT_LABELS[None]}; "
                   "*: the study's own setting", markup=False, highlight=False)
-    console.print("only the clustering numbers differ between columns", markup=False, highlight=False)
+    console.print("only the clustering numbers differ between columns, so a verdict that reads none is the same "
+                  "in every column by construction", markup=False, highlight=False)
 
 
 def list_lines() -> list[str]:
