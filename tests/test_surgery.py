@@ -155,7 +155,8 @@ def test_identity_leaves_conv_then_relu():
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(variant(x), F.relu(model[0](x)))
     assert report.n_swapped == 1 and report.param_delta == -12
-    assert report.records[0] == SwapRecord("1", "BatchNorm2d", "IdentityNorm", 12, 0)
+    assert report.records[0] == SwapRecord("1", "BatchNorm2d", "IdentityNorm", 12, 0, affine_init="weight 1, bias 0",
+                                           affine="not kept: identity has none")
 
 
 class SharedInput(nn.Module):
@@ -273,7 +274,7 @@ def test_fold_keeps_the_eval_function_with_no_norm_left():
     assert not any(isinstance(m, ChannelAffine) for m in variant.modules())
     assert [r.note for r in report.records] == ["folded into conv (bias added: +8)", "folded into dw",
                                                 "folded into up", "folded into fc"]
-    assert report.notes == ["fold: 4 folded, 0 fell back to frozen"]
+    assert report.notes[0] == "fold: 4 folded, 0 fell back to frozen"
     # 2 * (8 + 8 + 4 + 5) BatchNorm parameters go, the conv gains an 8-element bias
     assert report.param_delta == -50 + 8 == n_params(variant) - n_params(model)
     x = torch.randn(4, 3, 6, 6)
@@ -339,14 +340,14 @@ class Untraceable(nn.Module):
 def test_fold_on_a_model_that_does_not_trace():
     _, report = swap_norms(Untraceable(), "fold")
     assert report.records[0].note == "fell back to frozen: the model does not trace with torch.fx (TraceError)"
-    assert report.notes == ["fold: 0 folded, 1 fell back to frozen "
-                            "(the model does not trace with torch.fx (TraceError))"]
+    assert report.notes[0] == ("fold: 0 folded, 1 fell back to frozen "
+                               "(the model does not trace with torch.fx (TraceError))")
 
 
 def test_fold_timm_resnet18_with_trained_statistics():
     model = randomize_batchnorm(timm.create_model("resnet18", pretrained=False, num_classes=10)).eval()
     variant, report = swap_norms(model, "fold")
-    assert report.notes == ["fold: 20 folded, 0 fell back to frozen"]
+    assert report.notes[0] == "fold: 20 folded, 0 fell back to frozen"
     assert not has_batchnorm(variant)
     assert not any(isinstance(m, ChannelAffine) for m in variant.modules())
     x = torch.randn(2, 3, 64, 64)
@@ -391,8 +392,8 @@ def test_timm_models_keep_every_activation(name, target):
 def test_skipinit_timm_resnet_blocks_start_as_their_shortcut():
     model = timm_model("resnet10t")
     variant, report = swap_norms(model, "identity+skipinit")
-    assert report.notes == ["skipinit: zero-initialised the last conv of 4 residual branches "
-                            "(layer1.0.conv2, layer2.0.conv2, layer3.0.conv2, ...)"]
+    assert report.notes[-1] == ("skipinit: zero-initialised the last conv of 4 residual branches "
+                                "(layer1.0.conv2, layer2.0.conv2, layer3.0.conv2, ...)")
     block = variant.layer1[0]
     assert block.conv2.weight.abs().sum() == 0
     x = torch.randn(2, 64, 8, 8)
@@ -412,7 +413,7 @@ def test_apply_skipinit_torchvision_blocks_with_a_skip_only():
 
 def test_skipinit_on_an_unrecognised_model():
     _, report = swap_norms(conv_bn_relu(), "identity+skipinit")
-    assert report.notes == ["skipinit: no residual blocks recognised in Sequential; nothing zero-initialised"]
+    assert report.notes[-1] == "skipinit: no residual blocks recognised in Sequential; nothing zero-initialised"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,8 +450,9 @@ def test_report_to_dict():
     assert data == {
         "target": "groupnorm:3", "n_swapped": 1, "params_before": 12, "params_after": 12, "param_delta": 0,
         "records": [{"path": "1", "old_type": "BatchNorm2d", "new_type": "GroupNorm", "params_before": 12,
-                     "params_after": 12, "activation": None, "note": ""}],
-        "notes": [],
+                     "params_after": 12, "activation": None, "note": "", "affine_init": "weight 1, bias 0",
+                     "affine": "kept"}],
+        "notes": ["affine init from BN in 1 norm: kept (weight 1, bias 0 in 1)"],
     }
 
 

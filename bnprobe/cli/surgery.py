@@ -15,18 +15,19 @@ if TYPE_CHECKING:
 
 
 def swap_table(report: SwapReport, model: str) -> Table:
-    """One row per swapped layer, and the totals as the last row."""
+    """One row per swapped layer (what became of its BatchNorm's affine init among the rest), and the totals
+    as the last row."""
     table = Table(title=f"{model}: BatchNorm → {report.target}", title_justify="left")
     for column, justify in (("module", "left"), ("old type", "left"), ("new type", "left"),
                             ("params before", "right"), ("params after", "right"),
-                            ("activation kept", "left"), ("note", "left")):
+                            ("activation kept", "left"), ("BN affine init", "left"), ("note", "left")):
         table.add_column(column, justify=justify)
     for r in report.records:
         table.add_row(r.path, r.old_type, r.new_type, f"{r.params_before:,}", f"{r.params_after:,}",
-                      r.activation or "—", r.note)
+                      r.activation or "—", f"{r.affine_init} → {r.affine}", r.note)
     table.add_section()
     table.add_row(f"total: {report.n_swapped} layers", "", "", f"{report.params_before:,}",
-                  f"{report.params_after:,}", "", f"parameters {report.param_delta:+,}")
+                  f"{report.params_after:,}", "", "", f"parameters {report.param_delta:+,}")
     return table
 
 

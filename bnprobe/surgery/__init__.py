@@ -4,6 +4,7 @@ folding or adding biases and applying skipinit, with a :class:`SwapReport` of ev
 * ``_batchnorm`` -- what counts as BatchNorm and where a model has it;
 * ``_norms`` -- the modules put where a BatchNorm was;
 * ``_targets`` -- the target table, :func:`register_target` and the spec parser;
+* ``_affine`` -- a replacement norm taking over the BatchNorm's weight and bias, and saying so;
 * ``_fold`` -- which BatchNorm follows a conv (torch.fx) and folding it in;
 * ``_skipinit`` -- the residual-block table and :func:`register_skipinit`;
 * ``_swap`` -- :func:`swap_norms` and :func:`make_variant`, which put the rest together.

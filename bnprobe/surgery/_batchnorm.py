@@ -50,19 +50,19 @@ def own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 
+def bn_value(bn: nn.Module, name: str, neutral: float) -> torch.Tensor:
+    """``bn``'s ``weight``, ``bias``, ``running_mean`` or ``running_var`` in float64 on the CPU, whether a
+    parameter or a buffer; where it has none, the neutral value (weight 1, bias 0, mean 0, variance 1)."""
+    value = getattr(bn, name, None)
+    if value is None:
+        return torch.full((num_channels(bn),), neutral, dtype=torch.float64)
+    return value.detach().to("cpu", torch.float64)
+
+
 def eval_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` in float64 such that ``bn`` in eval mode computes ``x * scale + shift``.
 
-    Missing pieces take their neutral values: weight 1 and bias 0 without affine parameters, mean 0 and
-    variance 1 without running statistics.
+    Missing pieces take their neutral values (:func:`bn_value`).
     """
-    channels = num_channels(bn)
-
-    def stat(name: str, neutral: float) -> torch.Tensor:
-        value = getattr(bn, name, None)
-        if value is None:
-            return torch.full((channels,), neutral, dtype=torch.float64)
-        return value.detach().to("cpu", torch.float64)
-
-    scale = stat("weight", 1.0) / torch.sqrt(stat("running_var", 1.0) + bn.eps)
-    return scale, stat("bias", 0.0) - stat("running_mean", 0.0) * scale
+    scale = bn_value(bn, "weight", 1.0) / torch.sqrt(bn_value(bn, "running_var", 1.0) + bn.eps)
+    return scale, bn_value(bn, "bias", 0.0) - bn_value(bn, "running_mean", 0.0) * scale

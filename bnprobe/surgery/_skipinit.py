@@ -7,7 +7,10 @@ torchvision's ResNet, RegNet, MNASNet, MobileNetV2/V3 and EfficientNet blocks --
 block actually has a skip.  This form was chosen over a learnable zero gain because it adds no
 parameters and no modules, so layer names and parameter counts stay comparable across variants.  The
 branch starts at exactly zero when the new norm maps zero to zero (``identity``, ``groupnorm``,
-``layernorm``, ``instancenorm``; not ``frozen`` or ``fold``, whose shift is kept).  Blocks of other
+``layernorm``, ``instancenorm``; not ``frozen`` or ``fold``, whose shift is kept).  A target that keeps
+the BatchNorm's weight (all but ``identity``) gets weight 1 where a BatchNorm in such a block had an
+all-zero one (timm's ``zero_init_last``; :func:`unzero_branch_norms`): the zeroed conv starts the
+branch at zero instead, and with both zero neither would ever get a gradient.  Blocks of other
 families are left as they are (:func:`register_skipinit` adds one); when none is recognised the report
 says "no residual blocks recognised".
 """
@@ -90,6 +93,24 @@ def register_skipinit(block: type[nn.Module], last_conv: str | LastConv) -> None
                            f"function of the block, got {last_conv!r}")
 
 
+def _residual_branches(model: nn.Module) -> list[tuple[str, str]]:
+    """``(block path, path of its residual branch's last conv)`` for every residual block recognised in
+    ``model`` (paths from the model's root)."""
+    found = []
+    for path, block in model.named_modules():
+        last_conv = next((_LAST_CONV[t] for t in type(block).__mro__ if t in _LAST_CONV), None)
+        rel = last_conv(block) if last_conv else None
+        if rel is None:
+            continue
+        try:
+            block.get_submodule(rel)
+        except AttributeError:
+            raise BnprobeError(f"skipinit: {type(block).__name__} at {path or 'the root'} has no submodule {rel!r}, "
+                               "the residual branch's last conv it was registered with") from None
+        found.append((path, f"{path}.{rel}" if path else rel))
+    return found
+
+
 def apply_skipinit(model: nn.Module) -> list[str]:
     """Zero-initialise the last conv of every recognised residual branch, in place (Fixup-style).
 
@@ -97,26 +118,45 @@ def apply_skipinit(model: nn.Module) -> list[str]:
     train from depth.  Returns the paths of the convs that were zeroed; an empty list means no residual
     block was recognised (see the module docstring for the families).
     """
-    changed = []
-    for path, block in model.named_modules():
-        last_conv = next((_LAST_CONV[t] for t in type(block).__mro__ if t in _LAST_CONV), None)
-        rel = last_conv(block) if last_conv else None
-        if rel is None:
-            continue
-        try:
-            conv = block.get_submodule(rel)
-        except AttributeError:
-            raise BnprobeError(f"skipinit: {type(block).__name__} at {path or 'the root'} has no submodule {rel!r}, "
-                               "the residual branch's last conv it was registered with") from None
-        with torch.no_grad():  # every parameter: timm's MixedConv2d holds one conv per kernel size
-            for param in conv.parameters():
+    changed = [conv for _, conv in _residual_branches(model)]
+    with torch.no_grad():  # every parameter: timm's MixedConv2d holds one conv per kernel size
+        for conv in changed:
+            for param in model.get_submodule(conv).parameters():
                 param.zero_()
-        changed.append(f"{path}.{rel}" if path else rel)
     return changed
+
+
+def unzero_branch_norms(model: nn.Module, batchnorms: list[tuple[str, nn.Module]]) -> list[str]:
+    """Set to 1 the weight of each of ``batchnorms`` that is all zero and sits in a recognised residual
+    block, in place, before the swap hands it on; return their paths.
+
+    Such a weight is how the model starts that branch at zero (timm's ``zero_init_last``: the branch's
+    last norm, right after the conv :func:`apply_skipinit` zeroes).  skipinit starts the branch at zero
+    by that conv instead; kept as well, the zero weight would see only zeros from the zero conv, and
+    neither would ever get a gradient.
+    """
+    blocks = [block for block, _ in _residual_branches(model)]
+    reset = []
+    for path, bn in batchnorms:
+        weight = getattr(bn, "weight", None)
+        in_block = any(block == "" or path.startswith(f"{block}.") for block in blocks)
+        if in_block and weight is not None and not weight.any():
+            with torch.no_grad():
+                weight.fill_(1.0)
+            reset.append(path)
+    return reset
+
+
+def _listed(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
+def unzero_note(reset: list[str]) -> str:
+    return (f"skipinit: {len(reset)} zero norm weights taken as 1 ({_listed(reset)}): after the zeroed conv, a zero "
+            "weight would leave both without gradient")
 
 
 def skipinit_note(model: nn.Module, changed: list[str]) -> str:
     if not changed:
         return f"skipinit: no residual blocks recognised in {type(model).__name__}; nothing zero-initialised"
-    shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
-    return f"skipinit: zero-initialised the last conv of {len(changed)} residual branches ({shown})"
+    return f"skipinit: zero-initialised the last conv of {len(changed)} residual branches ({_listed(changed)})"

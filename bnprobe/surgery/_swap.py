@@ -25,6 +25,13 @@ elsewhere too, the model does not trace) the replacement itself is a :class:`Cha
 ``identity`` takes it: the other targets keep a per-channel shift of their own (GroupNorm, LayerNorm
 and InstanceNorm's affine bias, ``frozen``'s shift, ``fold``'s folded bias).  A zero bias changes
 nothing at initialisation: the variant starts as the bias-free one and can learn the offsets.
+
+**affine init** (:mod:`bnprobe.surgery._affine`): a replacement with a weight and bias per channel
+starts from the BatchNorm's, as the swap finds them, so a model's convention (timm's ``zero_init_last``
+zero weight) survives the swap; ``frozen`` and ``fold`` carry them in what they compute, ``identity``
+has none.  Each record says what the BatchNorm's were and what became of them, and the report's notes
+sum that up.  With ``+skipinit`` a zero weight in a recognised residual block is taken as 1
+(:func:`unzero_branch_norms`), since skipinit's zeroed conv starts the branch at zero instead.
 """
 
 from __future__ import annotations
@@ -39,11 +46,12 @@ from torch import nn
 
 from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.errors import BnprobeError
+from bnprobe.surgery._affine import KEPT, affine_notes, describe_affine, take_over
 from bnprobe.surgery._batchnorm import find_batchnorms, num_channels, own_params, require_batchnorm
 from bnprobe.surgery._fold import FoldPlan, fold_into, fold_plan
 from bnprobe.surgery._norms import ChannelBias, NormAct
-from bnprobe.surgery._skipinit import apply_skipinit, skipinit_note
-from bnprobe.surgery._targets import NormBuilder, NormFactory, TargetSpec, resolve_target
+from bnprobe.surgery._skipinit import apply_skipinit, skipinit_note, unzero_branch_norms, unzero_note
+from bnprobe.surgery._targets import NormFactory, Target, TargetSpec, resolve_target
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,10 @@ class SwapRecord:
     activation: str | None = None
     """Type name of the activation a norm-act layer carried and that was kept, else None."""
     note: str = ""
+    affine_init: str = ""
+    """The BatchNorm's weight and bias when swapped: ``weight 0, bias 0``, ``weight varied, bias 0``, ``no affine``."""
+    affine: str = ""
+    """What became of them: ``kept``, or ``not kept: ...`` / ``partly kept: ...`` saying why."""
 
 
 @dataclass
@@ -109,7 +121,7 @@ def _placed_like(module: nn.Module, bn: nn.Module) -> nn.Module:
     return module.train(bn.training)
 
 
-def _replacement(model: nn.Module, path: str, bn: nn.Module, spec: TargetSpec, build: NormBuilder,
+def _replacement(model: nn.Module, path: str, bn: nn.Module, spec: TargetSpec, how: Target,
                  plan: FoldPlan | None) -> tuple[nn.Module, int, str]:
     """The new norm for the BatchNorm at ``path``, parameters added elsewhere, and a note."""
     if plan is not None and path in plan.producers:
@@ -118,7 +130,7 @@ def _replacement(model: nn.Module, path: str, bn: nn.Module, spec: TargetSpec, b
         # nn.Identity may hand on its input here: only this layer reads the producer's output
         return nn.Identity(), added, f"folded into {producer}" + (f" (bias added: +{added})" if added else "")
     try:
-        norm = build(bn, spec.arg)
+        norm = how.build(bn, spec.arg)
     except BnprobeError as exc:
         raise BnprobeError(f"layer {path}: {exc}") from None
     return norm, 0, f"fell back to frozen: {plan.reasons[path]}" if plan is not None else ""
@@ -150,16 +162,25 @@ def _bias_note(records: list[SwapRecord]) -> str:
             f"ChannelBias modules (+{added:,} parameters)")
 
 
+def _affine_kept(bn: nn.Module, norm: nn.Module, spec: TargetSpec, how: Target) -> str:
+    """What became of ``bn``'s weight and bias in ``norm``, copying them over where the target says to."""
+    if how.affine == "copy":
+        return take_over(bn, norm)
+    return KEPT if how.affine == "derived" else f"not kept: {spec.name} has none"
+
+
 def swap_norms(model: nn.Module, target: str | NormFactory) -> tuple[nn.Module, SwapReport]:
     """A deep copy of ``model`` with every BatchNorm replaced as ``target`` says, and what was done.
 
     ``target`` is ``NAME[:ARG][+bias][+skipinit]`` with ``NAME`` from :func:`list_targets`, or a module
     class or factory called with each layer's channel count (``functools.partial(nn.GroupNorm, 4)``), as
-    timm's ``get_norm_layer`` takes one.  The input model is never modified.  Raises
-    :class:`NoBatchNormError` when the model has no BatchNorm, and :class:`UnknownNameError` /
-    :class:`BnprobeError` for a bad target or a ``groupnorm:G`` that does not divide a layer's channels.
+    timm's ``get_norm_layer`` takes one.  The replacements start from the BatchNorms' weight and bias
+    (the model's initialisation convention), as far as they have their own.  The input model is never
+    modified.  Raises :class:`NoBatchNormError` when the model has no BatchNorm, and
+    :class:`UnknownNameError` / :class:`BnprobeError` for a bad target or a ``groupnorm:G`` that does not
+    divide a layer's channels.
     """
-    spec, build = resolve_target(target)
+    spec, how = resolve_target(target)
     require_batchnorm(model)
     model = copy.deepcopy(model)
     batchnorms = find_batchnorms(model)
@@ -167,8 +188,11 @@ def swap_norms(model: nn.Module, target: str | NormFactory) -> tuple[nn.Module, 
     plan = fold_plan(model, [p for p, _ in batchnorms]) if folding or spec.bias else None
     fold = plan if folding else None
     report = SwapReport(target=str(spec), notes=[fold.summary()] if fold is not None else [])
+    inits = {path: describe_affine(bn) for path, bn in batchnorms}
+    unzeroed = unzero_branch_norms(model, batchnorms) if spec.skipinit and how.affine != "none" else []
     for path, bn in batchnorms:
-        norm, added, note = _replacement(model, path, bn, spec, build, fold)
+        norm, added, note = _replacement(model, path, bn, spec, how, fold)
+        affine = _affine_kept(bn, norm, spec, how) + (", weight taken as 1 for skipinit" if path in unzeroed else "")
         if spec.bias:
             norm, added, note = _add_bias(model, path, bn, norm, plan)
         norm = _placed_like(norm, bn)
@@ -185,10 +209,13 @@ def swap_norms(model: nn.Module, target: str | NormFactory) -> tuple[nn.Module, 
             path=path, old_type=type(bn).__name__, new_type=type(norm).__name__,
             params_before=own_params(bn), params_after=own_params(norm) + added,
             activation=None if act is None or isinstance(act, nn.Identity) else type(act).__name__,
-            note=note,
+            note=note, affine_init=inits[path], affine=affine,
         ))
+    report.notes += affine_notes([(r.affine, r.affine_init) for r in report.records], spec.skipinit)
     if spec.bias:
         report.notes.append(_bias_note(report.records) + (f" ({plan.trace_error})" if plan.trace_error else ""))
+    if unzeroed:
+        report.notes.append(unzero_note(unzeroed))
     if spec.skipinit:
         report.notes.append(skipinit_note(model, apply_skipinit(model)))
     return model, report

@@ -7,7 +7,8 @@ table, so that a study's ``variants`` and the CLI can use it.  The built-in name
 (:func:`list_targets`):
 
 ``identity``
-    No normalisation (:class:`IdentityNorm`, which hands on a copy of its input, as BatchNorm did).
+    No normalisation (:class:`IdentityNorm`, which hands on a copy of its input, as BatchNorm did).  It
+    has no affine parameters, so a BatchNorm's zero weight is lost with the rest (the report says so).
 ``groupnorm``
     ``nn.GroupNorm`` with ``gcd(32, C)`` groups; ``groupnorm:G`` asks for ``G`` groups, which must
     divide every layer's channel count.
@@ -30,7 +31,13 @@ table, so that a study's ``variants`` and the CLI can use it.  The built-in name
     fold.  A trained or loaded model then computes the same eval-mode function with no norm left.
     The layers that cannot fold -- not after a conv, the conv's output also read elsewhere, the model
     does not trace -- get the ``frozen`` replacement, which computes the same function too, and their
-    record says why.
+    record says why.  Both carry the BatchNorm's weight and bias in the affine they compute (a zero
+    weight gives a zero ``scale``, or a zero folded conv weight).
+
+``groupnorm``, ``layernorm``, ``instancenorm`` and every registered or given factory start from the
+BatchNorm's weight and bias as the swap finds them (:func:`bnprobe.surgery._affine.take_over`): a weight
+timm's ``zero_init_last`` set to 0 stays 0, as in timm's own GroupNorm ResNet.  Where the new norm's
+``weight``/``bias`` is missing or not one value per channel, the record says it was not kept.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
@@ -79,20 +87,29 @@ NormBuilder = Callable[[nn.Module, int | None], nn.Module]
 """The replacement for one BatchNorm, given that BatchNorm and the spec's ``:ARG`` (None when not given)."""
 
 
+AffineMode = Literal["copy", "derived", "none"]
+
+
 @dataclass(frozen=True)
-class _Target:
+class Target:
+    """One entry of the target table: how to build a replacement, and how it gets the BatchNorm's affine."""
+
     build: NormBuilder
     """Replacement norm for one BatchNorm, given the spec's ``:ARG`` (None when not given)."""
     takes_arg: bool = False
+    affine: AffineMode = "copy"
+    """``copy``: the swap copies the BatchNorm's weight and bias into the norm's own; ``derived``: ``build``
+    computes the norm from them; ``none``: the norm has no affine parameters."""
 
 
-TARGETS: dict[str, _Target] = {
-    "identity": _Target(_identity),
-    "groupnorm": _Target(_groupnorm, takes_arg=True),
-    "layernorm": _Target(_layernorm),
-    "instancenorm": _Target(_instancenorm),
-    "frozen": _Target(_frozen),
-    "fold": _Target(_frozen),  # for the layers that cannot fold; folding itself needs the graph (fold_plan)
+TARGETS: dict[str, Target] = {
+    "identity": Target(_identity, affine="none"),
+    "groupnorm": Target(_groupnorm, takes_arg=True),
+    "layernorm": Target(_layernorm),
+    "instancenorm": Target(_instancenorm),
+    "frozen": Target(_frozen, affine="derived"),
+    # fold's entry builds the layers that cannot fold; folding itself needs the graph (fold_plan)
+    "fold": Target(_frozen, affine="derived"),
 }
 
 _OPTIONS = ("bias", "skipinit")
@@ -146,22 +163,22 @@ def register_target(name: str, factory: NormFactory | None = None) -> Callable[.
     def add(factory: NormFactory) -> NormFactory:
         if not callable(factory):
             raise BnprobeError(f"target {name}: the factory must be a module class or a callable, got {factory!r}")
-        TARGETS[name] = _Target(_from_factory(factory, name))
+        TARGETS[name] = Target(_from_factory(factory, name))
         return factory
 
     return add if factory is None else add(factory)
 
 
-def resolve_target(target: str | NormFactory) -> tuple[TargetSpec, NormBuilder]:
-    """The spec of ``target`` (a spec string or a factory) and the function that builds each replacement."""
+def resolve_target(target: str | NormFactory) -> tuple[TargetSpec, Target]:
+    """The spec of ``target`` (a spec string or a factory) and its table entry (a factory's is made here)."""
     if isinstance(target, str):
         spec = parse_target(target)
-        return spec, TARGETS[spec.name].build
+        return spec, TARGETS[spec.name]
     if not callable(target):
         raise BnprobeError(f"norm target {target!r}: give a name ({', '.join(list_targets())}), a module class or a "
                            "factory such as functools.partial(nn.GroupNorm, 4)")
     label = target_label(target)
-    return TargetSpec(name=label), _from_factory(target, label)
+    return TargetSpec(name=label), Target(_from_factory(target, label))
 
 
 def list_targets() -> list[str]:
