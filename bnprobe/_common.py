@@ -25,6 +25,11 @@ from typing import Any
 REFERENCE_VARIANT = "bn"
 """The variant every other one is compared with: the model as built, BatchNorm and all."""
 
+INIT_VARIANT = "init"
+"""The untrained reference: seed by seed, the ``bn`` model with the starting weights every variant of that
+seed starts from, evaluated, captured and probed as any run is (in eval mode) but trained for 0 epochs,
+so that each probe's numbers before training stand beside the trained ones."""
+
 DEFAULT_VARIANTS = (REFERENCE_VARIANT, "identity", "groupnorm")
 """The variants a study runs when none are named (``StudyConfig`` and ``bnprobe run --variants``)."""
 

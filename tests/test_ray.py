@@ -150,3 +150,12 @@ def test_an_interrupted_ray_study_keeps_its_filed_runs_and_resumes(tmp_path):
     kept = stopped.value.finished[0]
     assert [task[:2] for task in heard.tasks] in ([], [("bn", (1 - kept[1],))])  # the filed run is not run again
     assert heard.finished == [kept, ("bn", 1 - kept[1])]
+
+
+def test_init_runs_on_ray_untrained_and_compared_with_its_bn_run(tmp_path):
+    heard = _Heard()
+    results = run_study(_config(executor="ray", cpus_per_task=1, variants=("bn", "init"), seeds=1,
+                                train=TrainConfig(epochs=1)), out=tmp_path / "ray", listener=heard)
+    init = next(run for run in results.runs if run.variant == "init")
+    assert init.epochs_run == 0 and init.history == [] and init.probes["cka"]  # found its bn run
+    assert ("init", 0, 1) not in heard.epochs and sorted(heard.finished) == [("bn", 0), ("init", 0)]

@@ -32,7 +32,8 @@ def test_mnist_recipe_has_what_the_paper_states(dataset):
     config = study.config
     assert (config.model, config.dataset) == ("cnn4", dataset)  # fashion-mnist borrows the mnist recipe
     assert (config.train.optimizer, config.train.lr) == ("sgd", 0.01)
-    assert config.variants == ["bn", "identity+bias"] and config.overrides == {}
+    assert config.variants == ["bn", "identity+bias", "init"] and config.overrides == {}
+    assert study.compared_variant == "identity+bias"  # init is the untrained reference, never the compared one
     assert (config.seeds, config.samples, config.layers) == (4, 5000, "act")  # post-ReLU, 5,000 training samples
     assert config.probes == ["sparsity", "hdbscan"]
     assert study.train_subset is None and study.test_subset is None
@@ -42,7 +43,8 @@ def test_cifar10_recipe_gives_the_no_bn_model_its_own_adam_learning_rate():
     config = build_study("potgieter2025", "cifar10").config
     assert (config.model, config.train.optimizer) == ("vgg16_cifar", "adam")
     assert config.train_for("identity+bias").lr != config.train_for("bn").lr
-    assert (config.seeds, config.samples, config.variants) == (4, 5000, ["bn", "identity+bias"])
+    assert (config.seeds, config.samples, config.variants) == (4, 5000, ["bn", "identity+bias", "init"])
+    assert "init" not in config.overrides  # the no-BN learning rate is for a trained variant
 
 
 def test_quick_shrinks_the_study_and_the_users_changes_win():
@@ -157,7 +159,9 @@ def test_reproduce_end_to_end_on_tiny_mnist_files(tmp_path):
     assert len(saved["verdicts"][1]["numbers"]["runs"]) == 4
     assert saved["generalisation_gap"]["bn"]["n"] == 2 and saved["generalisation_gap"]["identity+bias"]["difference"]
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["samples_probed"] == 100 and len(results["runs"]) == 4
+    assert results["config"]["samples_probed"] == 100 and len(results["runs"]) == 6  # bn, identity+bias, init x 2
+    assert [run["epochs_run"] for run in results["runs"] if run["variant"] == "init"] == [0, 0]
+    assert "init (model as built, not trained)" in output
     assert (out / "plots" / "sparsity.png").is_file()
 
     again = _run("reproduce", "potgieter2025", "--dataset", "mnist", "--data-root", str(tmp_path / "data"),

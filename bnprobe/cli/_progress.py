@@ -34,9 +34,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from bnprobe._common import REFERENCE_VARIANT
 from bnprobe.report._results import RunResult
 from bnprobe.report._stats import format_value
+from bnprobe.report._terminal import variant_origin
 from bnprobe.study import RunTimings, StudyListener
 from bnprobe.surgery._swap import SwapReport
 
@@ -141,8 +141,7 @@ class RichListener(StudyListener):
         self._last_line = self.clock()
 
     def variant_made(self, variant: str, seed: int, report: SwapReport) -> None:
-        what = "model as built" if variant == REFERENCE_VARIANT else f"{report.n_swapped} norm layers swapped"
-        self._say(f"{variant} seed {seed}: {what}")
+        self._say(f"{variant} seed {seed}: {variant_origin(variant, report.n_swapped)}")
 
     def _stage(self, variant: str, seed: int, description: str, total: int) -> None:
         """Start the bar of a run's next stage, in place of its last one (none for a run already filed)."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, safe_filename
+from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, INIT_VARIANT, REFERENCE_VARIANT, safe_filename
 from bnprobe.cli import cli
 from bnprobe.cli._interrupt import resumable
 from bnprobe.cli._scale import executor_options, scale_settings, shard_option
@@ -139,7 +139,8 @@ def mode_options(command):
 @click.option("--data-root", default=None,
               help="Folder with the dataset's files (downloaded there when missing) [default: usual places].")
 @click.option("--variants", default=",".join(DEFAULT_VARIANTS), show_default=True,
-              help=f"Comma list: {REFERENCE_VARIANT} (as built) and norm targets.")
+              help=f"Comma list: {REFERENCE_VARIANT} (as built), norm targets, and {INIT_VARIANT} "
+                   f"({REFERENCE_VARIANT} as initialised, not trained: where each probe stands before training).")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--seeds", default="1", show_default=True,
               help="How many seeds (3: seeds 0, 1, 2), or a range of them (4-7).")

@@ -21,7 +21,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
+from bnprobe._common import INIT_VARIANT, MODEL_SCOPE_LAYER, REFERENCE_VARIANT
 from bnprobe.report._numbers import (
     Metrics,
     all_zero_line,
@@ -158,6 +158,16 @@ BATCH_STATS_LABEL = "test acc (train-mode BN)"
 """The label of the test accuracy with BatchNorm on batch statistics, printed for runs that have one."""
 
 
+def variant_origin(variant: str, swapped: int | None, reference: str = REFERENCE_VARIANT) -> str:
+    """How ``variant``'s model was made, for its heading: as built (``reference``), as built and left
+    untrained (``init``), or how many norm layers were ``swapped`` (empty when that is not known)."""
+    if variant == reference:
+        return "model as built"
+    if variant == INIT_VARIANT:
+        return "model as built, not trained"
+    return f"{swapped} norm layers swapped" if swapped else ""
+
+
 def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT) -> list[str]:
     """The report's lines for ``variant``'s runs: a heading, one short line per measure (mean ± std
     over seeds, Δ test accuracy from ``reference``; the test accuracy with train-mode BatchNorm where
@@ -167,8 +177,7 @@ def run_lines(results: Results, variant: str, reference: str = REFERENCE_VARIANT
     Each line stays under 80 columns for numbers of ordinary size, so no phrase is broken by wrapping.
     """
     runs = [r for r in results.runs if r.variant == variant]
-    swapped = runs[0].swap.get("n_swapped") if runs else None
-    what = "model as built" if variant == reference else f"{swapped} norm layers swapped" if swapped else ""
+    what = variant_origin(variant, runs[0].swap.get("n_swapped") if runs else None, reference)
     lines = [f"{variant}" + (f" ({what})" if what else "")]
     width = max(*(len(label) for _, label in RUN_MEASURES), len(f"{RUN_MEASURES[2][1]} − {reference}")) + 2
     for metric, label in RUN_MEASURES:
@@ -275,7 +284,10 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
 
 
 def recorded_html(draw: Callable[[Console], None]) -> str:
-    """What ``draw`` prints on a console, as an HTML fragment for a notebook cell (``_repr_html_``)."""
-    console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
+    """What ``draw`` prints on a console, as an HTML fragment for a notebook cell (``_repr_html_``).
+
+    The console is told it is not Jupyter's: rich's own detection would display each print as a cell
+    output of its own, besides the one fragment returned here."""
+    console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor", force_jupyter=False)
     draw(console)
     return console.export_html(inline_styles=True, code_format=HTML_FORMAT)

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-from bnprobe._common import REFERENCE_VARIANT, write_atomic
+from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT, write_atomic
 from bnprobe.data._loaders import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models._factory import create_model
@@ -123,7 +123,7 @@ class Preset:
 POTGIETER2025 = Preset(
     name="potgieter2025",
     paper="Potgieter, Mouton & Davel (2025), Impact of Batch Normalization on Convolutional Network Representations",
-    variants=(REFERENCE_VARIANT, "identity+bias"),
+    variants=(REFERENCE_VARIANT, "identity+bias", INIT_VARIANT),
     seeds=4,
     samples=5000,
     probes=("sparsity", "hdbscan"),
@@ -203,8 +203,9 @@ class PresetStudy:
 
     @property
     def compared_variant(self) -> str:
-        """The BN-free variant the verdicts compare with ``bn``: the first one listed."""
-        return next(v for v in self.config.variants if v != REFERENCE_VARIANT)
+        """The BN-free variant the verdicts compare with ``bn``: the first trained one listed (``init`` is
+        the untrained reference, shown beside them)."""
+        return next(v for v in self.config.variants if v not in (REFERENCE_VARIANT, INIT_VARIANT))
 
     def to_dict(self) -> dict:
         return {"preset": self.preset, "dataset": self.config.dataset, "quick": self.quick,
@@ -235,11 +236,12 @@ def build_study(preset: str, dataset: str | None, *, quick: bool = False,
     study.update(_checked("study setting", changes.study, {f.name for f in fields(StudyConfig)} - {"train"}))
     train = replace(train, **_checked("training setting", changes.train, {f.name for f in fields(TrainConfig)}))
     variants = list(study["variants"])
-    if REFERENCE_VARIANT not in variants or len(variants) < 2:
+    if REFERENCE_VARIANT not in variants or not set(variants) - {REFERENCE_VARIANT, INIT_VARIANT}:
         raise BnprobeError(f"the verdicts compare {REFERENCE_VARIANT} with a BN-free variant; --variants needs "
                            f"{REFERENCE_VARIANT} and at least one other, got {','.join(variants)}")
     no_bn = {k: v for k, v in recipe.no_bn.items() if k not in changes.train}
-    overrides: dict[str, dict[str, Any]] = {v: dict(no_bn) for v in variants if v != REFERENCE_VARIANT and no_bn}
+    overrides: dict[str, dict[str, Any]] = {v: dict(no_bn) for v in variants
+                                            if v not in (REFERENCE_VARIANT, INIT_VARIANT) and no_bn}
     for variant, values in changes.per_variant.items():
         overrides.setdefault(variant, {}).update(values)
     train_subset = subsets[0] if changes.train_subset is None else changes.train_subset or None

@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import wraps
 from typing import Any
 
-from bnprobe._common import CHECKPOINT_MODES, DEFAULT_VARIANTS, REFERENCE_VARIANT, STUDY_MODES, default_mode
+from bnprobe._common import (
+    CHECKPOINT_MODES,
+    DEFAULT_VARIANTS,
+    INIT_VARIANT,
+    REFERENCE_VARIANT,
+    STUDY_MODES,
+    default_mode,
+)
 from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -41,6 +48,8 @@ class StudyConfig:
     model: str
     dataset: str = "digits"
     variants: Sequence[str] = DEFAULT_VARIANTS
+    """``bn`` (the model as built), norm targets (:func:`bnprobe.surgery.parse_target`), and ``init``: the ``bn``
+    model of each seed as initialised, not trained (:data:`bnprobe._common.INIT_VARIANT`)."""
     seeds: int | str = 1
     """How many seeds, ``first_seed`` on (``4``: seeds 0-3); a range ``"4-7"`` sets ``first_seed`` too."""
     samples: int = 5000
@@ -104,12 +113,12 @@ class StudyConfig:
         self.probes = split_probe_list(self.probes) if isinstance(self.probes, str) else list(self.probes)
         self.train = _as_train_config(self.train)
         for variant in self.variants:
-            if variant == REFERENCE_VARIANT:
+            if variant in (REFERENCE_VARIANT, INIT_VARIANT):
                 continue
             try:
                 parse_target(variant)
             except UnknownNameError:
-                valid = ", ".join([REFERENCE_VARIANT, *list_targets()])
+                valid = ", ".join([REFERENCE_VARIANT, *list_targets(), INIT_VARIANT])
                 raise UnknownNameError(f"unknown variant {variant!r}; valid variants: {valid}") from None
         if not self.variants:
             raise BnprobeError("no variants given; list at least one, e.g. bn,identity")
@@ -142,6 +151,10 @@ class StudyConfig:
             self.mode = default_mode({"weights": self.weights, "pretrained": self.pretrained,
                                       "init_weights": self.init_weights})
         check_choice("study", "mode", self.mode, STUDY_MODES)
+        if self.mode == "probe-only" and INIT_VARIANT in self.variants:
+            raise BnprobeError(f"variant {INIT_VARIANT} is the {REFERENCE_VARIANT} model left untrained, and mode "
+                               f"probe-only trains nothing, so it would repeat {REFERENCE_VARIANT}; "
+                               f"drop {INIT_VARIANT}")
         if self.mode == "scratch" and given:
             raise BnprobeError(f"mode scratch trains from a fresh initialisation, but {given[0]} is given; "
                                "drop it, or use mode fine-tune (--fine-tune) or probe-only (--probe-only)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from bnprobe._common import REFERENCE_VARIANT
+from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT
 from bnprobe.capture._capture import CaptureResult
 from bnprobe.data._loaders import Dataset
 from bnprobe.errors import BnprobeError
@@ -119,7 +119,8 @@ def _measure_batch_statistics(study: Study, run: RunResult, model: nn.Module) ->
     train = study.config.train_for(run.variant)
     run.train_mode_test_accuracy = evaluate(model, study.dataset.test, device=study.device, batch_size=train.batch_size,
                                             precision=train.precision, batch_stats=True)[1]
-    run.flags = [f for f in run.flags if f["name"] not in CHECKS] + run_flags(run, study.dataset)
+    raised = run_flags(run, study.dataset, untrained=run.variant == INIT_VARIANT)
+    run.flags = [f for f in run.flags if f["name"] not in CHECKS] + raised
 
 
 def _reprobe_runs(study: Study, results: Results, save_to: Path) -> None:

@@ -6,6 +6,17 @@ same data order and augmentation, and are probed on the same training samples.  
 the same for every variant unless ``overrides`` sets some of them (:data:`bnprobe.train.PER_VARIANT`)
 for a variant.  The ``bn`` variant of a seed is the reference that comparison probes (e.g. CKA) read.
 
+**The untrained reference** (``init``, :data:`bnprobe._common.INIT_VARIANT`).  A seed's ``init`` run is its
+``bn`` model as made, with the starting weights every variant of the seed starts from, and goes through
+the run as every other does with the training step left out (0 epochs, as in a ``probe-only`` study):
+evaluated, checkpointed, captured in eval mode and probed -- so on the fused and the plain path, on
+resume, on Ray and when probed again alike.  From a fresh initialisation its BatchNorm layers have
+running statistics mean 0 and variance 1, so in eval mode each computes ``x / sqrt(1 + eps)``: nearly
+the identity, where batch statistics would normalise; ``recalibrate_bn`` recomputes them over the
+training split first, as for every run.  (In a ``fine-tune`` study ``init`` is the starting weights,
+with their own statistics.)  From scratch its accuracy is at chance by design, so ``init`` is never
+flagged ``at_chance`` (:func:`bnprobe.train._flags.run_flags`).
+
 The dataset is loaded once and moved to the training device once; its augmentation policy
 (:attr:`bnprobe.data.Dataset.augment`) is applied there unless ``augment`` is off.
 
@@ -13,8 +24,8 @@ The dataset is loaded once and moved to the training device once; its augmentati
 every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every run
 (:mod:`bnprobe.train._state`).  With ``resume=True`` a folder that already holds a study continues it:
 the configuration must match (a one-line error names the first field that differs; ``device``,
-``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change),
-finished runs are kept as they are, the interrupted run continues from its last epoch, and the
+``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change, and
+variants may be added after the saved ones, each with its own overrides), finished runs are kept as they are, the interrupted run continues from its last epoch, and the
 remaining runs train as usual.  Without ``resume`` a folder that holds a study is refused
 (:mod:`bnprobe.study._dir`) unless ``overwrite=True``, which removes that study's files -- but only once
 every variant has been made and captured on one sample, so a variant or ``layers`` the model cannot
@@ -63,7 +74,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bnprobe._common import REFERENCE_VARIANT, default_mode, finite_or_none
+from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT, default_mode, finite_or_none
 from bnprobe.capture._capture import (
     CaptureResult,
     CaptureWarning,
@@ -174,22 +185,22 @@ class Study:
         return self._base[1]
 
     def variant(self, variant: str, seed: int) -> tuple[nn.Module, SwapReport]:
-        """A fresh ``variant`` of the model initialised under ``seed``, with the run's own weights when the
-        study was given them (``weights``)."""
-        model, report = make_variant(self.base(seed), variant)
+        """A fresh ``variant`` of the model initialised under ``seed`` (``init``: the ``bn`` model), with the
+        run's own weights when the study was given them (``weights``)."""
+        model, report = make_variant(self.base(seed), REFERENCE_VARIANT if variant == INIT_VARIANT else variant)
         path = self.config.weights.get(run_key(variant, seed))
         if path is not None:
             load_checkpoint(model, path)
         return model, report
 
-    @property
-    def trains(self) -> bool:
-        """Whether runs are trained (all but ``probe-only`` studies, whose runs are evaluated as they are)."""
-        return self.config.mode != "probe-only"
+    def trains(self, variant: str) -> bool:
+        """Whether ``variant``'s runs are trained: not the untrained ``init`` reference, nor any run of a
+        ``probe-only`` study; those are evaluated as they are."""
+        return self.config.mode != "probe-only" and variant != INIT_VARIANT
 
     def epochs(self, variant: str) -> int:
-        """How many epochs ``variant``'s runs train: none in a ``probe-only`` study."""
-        return self.config.train_for(variant).epochs if self.trains else 0
+        """How many epochs ``variant``'s runs train: none when they are not trained (:meth:`trains`)."""
+        return self.config.train_for(variant).epochs if self.trains(variant) else 0
 
     def checkpoint(self, variant: str, seed: int) -> Path | None:
         return checkpoint_path(self.out_dir, variant, seed) if self.out_dir is not None else None
@@ -396,12 +407,23 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     saved = Results.load(out_dir)
     saved_config = {**ADDED_FIELDS, **renamed_config(saved.config)}
     saved_config.setdefault("mode", default_mode(saved_config))  # saved before modes: as they ran
-    difference = first_difference(saved_config, results.config, ignore=MAY_CHANGE_ON_RESUME)
+    difference = first_difference(saved_config, _with_saved_variants(results.config, saved_config),
+                                  ignore=MAY_CHANGE_ON_RESUME)
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
                            "use the same options, or another --out")
     results.layers = saved.layers
     return {(run.variant, run.seed): run for run in saved.runs}
+
+
+def _with_saved_variants(config: dict, saved: dict) -> dict:
+    """``config`` as the saved study would have it when ``config`` only adds variants after the saved ones
+    (a study resumed with ``init`` or one more norm target), so that only a real change is a difference."""
+    variants, before = list(config.get("variants", [])), list(saved.get("variants", []))
+    if variants == before or variants[:len(before)] != before:
+        return config
+    overrides = {v: o for v, o in config.get("overrides", {}).items() if v in before}
+    return {**config, "variants": before, "overrides": overrides}
 
 
 class Ledger:
@@ -519,19 +541,21 @@ def probe_trained(study: Study, variant: str, seed: int, model: nn.Module, repor
     if trained.diverged_at_epoch is None:
         outcome, captured, probed = study.probe(model, variant, seed, reference)
         timings = replace(timings, capture=probed.capture, probe=probed.probe)
-    return outcome, captured, partial(_run_result, variant, seed, trained, report,
-                                      run_flags(trained, study.dataset)), timings
+    flags = run_flags(trained, study.dataset, untrained=variant == INIT_VARIANT)
+    return outcome, captured, partial(_run_result, variant, seed, trained, report, flags), timings
 
 
 def train_one(study: Study, variant: str, seed: int, resume: bool) -> tuple[nn.Module, SwapReport, TrainResult]:
-    """Make and train ``variant`` under ``seed`` alone (not fused); in a ``probe-only`` study, only evaluate it."""
+    """Make and train ``variant`` under ``seed`` alone (not fused); only evaluate it when it is not trained
+    (``init``, a ``probe-only`` study)."""
     config, listener = study.config, study.listener
     model, report = study.variant(variant, seed)
     listener.variant_made(variant, seed, report)
-    if study.trains:
+    trains = study.trains(variant)
+    if trains:
         listener.training_started(variant, seed, config.train_for(variant).epochs)
     trained = train_model(model, study.dataset.train, study.dataset.test, config=config.train_for(variant),
-                          evaluate_only=not study.trains,
+                          evaluate_only=not trains,
                           device=study.device, seed=seed, on_epoch=study.on_epoch(variant, seed),
                           on_step=study.on_step(variant, seed),
                           augment=study.augment, checkpoint=study.checkpoint(variant, seed), resume=resume,
@@ -557,15 +581,14 @@ def train_fused_groups(study: Study, pending: dict[str, list[int]],
     """Train the ``pending`` seeds of every variant (``{variant: seeds}``) that can be fused; the trained
     runs by (variant, seed).
 
-    Runs left out (fusion off, or not possible) are trained one by one later (:func:`train_one`).
+    Runs left out (fusion off, or not possible) are trained one by one later (:func:`train_one`), and
+    runs that are not trained (:meth:`Study.trains`) are only evaluated there.
     """
     config, listener = study.config, study.listener
     wanted = config.fuse if config.fuse is not None else study.device.type == "cuda"
     trained: dict[tuple[str, int], tuple[nn.Module, SwapReport, TrainResult]] = {}
-    if not study.trains:
-        return trained
     for variant, seeds in pending.items():
-        if not seeds:
+        if not seeds or not study.trains(variant):
             continue
         train_config = config.train_for(variant)
         reason = fusion_blocker(train_config, study.dataset.train, study.device, len(seeds)) if wanted else \

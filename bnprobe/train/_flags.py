@@ -10,7 +10,8 @@ a message or None; a new warning is one more entry there.
 ``C`` classes gets a Binomial(n, 1/C) count right on ``n`` test samples; the run is flagged when
 its accuracy is at most ``q / n``, where ``q`` is that count's 95% quantile (one-sided: guessing
 scores above the threshold less than 5% of the time).  Diverged runs are not checked -- the report
-says they diverged.
+says they diverged -- nor untrained reference runs (a study's ``init`` variant), which are at chance
+by design: that is the number they are there to show.
 
 ``eval_below_train``: the run's eval-mode test accuracy ``a_eval`` is far below its test accuracy with
 BatchNorm on batch statistics ``a_train`` (train mode, :attr:`bnprobe.train.TrainResult.train_mode_test_accuracy`):
@@ -97,12 +98,18 @@ def eval_below_train(trained: RunNumbers, data: Dataset) -> str | None:
 CHECKS: dict[str, Callable[[RunNumbers, Dataset], str | None]] = {"at_chance": at_chance,
                                                                   "eval_below_train": eval_below_train}
 """Flag name -> its check, run on every trained run in this order."""
+EXPECTED_UNTRAINED = ("at_chance",)
+"""The checks an untrained reference run (``untrained`` in :func:`run_flags`) passes over: what they flag is
+what such a run shows by design."""
 
 
-def run_flags(trained: RunNumbers, data: Dataset) -> list[dict]:
-    """The flags :data:`CHECKS` raise for one trained run, as ``{"name", "message"}`` dicts."""
+def run_flags(trained: RunNumbers, data: Dataset, *, untrained: bool = False) -> list[dict]:
+    """The flags :data:`CHECKS` raise for one run, as ``{"name", "message"}`` dicts; ``untrained`` marks
+    a reference left untrained on purpose (a study's ``init``), which :data:`EXPECTED_UNTRAINED` skip."""
     flags = []
     for name, check in CHECKS.items():
+        if untrained and name in EXPECTED_UNTRAINED:
+            continue
         message = check(trained, data)
         if message is not None:
             flags.append({"name": name, "message": message})
