@@ -18,7 +18,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 SPECS = {"sparsity": "sparsity", "hdbscan": "hdbscan(min_cluster_size=5)", "binary_patterns": "binary_patterns",
          "attribution": "attribution(samples=8,n_steps=4)",  # IntegratedGradients: with convergence_delta
          "layer_attribution": "layer_attribution(method=LayerConductance,samples=8,n_steps=4)", "cka": "cka",
-         "cka_matrix": "cka_matrix"}
+         "cka_matrix": "cka_matrix", "rank": "rank", "separability": "separability", "linear": "linear",
+         "selectivity": "selectivity"}
 """One spec per documented probe, with a method that emits every declared metric."""
 
 

@@ -63,11 +63,32 @@ def test_eps_counts_near_zero_values():
     assert _measure(acts, labels, eps=0.01)["channel_sparsity"] == pytest.approx(0.5)
 
 
+def test_two_tiny_channels_of_four_are_dormant_but_not_dead():
+    # 3 samples, 4 channels, 2 positions: channels 2 and 3 are on, but at 1e-3 of the others' scale.
+    scale = torch.tensor([1.0, 2.0, 1e-3, 1e-3])[None, :, None]
+    acts = scale * torch.tensor([[1.0, 0.0], [0.5, 1.5], [2.0, 1.0]])[:, None, :]
+    labels = torch.tensor([0, 1, 0])
+    whole, streamed = _measure(acts, labels), _measure(acts, labels, batches=3)
+    assert whole["dead_channel_fraction"] == 0.0
+    # s_c = mean |a| = 5/6 * (1, 2, 1e-3, 1e-3); over their mean: (1.33, 2.67, 0.0013, 0.0013)
+    assert whole["dormant_fraction"] == 0.5 and streamed["dormant_fraction"] == 0.5
+    assert _measure(acts, labels, tau=0.001)["dormant_fraction"] == 0.0  # 0.0013 > 0.001
+    assert _measure(acts, labels, tau=1.5)["dormant_fraction"] == 0.75  # 1.33 <= 1.5: three of four
+    assert _measure(-acts, labels)["dormant_fraction"] == 0.5  # |a|: negative values count by magnitude
+
+
+def test_a_layer_of_zeros_is_wholly_dormant():
+    numbers = _measure(torch.zeros(4, 3, 2), torch.tensor([0, 1, 0, 1]))
+    assert numbers["dormant_fraction"] == 1.0 and numbers["dead_channel_fraction"] == 1.0
+
+
 def test_bad_eps_is_one_line_error():
     with pytest.raises(BnprobeError, match="eps must be >= 0"):
         get_probe("sparsity", eps=-1)
     with pytest.raises(BnprobeError, match="unknown parameter"):
         get_probe("sparsity", threshold=1)
+    with pytest.raises(BnprobeError, match="sparsity: tau must be >= 0"):
+        get_probe("sparsity", tau=-0.1)
 
 
 # --------------------------------------------------------------------------------------------------

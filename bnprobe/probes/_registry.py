@@ -78,7 +78,9 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_BUILTIN_MODULES = ("bnprobe.probes._sparsity", "bnprobe.probes._clustering", "bnprobe.probes._attribution")
+_BUILTIN_MODULES = ("bnprobe.probes._sparsity", "bnprobe.probes._clustering", "bnprobe.probes._attribution",
+                    "bnprobe.probes._linear", "bnprobe.probes._selectivity", "bnprobe.probes._rank",
+                    "bnprobe.probes._separability")
 
 
 def _load_builtins() -> None:

@@ -30,6 +30,11 @@ Metrics (``C`` channels, ``N`` probed samples, ``P`` spatial positions per chann
 * ``sample_sparsity`` -- mean over samples of the fraction of zeros in the sample's whole
   representation;
 * ``dead_channel_fraction`` -- share of channels that are zero (off) for every probed sample and position;
+* ``dormant_fraction`` -- ReDo's tau-dormant ratio (Sokar et al. 2023): with ``s_c`` the mean of
+  ``|a|`` over every sample and position of channel ``c``, the share of channels with
+  ``s_c / mean_c(s_c) <= tau`` (``tau`` = 0.025 by default).  It takes no zero test, and counts
+  channels that are alive but contribute next to nothing next to the layer's others; a layer whose
+  every channel is exactly 0 has ``mean_c(s_c) = 0`` and counts as wholly dormant (1);
 * ``hoyer`` -- mean over samples of Hoyer's sparsity ``(sqrt(n) - L1/L2) / (sqrt(n) - 1)`` of the
   sample's representation (1 = a single non-zero, 0 = all equal; an all-zero sample counts as 1);
 * ``class_sparsity_<label>`` -- fraction of zeros over the samples of each class, and
@@ -98,15 +103,20 @@ def zero_test_for(activation: str | None, eps: float = 0.0, mode: str = "auto") 
 
 
 class SparsityAccumulator:
-    """Running zero counts for one layer; memory is O(channels + samples + classes).
+    """Running zero counts and magnitudes for one layer; memory is O(channels + samples + classes).
 
     ``activation`` and ``mode`` choose the zero test (:func:`zero_test_for`); without them it is ``|a| <= eps``.
+    ``tau`` is the dormancy threshold of ``dormant_fraction``.
     """
 
-    def __init__(self, eps: float = 0.0, activation: str | None = None, mode: str = "auto") -> None:
+    def __init__(self, eps: float = 0.0, activation: str | None = None, mode: str = "auto",
+                 tau: float = 0.025) -> None:
         self.eps = eps
+        self.tau = tau
         self.test = zero_test_for(activation, eps, mode)
         self.channel_zeros: torch.Tensor | None = None
+        self.channel_magnitude: torch.Tensor | None = None
+        """Per channel, the sum of ``|a|`` over every sample and position seen (float64)."""
         self.channel_total = 0
         self.sample_fractions: list[torch.Tensor] = []
         self.hoyer: list[torch.Tensor] = []
@@ -128,6 +138,8 @@ class SparsityAccumulator:
         zero = self.test(acts)
         per_channel = zero.sum(dim=(0, *per_sample_dims[1:]), dtype=torch.float64)
         self.channel_zeros = per_channel if self.channel_zeros is None else self.channel_zeros + per_channel
+        magnitude = acts.abs().sum(dim=(0, *per_sample_dims[1:]), dtype=torch.float64)
+        self.channel_magnitude = magnitude if self.channel_magnitude is None else self.channel_magnitude + magnitude
         self.channel_total += zero[:, 0].numel()
         zeros_per_sample = zero.sum(dim=per_sample_dims, dtype=torch.float64)
         width = zero[0].numel()
@@ -154,6 +166,7 @@ class SparsityAccumulator:
             "channel_sparsity_q90": float(np.quantile(channel, 0.90)),
             "sample_sparsity": float(torch.cat(self.sample_fractions).double().mean()),
             "dead_channel_fraction": float((channel == 1.0).mean()),
+            "dormant_fraction": self._dormant_fraction(),
             "hoyer": float(torch.cat(self.hoyer).double().mean()),
         }
         per_class = {label: self.class_zeros[label] / self.class_total[label] for label in sorted(self.class_zeros)}
@@ -161,6 +174,14 @@ class SparsityAccumulator:
             out[f"class_sparsity_{label}"] = float(value)
         out["class_sparsity_spread"] = float(max(per_class.values()) - min(per_class.values()))
         return out
+
+    def _dormant_fraction(self) -> float:
+        """ReDo's share of channels whose mean ``|a|`` is at most ``tau`` times the layer's mean over channels."""
+        score = (self.channel_magnitude / self.channel_total).cpu().numpy()
+        layer_mean = float(score.mean())
+        if layer_mean == 0:
+            return 1.0  # every channel is exactly 0: all dormant (0 / 0 otherwise)
+        return float((score / layer_mean <= self.tau).mean())
 
 
 def _hoyer(acts: torch.Tensor, dims: tuple[int, ...], n: int) -> torch.Tensor:
@@ -179,10 +200,10 @@ def _hoyer(acts: torch.Tensor, dims: tuple[int, ...], n: int) -> torch.Tensor:
 
 @register_probe("sparsity")
 class SparsityProbe(StreamingProbe):
-    """Channel, sample, class and Hoyer sparsity of a layer, streamed during capture."""
+    """Channel, sample, class and Hoyer sparsity of a layer, and its dormant channels, streamed during capture."""
 
     description = "fraction of zero (off) activations per channel, sample and class, by a zero test per layer; " \
-                  "Hoyer sparsity"
+                  "Hoyer sparsity; ReDo's dormant channels"
     key_metric = "channel_sparsity"
     metrics = {
         "channel_sparsity": Metric("mean over channels of the fraction of zeros in the channel, over every probed "
@@ -198,6 +219,10 @@ class SparsityProbe(StreamingProbe):
                                   "0 to 1"),
         "dead_channel_fraction": Metric("share of channels that are zero (off) for every probed sample and "
                                         "position", "0 to 1"),
+        "dormant_fraction": Metric("ReDo's tau-dormant ratio (Sokar et al. 2023): share of channels whose mean |a| "
+                                   "over every probed sample and position is at most tau (default 0.025) times the "
+                                   "mean of that over the layer's channels; 1 when every channel is exactly 0",
+                                   "0 to 1"),
         "hoyer": Metric("mean over samples of Hoyer's sparsity (sqrt(n) - L1/L2) / (sqrt(n) - 1) of the sample's "
                         "representation; an all-zero sample counts as 1", "0 (all equal) to 1 (one non-zero)"),
         "class_sparsity_<label>": Metric("fraction of zeros over the samples of class <label> (one metric per "
@@ -206,13 +231,14 @@ class SparsityProbe(StreamingProbe):
                                         "on the class", "0 to 1"),
     }
 
-    def __init__(self, eps: float = 0.0, zero_test: str = "auto") -> None:
+    def __init__(self, eps: float = 0.0, zero_test: str = "auto", tau: float = 0.025) -> None:
         self.eps = check_float("sparsity", "eps", eps, minimum=0.0)
         self.zero_test = check_choice("sparsity", "zero_test", zero_test, ZERO_TESTS)
+        self.tau = check_float("sparsity", "tau", tau, minimum=0.0)
 
     def accumulator(self, layer: str, shape: tuple[int, ...], activation: str | None = None) -> SparsityAccumulator:
         """A fresh zero counter for ``layer``, the output of ``activation`` (which picks the zero test)."""
-        return SparsityAccumulator(self.eps, activation, self.zero_test)
+        return SparsityAccumulator(self.eps, activation, self.zero_test, self.tau)
 
     def notes(self, layer: LayerData | None, context: ProbeContext) -> dict[str, str]:
         """The zero test the layer was counted with, e.g. ``{"zero_test": "a <= 0 (silu)"}``."""

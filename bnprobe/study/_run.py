@@ -25,7 +25,8 @@ every run, and ``checkpoints/<variant>-seed<k>.pt`` after every epoch of every r
 (:mod:`bnprobe.train._state`).  With ``resume=True`` a folder that already holds a study continues it:
 the configuration must match (a one-line error names the first field that differs; ``device``,
 ``data_root``, ``max_memory`` and the other settings in :data:`MAY_CHANGE_ON_RESUME` may change, and
-variants may be added after the saved ones, each with its own overrides), finished runs are kept as they are, the interrupted run continues from its last epoch, and the
+variants may be added after the saved ones, each with its own overrides), finished runs are kept as
+they are, the interrupted run continues from its last epoch, and the
 remaining runs train as usual.  Without ``resume`` a folder that holds a study is refused
 (:mod:`bnprobe.study._dir`) unless ``overwrite=True``, which removes that study's files -- but only once
 every variant has been made and captured on one sample, so a variant or ``layers`` the model cannot
