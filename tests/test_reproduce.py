@@ -136,11 +136,12 @@ def test_reproduce_end_to_end_on_tiny_mnist_files(tmp_path):
     _write_idx(tmp_path / "data", arrays=_mnist_arrays(n_train=300, n_test=60))
     out = tmp_path / "out"
     result = _run("reproduce", "potgieter2025", "--dataset", "mnist", "--data-root", str(tmp_path / "data"),
-                  "--epochs", "1", "--seeds", "2", "--samples", "100", "--train-subset", "200", "--device", "cpu",
-                  "--out", str(out), "--quiet")
+                  "--epochs", "1", "--seeds", "2", "--samples", "50", "--train-subset", "200", "--device", "cpu",
+                  "--out", str(out), "--quiet")  # the preset's 2 sample sets x 2 seeds x 50: all 200 images
     assert result.exit_code == 0, result.output
     output = result.output
-    assert "sgd lr 0.01" in output and "train subset 200" in output
+    words = " ".join(output.split())  # the console wraps at 80 columns
+    assert "sgd lr 0.01" in words and "train subset 200" in words and "in each of 2 disjoint sets per seed" in words
     assert "sparsity — channel_sparsity (mean ± std over 2 seeds)" in output and "hdbscan — ari" in output
     assert "generalisation gap (train − test accuracy, mean ± std over 2 seeds)" in output
     findings = ("(a1) removing BN changes representational sparsity: ",
@@ -159,13 +160,15 @@ def test_reproduce_end_to_end_on_tiny_mnist_files(tmp_path):
     assert len(saved["verdicts"][1]["numbers"]["runs"]) == 4
     assert saved["generalisation_gap"]["bn"]["n"] == 2 and saved["generalisation_gap"]["identity+bias"]["difference"]
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["samples_probed"] == 100 and len(results["runs"]) == 6  # bn, identity+bias, init x 2
+    assert results["config"]["samples_probed"] == 50 and results["config"]["sample_sets"] == 2
+    assert len(results["runs"]) == 6 and all(len(run["sample_sets"]) == 2 for run in results["runs"])
+    assert all("spread" in layer for layer in a1.values())  # seeds against samples, per layer
     assert [run["epochs_run"] for run in results["runs"] if run["variant"] == "init"] == [0, 0]
     assert "init (model as built, not trained)" in output
     assert (out / "plots" / "sparsity.png").is_file()
 
     again = _run("reproduce", "potgieter2025", "--dataset", "mnist", "--data-root", str(tmp_path / "data"),
-                 "--epochs", "1", "--seeds", "2", "--samples", "100", "--train-subset", "200", "--device", "cpu",
+                 "--epochs", "1", "--seeds", "2", "--samples", "50", "--train-subset", "200", "--device", "cpu",
                  "--out", str(out), "--quiet", "--resume", "--json")  # the finished runs are kept: no training
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)  # stdout is the JSON alone; the recipe lines went to stderr

@@ -14,7 +14,7 @@ from bnprobe.reproduce._robustness import grid_probes, parse_grid, robustness
 from bnprobe.study import reprobe_study
 from bnprobe.study._dir import remove_study
 
-OPTIONS = ["--epochs", "1", "--seeds", "2", "--samples", "80", "--train-subset", "120", "--device", "cpu"]
+OPTIONS = ["--epochs", "1", "--seeds", "2", "--samples", "30", "--train-subset", "120", "--device", "cpu"]
 GRID = {"dims": [10, 50], "min_cluster_size": [5, 10]}  # (50, 10) is the preset's own setting
 
 
@@ -24,7 +24,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("robustness")
     _write_idx(root / "data", arrays=_mnist_arrays(n_train=150, n_test=40))
     study = build_study("potgieter2025", "mnist", changes=Changes(
-        study={"seeds": 2, "samples": 80, "device": "cpu", "data_root": str(root / "data")}, train={"epochs": 1},
+        study={"seeds": 2, "samples": 30, "device": "cpu", "data_root": str(root / "data")}, train={"epochs": 1},
         train_subset=120))
     reproduce(study, out=root / "study")
     return study, root / "study"

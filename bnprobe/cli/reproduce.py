@@ -57,8 +57,9 @@ def recipe_lines(study: PresetStudy) -> list[str]:
     own = "; ".join(f"{variant}: {', '.join(f'{k} {v}' for k, v in values.items())}"
                     for variant, values in config.overrides.items() if values)
     seeds = f"{config.seeds} seeds" + (f" ({describe_seeds(config.seed_range)})" if config.first_seed else "")
+    sets = f" in each of {config.sample_sets} disjoint sets per seed" if config.sample_sets > 1 else ""
     return [f"{model}, variants {', '.join(config.variants)}, {seeds}, {config.samples} probed training "
-            f"samples, layers {config.layers}, probes {', '.join(config.probes)}"
+            f"samples{sets}, layers {config.layers}, probes {', '.join(config.probes)}"
             + (f"; {subsets}" if subsets else ""),
             f"{train.optimizer} lr {train.lr}{momentum}, weight decay {train.weight_decay}, {train.schedule} schedule, "
             f"batch {train.batch_size}, {train.epochs} epoch{'s' * (train.epochs != 1)}, "
@@ -171,6 +172,7 @@ def list_lines() -> list[str]:
 @click.option("--variants", default=None, help=f"Comma list with bn and at least one BN-free variant. {KEEP}")
 @click.option("--seeds", default=None, help=f"How many seeds, or a range of them (4-7). {KEEP}")
 @click.option("--samples", default=None, type=int, help=f"Training samples to probe. {KEEP}")
+@click.option("--sample-sets", default=None, type=int, help=f"Disjoint sets of --samples probed per seed. {KEEP}")
 @click.option("--probes", default=None, help=f"Comma list of probes. {KEEP}")
 @click.option("--layers", default=None, help=f"Layer kinds or globs. {KEEP}")
 @click.option("--spatial", default=None, help=f"flatten, channel_mean or pool:K. {KEEP}")
@@ -211,7 +213,7 @@ def list_lines() -> list[str]:
 def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool, out: str | None, device: str | None,
               data_root: str | None, model: str | None, width: int | None, head: str | None, variants: str | None,
               seeds: str | None,
-              samples: int | None, probes: str | None, layers: str | None, spatial: str | None,
+              samples: int | None, sample_sets: int | None, probes: str | None, layers: str | None, spatial: str | None,
               train_subset: int | None, test_subset: int | None, epochs: int | None, batch_size: int | None,
               optimizer: str | None, schedule: str | None, lr: str | None, momentum: str | None,
               weight_decay: str | None, label_smoothing: str | None, grad_clip: str | None, agc: str | None,
@@ -247,6 +249,7 @@ def reproduce(preset: str | None, list_: bool, dataset: str | None, quick: bool,
         "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
         "grad_clip": grad_clip, "agc": agc})
     study_changes = {"model": model, "variants": variant_list, "seeds": seeds, "samples": samples,
+                     "sample_sets": sample_sets,
                      "probes": split_probe_list(probes) if probes else None, "layers": layers, "spatial": spatial,
                      "device": device, "data_root": data_root, "augment": augment, "checkpoints": keep,
                      "recalibrate_bn": recalibrate_bn, **scale_settings(scale)}

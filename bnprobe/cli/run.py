@@ -146,6 +146,9 @@ def mode_options(command):
               help="How many seeds (3: seeds 0, 1, 2), or a range of them (4-7).")
 @click.option("--samples", default=5000, show_default=True, type=int,
               help="Training samples to probe (capped at the split's size).")
+@click.option("--sample-sets", default=1, show_default=True, type=int,
+              help="Disjoint sets of --samples probed per run, each seed its own; 2 or more bring the choice "
+                   "of samples into the intervals and split the spread into seeds and samples.")
 @click.option("--probes", default="sparsity,hdbscan", show_default=True,
               help="Comma list of probes, with parameters: 'hdbscan(dims=30)'.")
 @click.option("--layers", default="act", show_default=True, help="Layer kinds (act, conv, norm) or globs.")
@@ -208,8 +211,8 @@ def mode_options(command):
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary (docs/results.md) on stdout instead of the tables.")
 def run(model: str | None, dataset: str, data_root: str | None, variants: str, epochs: int, seeds: str,
-        samples: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str, lr: str,
-        momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
+        samples: int, sample_sets: int, probes: str, layers: str, spatial: str, batch_size: int, optimizer: str,
+        lr: str, momentum: str, weight_decay: str, schedule: str, label_smoothing: str, grad_clip: str, agc: str,
         precision: str, compile_: bool, sync_bn: bool, augment: bool, recalibrate_bn: bool, device: str,
         fuse: bool | None,
         cuda_graph: bool, probe_workers: str, out: str | None, resume: bool, overwrite: bool, keep: str,
@@ -236,7 +239,8 @@ def run(model: str | None, dataset: str, data_root: str | None, variants: str, e
         "grad_clip": grad_clip, "agc": agc})
     config = StudyConfig(
         model=model, dataset=dataset, data_root=data_root, variants=variant_list, seeds=seeds, samples=samples,
-        probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial, augment=augment,
+        sample_sets=sample_sets, probes=split_probe_list(probes), device=device, layers=layers, spatial=spatial,
+        augment=augment,
         overrides=overrides, init_weights=init_weights, max_memory=parse_bytes("--max-memory", max_memory), fuse=fuse,
         cuda_graph=cuda_graph, probe_workers=parse_workers(probe_workers), checkpoints=keep,
         recalibrate_bn=recalibrate_bn, pretrained=pretrained or False, mode=mode,

@@ -131,9 +131,9 @@ def _read_loader(loader: Iterable, what: str) -> Split:
     return Split(torch.cat(xs), torch.cat(ys))
 
 
-def permuted_subset(split: Split, n: int, seed: int) -> Split:
-    """The first ``n`` samples of the permutation of ``split`` that ``seed`` fixes."""
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+def permuted_subset(split: Split, n: int, seed: int, start: int = 0) -> Split:
+    """``n`` samples of the permutation of ``split`` that ``seed`` fixes, from its ``start``-th on."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[start:start + n]
     order = order.to(split.x.device)
     return Split(split.x[order], split.y[order.to(split.y.device)])
 

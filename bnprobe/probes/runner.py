@@ -64,6 +64,9 @@ class ProbeOutcome:
     failures: list[ProbeFailure] = field(default_factory=list)
     notes: Notes = field(default_factory=dict)
     """The notes of the layers that have numbers (none for a probe or layer without notes)."""
+    sample_sets: list[Values] = field(default_factory=list)
+    """Each sample set's own numbers, when the run was probed on several and :attr:`values` holds their
+    means (:func:`bnprobe.probes.mean_over_sets`); empty for one set."""
 
 
 OnFailure = Literal["raise", "warn", "record"]

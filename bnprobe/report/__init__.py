@@ -4,6 +4,7 @@ files on disk (results.json, results.csv, plots/) and the comparison of two stud
 * ``_results`` -- ``results.json`` and ``results.csv`` (:class:`Results`, :class:`RunResult`);
 * ``_stats`` -- means, intervals and paired differences over seeds, and how numbers print;
 * ``_inference`` -- differences read against a margin: t tests, Holm's correction, seeds for 80% power;
+* ``_spread`` -- how much of the spread comes from seeds and how much from the probed samples;
 * ``_numbers`` -- those statistics per probe, layer, metric and variant (:func:`metric_stats`);
 * ``_terminal`` -- the tables and lines :func:`render` prints;
 * ``_files`` -- :func:`write_outputs` (CSV, history, plots) and :func:`summary_json`;
@@ -23,6 +24,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
         "p_inside", "seeds_for",
     ],
     "bnprobe.report._results": ["Results", "RunResult", "finite_history"],
+    "bnprobe.report._spread": ["SpreadSources", "set_values", "spread_sources"],
     "bnprobe.report._stats": [
         "CONFIDENCE", "CORRELATION_METHOD", "PAIRED_METHOD", "STATS_CSV_COLUMNS", "Difference", "Summary",
         "correlation", "format_numbers", "format_value", "paired_difference", "summarise",

@@ -87,6 +87,9 @@ class RunResult:
     notes: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     """How the probes measured each layer, in words, ``{probe: {layer: {name: text}}}`` (:meth:`bnprobe.Probe.notes`):
     e.g. ``{"sparsity": {"blocks.0.act": {"zero_test": "a <= 0 (silu)"}}}``."""
+    sample_sets: list[dict[str, dict[str, dict[str, float | None]]]] = field(default_factory=list)
+    """Each probed sample set's numbers, in the shape of :attr:`probes`, when the run was probed on several
+    (``sample_sets`` >= 2; :attr:`probes` then holds their means); empty otherwise."""
 
     def numbers(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """Every number of the run in the shape of :attr:`probes`, its own under :data:`RUN_PROBE`.

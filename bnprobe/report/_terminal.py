@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bnprobe._common import INIT_VARIANT, MODEL_SCOPE_LAYER, REFERENCE_VARIANT
+from bnprobe._hints import option
 from bnprobe.report._numbers import (
     Metrics,
     all_zero_line,
@@ -33,6 +34,7 @@ from bnprobe.report._numbers import (
     select_metrics,
 )
 from bnprobe.report._results import GIVEN_ACTIVATIONS, RUN_PROBE, Results
+from bnprobe.report._spread import spread_lines
 from bnprobe.report._stats import (
     CONFIDENCE,
     PAIRED_METHOD,
@@ -89,9 +91,9 @@ def probe_table(results: Results, probe: str, metric: str | None = None, referen
                   caption=_difference_caption(results, reference), caption_justify="left")
     table.add_column("layer", style="cyan", overflow="fold")
     for variant in shown:
-        table.add_column(variant, justify="right", no_wrap=True)
+        table.add_column(variant, justify="right", overflow="fold")  # narrow: numbers wrap, never cut
         if has_reference and variant != reference:
-            table.add_column(f"Δ {variant}", justify="right", no_wrap=True)
+            table.add_column(f"Δ {variant}", justify="right", overflow="fold")
     rows = [row for row in metric_stats(results, probe, metric, reference) if row.variant in shown]
     for layer in dict.fromkeys(row.layer for row in rows):
         cells = []
@@ -240,13 +242,14 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
     variants, seeds = len(results.variants), len(results.seeds)
     console.print(f"[bold]{results.model}[/bold] on [bold]{results.dataset}[/bold]: "
                   f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
-                  f"{results.config.get('samples_probed', '?')} probed samples")
+                  f"{results.config.get('samples_probed', '?')} probed samples"
+                  + (f" in each of {sets} sets per seed" if (sets := results.config.get("sample_sets", 1)) > 1 else ""))
     mode = mode_line(results)
     if mode is not None:
         console.print(mode, highlight=False, markup=False)
     if results.config.get("recalibrate_bn"):
         console.print("BatchNorm running statistics recomputed over the training data after training "
-                      "(--recalibrate-bn); runs below say where", highlight=False)
+                      f"({option('recalibrate_bn')}); runs below say where", highlight=False)
     note = comparison_note(results, reference)
     if note is not None:
         console.print(f"[yellow]{note}[/yellow]", highlight=False)
@@ -261,6 +264,8 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
             profile = depth_profile(metric_stats(results, probe, metric, reference))
             if profile is not None:
                 console.print(profile)
+            for line in spread_lines(results, probe, metric, reference):
+                console.print(Text(line), overflow="fold")
         for line in note_lines(results, probe):
             console.print(Text(line, style="dim"))
     if results.config.get("source") != GIVEN_ACTIVATIONS:

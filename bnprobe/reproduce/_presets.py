@@ -31,6 +31,7 @@ from typing import Any
 from torch import nn
 
 from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT, write_atomic
+from bnprobe._hints import setting
 from bnprobe.data._loaders import Dataset, Split, permuted_subset
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models._factory import create_model
@@ -103,6 +104,8 @@ class Preset:
     report_metrics: tuple[str, ...]
     recipes: Mapping[str, Recipe]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    sample_sets: int = 1
+    """Disjoint probe sample sets per seed (:attr:`bnprobe.study.StudyConfig.sample_sets`), in full and quick runs."""
 
     @property
     def datasets(self) -> list[str]:
@@ -113,7 +116,7 @@ class Preset:
         """The recipe for ``dataset``; a one-line error listing the datasets when it has none."""
         names = ", ".join(self.datasets)
         if dataset is None:
-            raise BnprobeError(f"preset {self.name} needs --dataset: one of {names}")
+            raise BnprobeError(f"preset {self.name} needs {setting('dataset')}: one of {names}")
         recipe = self.recipes.get(self.aliases.get(dataset, dataset))
         if recipe is None:
             raise UnknownNameError(f"preset {self.name} has no recipe for dataset {dataset!r}; datasets: {names}")
@@ -149,6 +152,7 @@ POTGIETER2025 = Preset(
         ),
     },
     aliases={"fashion-mnist": "mnist"},
+    sample_sets=2,  # the choice of probed samples in the intervals: 2 x 4 x 5,000 of 60,000 training images
 )
 """The paper's two setups; docs/reproducing.md says which values the paper states and why the rest."""
 
@@ -165,7 +169,7 @@ def get_preset(name: str | None) -> Preset:
     preset = PRESETS.get(name) if name is not None else None
     if preset is None:
         what = f"unknown preset {name!r}" if name is not None else "name a preset"
-        raise UnknownNameError(f"{what}; presets: {', '.join(list_presets())} (bnprobe reproduce --list)")
+        raise UnknownNameError(f"{what}; presets: {', '.join(list_presets())}")
     return preset
 
 
@@ -225,7 +229,8 @@ def build_study(preset: str, dataset: str | None, *, quick: bool = False,
     recipe = spec.recipe(dataset)
     changes = changes or Changes()
     study: dict[str, Any] = {"model": recipe.model, "dataset": dataset, "variants": spec.variants,
-                             "seeds": spec.seeds, "samples": spec.samples, "probes": spec.probes,
+                             "seeds": spec.seeds, "samples": spec.samples,
+                             "sample_sets": spec.sample_sets, "probes": spec.probes,
                              "layers": spec.layers, "augment": recipe.augment, "recalibrate_bn": recipe.recalibrate_bn}
     train = recipe.train
     subsets = (None, None)
@@ -237,7 +242,8 @@ def build_study(preset: str, dataset: str | None, *, quick: bool = False,
     train = replace(train, **_checked("training setting", changes.train, {f.name for f in fields(TrainConfig)}))
     variants = list(study["variants"])
     if REFERENCE_VARIANT not in variants or not set(variants) - {REFERENCE_VARIANT, INIT_VARIANT}:
-        raise BnprobeError(f"the verdicts compare {REFERENCE_VARIANT} with a BN-free variant; --variants needs "
+        raise BnprobeError(f"the verdicts compare {REFERENCE_VARIANT} with a BN-free variant; {setting('variants')} "
+                           "needs "
                            f"{REFERENCE_VARIANT} and at least one other, got {','.join(variants)}")
     no_bn = {k: v for k, v in recipe.no_bn.items() if k not in changes.train}
     overrides: dict[str, dict[str, Any]] = {v: dict(no_bn) for v in variants

@@ -24,7 +24,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bnprobe._common import REFERENCE_VARIANT
-from bnprobe.report import ALPHA, Difference, Estimate, Results, holm, paired_difference, seed_values
+from bnprobe.report import (
+    ALPHA,
+    Difference,
+    Estimate,
+    Results,
+    holm,
+    paired_difference,
+    seed_values,
+    spread_sources,
+)
 
 DIFFERS, ALIKE, UNCLEAR = "differs", "alike", "unclear"
 BETTER, NOT_BETTER = "bn better", "bn not better"
@@ -77,14 +86,19 @@ class Verdict:
 def layer_estimates(results: Results, probe: str, metric: str, variant: str,
                     reference: str = REFERENCE_VARIANT) -> dict[str, tuple[Estimate, dict]]:
     """Per layer with seed-paired numbers, the :class:`Estimate` of ``reference - variant`` and its 95%
-    interval as plain data (:func:`bnprobe.report.paired_difference`), in layer order."""
+    interval as plain data (:func:`bnprobe.report.paired_difference`), in layer order; with several
+    sample sets per seed, the interval also says where the difference's spread comes from (``spread``,
+    :func:`bnprobe.report.spread_sources`)."""
     out: dict[str, tuple[Estimate, dict]] = {}
     for layer in results.layers:
         ours = seed_values(results, probe, layer, metric, reference)
         theirs = seed_values(results, probe, layer, metric, variant)
         differences = [v - theirs[s] for s, v in sorted(ours.items()) if v is not None and theirs.get(s) is not None]
         if differences:
-            out[layer] = (Estimate.of_differences(differences), paired_difference(ours, theirs).to_dict())
+            interval = paired_difference(ours, theirs).to_dict()
+            sources = spread_sources(results, probe, layer, metric, variant, reference)
+            out[layer] = (Estimate.of_differences(differences),
+                          interval if sources is None else {**interval, "spread": sources.to_dict()})
     return out
 
 

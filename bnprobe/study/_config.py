@@ -17,6 +17,7 @@ from bnprobe._common import (
     STUDY_MODES,
     default_mode,
 )
+from bnprobe._hints import in_words, option
 from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -37,7 +38,8 @@ from bnprobe.train._loop import (
 MAY_CHANGE_ON_RESUME = ("device", "data_root", "max_memory", "max_device_memory", "train.compile", "fuse",
                         "cuda_graph", "probe_workers", "executor", "gpus_per_task", "cpus_per_task", "max_retries")
 """Config fields that say where or how fast a study runs, not what it computes or keeps."""
-ADDED_FIELDS = {"recalibrate_bn": False, "pretrained": False, "weights": {}, "first_seed": 0, "shard": None}
+ADDED_FIELDS = {"recalibrate_bn": False, "pretrained": False, "weights": {}, "first_seed": 0, "shard": None,
+                "sample_sets": 1}
 """Config fields newer than some saved studies, with the value those studies ran with (compared on resume)."""
 
 
@@ -53,6 +55,13 @@ class StudyConfig:
     seeds: int | str = 1
     """How many seeds, ``first_seed`` on (``4``: seeds 0-3); a range ``"4-7"`` sets ``first_seed`` too."""
     samples: int = 5000
+    sample_sets: int = 1
+    """Disjoint sets of ``samples`` each run is probed on.  1: every run probes the same samples, so the
+    intervals over seeds carry none of the spread that the choice of samples brings.  K >= 2: seed ``s``
+    probes K sets of its own (blocks ``sK`` to ``sK + K - 1`` of the one fixed permutation, shared by
+    every variant of the seed and disjoint from every other seed's); a run's numbers are the means over
+    its sets, each set's are kept (:attr:`bnprobe.report.RunResult.sample_sets`), and the report splits
+    the spread into seeds and samples (:func:`bnprobe.report.spread_sources`)."""
     probes: Sequence[str] = ("sparsity", "hdbscan")
     device: str = "auto"
     data_root: str | None = None
@@ -130,6 +139,8 @@ class StudyConfig:
         check_executor(self.executor, self.gpus_per_task, self.cpus_per_task, self.max_retries)
         if self.samples < 1:
             raise BnprobeError(f"samples must be at least 1, got {self.samples}")
+        if isinstance(self.sample_sets, bool) or not isinstance(self.sample_sets, int) or self.sample_sets < 1:
+            raise BnprobeError(f"sample_sets must be a whole number of at least 1, got {self.sample_sets!r}")
         check_spatial(self.spatial)
         self._check_mode()
         check_choice("study", "checkpoints", self.checkpoints, CHECKPOINT_MODES)
@@ -157,7 +168,8 @@ class StudyConfig:
                                f"drop {INIT_VARIANT}")
         if self.mode == "scratch" and given:
             raise BnprobeError(f"mode scratch trains from a fresh initialisation, but {given[0]} is given; "
-                               "drop it, or use mode fine-tune (--fine-tune) or probe-only (--probe-only)")
+                               "drop it, or use mode fine-tune or probe-only ("
+                               + in_words(cli="--fine-tune, --probe-only", python="mode='fine-tune'") + ")")
         if self.weights:
             if self.mode != "probe-only":
                 raise BnprobeError(f"weights trained elsewhere are probed as they are, not in mode {self.mode}; "
@@ -165,7 +177,7 @@ class StudyConfig:
             self._check_weight_grid()
         elif self.mode == "probe-only" and given and self.seeds > 1:
             raise BnprobeError(f"in mode probe-only every seed probes the same {given[0]}, so {self.seeds} seeds "
-                               "would repeat one run; use seeds=1 (--seeds 1)")
+                               f"would repeat one run; use {option('seeds', 1)}")
 
     def _check_weight_grid(self) -> None:
         """``weights`` name one file for each variant and seed, and nothing else."""

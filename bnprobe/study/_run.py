@@ -76,6 +76,7 @@ import torch
 from torch import nn
 
 from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT, default_mode, finite_or_none
+from bnprobe._hints import option, setting
 from bnprobe.capture._capture import (
     CaptureResult,
     CaptureWarning,
@@ -86,7 +87,7 @@ from bnprobe.data._loaders import Dataset, Split, adapt_channels, load_dataset, 
 from bnprobe.errors import BnprobeError, NoBatchNormError, StudyInterrupted
 from bnprobe.models._factory import create_model, input_channels
 from bnprobe.models._weights import load_checkpoint, load_state
-from bnprobe.probes import Probe, build_probes
+from bnprobe.probes import PendingSets, Probe, build_probes
 from bnprobe.probes.pool import ProbePool
 from bnprobe.probes.runner import PendingOutcome, ProbeOutcome, start_probes
 from bnprobe.report import write_outputs
@@ -157,6 +158,22 @@ def probe_subset(split: Split, samples: int) -> Split:
     return permuted_subset(split, min(samples, len(split)), PROBE_SAMPLE_SEED)
 
 
+def seed_sample_sets(split: Split, samples: int, sets: int, seed: int) -> list[Split]:
+    """Seed ``seed``'s ``sets`` disjoint sets of ``samples`` (``sets`` >= 2): blocks ``seed * sets`` on of
+    the fixed permutation that :func:`probe_subset` reads, so no two seeds share a sample."""
+    return [permuted_subset(split, samples, PROBE_SAMPLE_SEED, (seed * sets + k) * samples) for k in range(sets)]
+
+
+class CaptureSets(list):
+    """One run's captures, one per sample set (``sample_sets`` >= 2), read as the run's capture where
+    only its layers matter."""
+
+    @property
+    def names(self) -> list[str]:
+        """The captured layers (the same for every set)."""
+        return self[0].names
+
+
 def prepare_dataset(config: StudyConfig) -> Dataset:
     """Load the study's dataset with the channel count its model takes."""
     dataset = load_dataset(config.dataset, data_root=config.data_root)
@@ -171,9 +188,26 @@ class Study:
         self.config, self.source, self.dataset, self.probes = config, source, dataset, probes
         self.device, self.out_dir, self.listener, self.pool = device, out_dir, listener, pool
         self.probe_split = probe_subset(dataset.train, config.samples)
+        self._check_sample_sets()
         self.cache_root = out_dir / "cache" if out_dir is not None else None
         """Where the capture caches of the runs go (a Ray task keeps its own folder there)."""
         self._base: tuple[int, nn.Module] | None = None
+
+    def _check_sample_sets(self) -> None:
+        """``sample_sets`` >= 2 needs every seed's sets to be whole and disjoint: a one-line error otherwise."""
+        config, size = self.config, len(self.dataset.train)
+        needed = (max(config.seed_range) + 1) * config.sample_sets * config.samples
+        if config.sample_sets > 1 and needed > size:
+            raise BnprobeError(f"sample_sets={config.sample_sets} disjoint sets of {config.samples} samples for each "
+                               f"seed up to {max(config.seed_range)} need {needed} training samples, and the split "
+                               f"has {size}; probe fewer samples or fewer sets")
+
+    def probe_sets(self, seed: int) -> list[Split]:
+        """The samples ``seed``'s runs are probed on: the study's one set, or the seed's own sets
+        (:func:`seed_sample_sets`) when ``sample_sets`` is 2 or more."""
+        if self.config.sample_sets == 1:
+            return [self.probe_split]
+        return seed_sample_sets(self.dataset.train, self.config.samples, self.config.sample_sets, seed)
 
     def base(self, seed: int) -> nn.Module:
         """The model as initialised under ``seed`` (built once per seed; variants are copies)."""
@@ -245,7 +279,7 @@ class Study:
         epochs = self.epochs(variant)
         if state["epoch"] < epochs and state["diverged_at_epoch"] is None:
             raise BnprobeError(f"{variant} seed {seed} stopped after epoch {state['epoch']} of {epochs}; "
-                               "finish the study with `bnprobe run ... --resume` first")
+                               f"finish the study with {option('resume')} first")
         model, _ = self.variant(variant, seed)
         load_state(model, state["model"], f"checkpoint {path} does not fit {variant}: {{why}}")
         return model.to(self.device)
@@ -254,32 +288,43 @@ class Study:
         """Where the capture of one run keeps vectors that fit no memory budget."""
         return self.cache_root / run_stem(variant, seed) if self.cache_root is not None else None
 
-    def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult:
-        """The selected layers of ``model`` on the probed samples (streaming probes fed on the way)."""
-        cache_dir = self.cache_dir(variant, seed)
-        self.listener.capture_started(variant, seed, len(self.probe_split))
-        return capture(model, self.probe_split, layers=self.config.layers, probes=self.probes,
-                       spatial=self.config.spatial, max_memory=self.config.max_memory,
-                       max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
-                       device=self.device, on_batch=lambda n: self.listener.capture_batch(variant, seed, n),
-                       variant=variant, seed=seed)
+    def capture(self, model: nn.Module, variant: str, seed: int) -> CaptureResult | CaptureSets:
+        """The selected layers of ``model`` on the probed samples (streaming probes fed on the way): one
+        capture, or one per sample set (:meth:`probe_sets`)."""
+        sets = self.probe_sets(seed)
+        captures = CaptureSets()
+        on_batch = lambda n: self.listener.capture_batch(variant, seed, n)  # noqa: E731 - one callback, every set
+        for k, samples in enumerate(sets):
+            cache_dir = self.cache_dir(variant, seed)
+            if cache_dir is not None and len(sets) > 1:
+                cache_dir = cache_dir / f"set{k}"
+            self.listener.capture_started(variant, seed, len(samples))
+            captures.append(capture(model, samples, layers=self.config.layers, probes=self.probes,
+                                    spatial=self.config.spatial, max_memory=self.config.max_memory,
+                                    max_device_memory=self.config.max_device_memory, cache_dir=cache_dir,
+                                    device=self.device, on_batch=on_batch, variant=variant, seed=seed))
+        return captures[0] if len(captures) == 1 else captures
 
-    def probe(self, model: nn.Module, variant: str, seed: int,
-              reference: CaptureResult | None) -> tuple[PendingOutcome, CaptureResult, RunTimings]:
-        """Capture ``model`` and start every probe on it, comparing with ``reference`` where asked; the
-        timings hold the seconds of the capture and of starting the probes.
+    def probe(self, model: nn.Module, variant: str, seed: int, reference: CaptureResult | CaptureSets | None,
+              ) -> tuple[PendingOutcome | PendingSets, CaptureResult | CaptureSets, RunTimings]:
+        """Capture ``model`` and start every probe on it, comparing with ``reference`` (the ``bn`` run's
+        capture on the same sets) where asked; the timings hold the seconds of the capture and of
+        starting the probes.  With several sample sets the outcome is their means (:func:`mean_over_sets`).
 
         The CPU halves of split probes may still be running on the pool's workers when this returns.
         """
         started = time.perf_counter()
         captured = self.capture(model, variant, seed)
         captured_at = time.perf_counter()
-        steps = sum(1 if p.scope == "model" else len(captured) for p in self.probes)
+        sets = captured if isinstance(captured, CaptureSets) else [captured]
+        references = reference if isinstance(reference, CaptureSets) else [reference] * len(sets)
+        steps = len(sets) * sum(1 if p.scope == "model" else len(sets[0]) for p in self.probes)
         self.listener.probing_started(variant, seed, steps)
-        outcome = start_probes(captured, self.probes, reference=reference, pool=self.pool, on_failure="record",
-                               on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
+        pending = [start_probes(one, self.probes, reference=ref, pool=self.pool, on_failure="record",
+                                on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
+                   for one, ref in zip(sets, references, strict=True)]
         timings = RunTimings(capture=captured_at - started, probe=time.perf_counter() - captured_at)
-        return outcome, captured, timings
+        return pending[0] if len(pending) == 1 else PendingSets(pending), captured, timings
 
     def clear_cache(self) -> None:
         """Remove the capture caches (once a seed's runs no longer need them).
@@ -377,8 +422,9 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
 def check_starting_weights(config: StudyConfig, model: ModelSource | None) -> None:
     """A ``fine-tune`` study needs weights to start from: pretrained ones, ``init_weights``, or a given module's."""
     if config.mode == "fine-tune" and not (config.pretrained or config.init_weights or isinstance(model, nn.Module)):
-        raise BnprobeError("mode fine-tune trains from starting weights, but none are given; add --pretrained "
-                           "[FILE] or --init-weights FILE, or train from scratch")
+        raise BnprobeError("mode fine-tune trains from starting weights, but none are given; add "
+                           f"{option('pretrained')} (or a FILE) or {option('init_weights', 'FILE')}, or train "
+                           "from scratch")
 
 
 def check_dataset(dataset: object) -> None:
@@ -412,7 +458,7 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
                                   ignore=MAY_CHANGE_ON_RESUME)
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
-                           "use the same options, or another --out")
+                           f"use the same options, or another {setting('out')}")
     results.layers = saved.layers
     return {(run.variant, run.seed): run for run in saved.runs}
 
@@ -574,7 +620,8 @@ def _run_result(variant: str, seed: int, trained: TrainResult, report: SwapRepor
                      diverged_at_epoch=trained.diverged_at_epoch, swap=report.to_dict(),
                      probes=outcome.values, failures=[f.to_dict() for f in outcome.failures],
                      history=finite_history(trained.history), flags=flags, notes=outcome.notes,
-                     train_mode_test_accuracy=trained.train_mode_test_accuracy, recalibrated_bn=trained.recalibrated_bn)
+                     train_mode_test_accuracy=trained.train_mode_test_accuracy, recalibrated_bn=trained.recalibrated_bn,
+                     sample_sets=outcome.sample_sets)
 
 
 def train_fused_groups(study: Study, pending: dict[str, list[int]],
