@@ -1,4 +1,4 @@
-"""Every metric a built-in probe (or the cka plugin) emits is declared in code and documented in
+"""Every metric a built-in probe (or a plugin in plugins/) emits is declared in code and documented in
 docs/metrics.md, and every declared or documented one is emitted: run on a tiny capture."""
 
 import re
@@ -19,7 +19,8 @@ SPECS = {"sparsity": "sparsity", "hdbscan": "hdbscan(min_cluster_size=5)", "bina
          "attribution": "attribution(samples=8,n_steps=4)",  # IntegratedGradients: with convergence_delta
          "layer_attribution": "layer_attribution(method=LayerConductance,samples=8,n_steps=4)", "cka": "cka",
          "cka_matrix": "cka_matrix", "rank": "rank", "separability": "separability", "linear": "linear",
-         "selectivity": "selectivity"}
+         "selectivity": "selectivity", "procrustes": "procrustes", "intrinsic_dim": "intrinsic_dim",
+         "ablation": "ablation(fractions=[0.5],orders=2,images=20)"}
 """One spec per documented probe, with a method that emits every declared metric."""
 
 
@@ -32,13 +33,14 @@ def _emitted() -> dict[str, set[str]]:
     x, y = torch.randn(60, 1, 8, 8), torch.arange(60) % 3
     probes = build_probes(list(SPECS.values()))
     captured = capture(model, (x, y), probes=probes, vectors=True, variant="bn", seed=0)
-    outcome = run_probes(captured, probes, reference=captured)  # the bn run: cka compares each layer with itself
+    # the bn run: cka compares each layer with itself; ablation scores the model on held-out images
+    outcome = run_probes(captured, probes, reference=captured, held_out=(x, y))
     return {probe.name: {m for layer in outcome.values[probe.key].values() for m in layer} for probe in probes}
 
 
 def test_emitted_declared_and_documented_metrics_are_the_same():
     infos = {info.name: info for info in documented_probes()}
-    assert set(infos) == set(SPECS)  # every built-in and the cka plugin
+    assert set(infos) == set(SPECS)  # every built-in and the plugins in plugins/
     text = DOC.read_text(encoding="utf-8")
     documented = dict(re.findall(r"^### `([\w-]+)`.*?\n(.*?)(?=^### |\Z)", generated_part(text), re.S | re.M))
     emitted = _emitted()

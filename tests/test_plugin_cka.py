@@ -62,6 +62,56 @@ def test_blocks_and_torch_inputs_give_the_same_number(monkeypatch, shape):
     assert linear_cka(torch.from_numpy(x).float(), torch.from_numpy(y), "cpu") == pytest.approx(expected, rel=1e-6)
 
 
+def _reference_debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """The google-research notebook's cka(gram_linear(x), gram_linear(y), debiased=True): U-centred Gram
+    matrices (Song et al. 2012's unbiased HSIC), in numpy float64."""
+
+    def u_centred(gram: np.ndarray) -> np.ndarray:
+        n, gram = len(gram), gram.copy()
+        np.fill_diagonal(gram, 0)
+        means = gram.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        gram -= means[:, None] + means[None, :]
+        np.fill_diagonal(gram, 0)
+        return gram
+
+    k, l_ = u_centred(x @ x.T), u_centred(y @ y.T)
+    return float(k.ravel() @ l_.ravel() / (np.linalg.norm(k) * np.linalg.norm(l_)))
+
+
+@pytest.mark.parametrize("shape", [(40, 5), (6, 50)], ids=["feature-form", "gram-form"])
+def test_the_debiased_estimator_is_the_unbiased_hsic_formula(monkeypatch, shape):
+    x, y = _random(*shape) + 3.0, _random(shape[0], 7, seed=2)
+    expected = _reference_debiased_cka(x, y)
+    assert linear_cka(x, y, debiased=True) == pytest.approx(expected, abs=1e-10)
+    assert linear_cka(x, y, debiased=True) != pytest.approx(linear_cka(x, y), abs=1e-3)
+    assert bnprobe_cka.cka_matrix_values([x], [y], debiased=True)[0, 0] == pytest.approx(expected, abs=1e-10)
+    assert linear_cka(x, x, debiased=True) == pytest.approx(1.0, abs=1e-12)
+    assert bnprobe_cka.cka_matrix_values([x], debiased=True)[0, 0] == 1.0
+    monkeypatch.setattr(bnprobe_cka._linear, "BLOCK_ELEMENTS", 7)
+    assert linear_cka(x, y, debiased=True) == pytest.approx(expected, abs=1e-10)
+
+
+def test_on_independent_inputs_at_small_n_the_debiased_estimator_reads_about_0_and_the_biased_does_not():
+    pairs = [(_random(30, 60, seed=2 * i), _random(30, 60, seed=2 * i + 1)) for i in range(10)]
+    biased = [linear_cka(x, y) for x, y in pairs]
+    debiased = [linear_cka(x, y, debiased=True) for x, y in pairs]
+    assert min(biased) > 0.5
+    assert abs(np.mean(debiased)) < 0.05 and max(abs(d) for d in debiased) < 0.2
+
+
+def test_the_debiased_option_is_a_probe_parameter_and_needs_4_samples():
+    probe = get_probe("cka", debiased=True)
+    assert probe.key == "cka(debiased=True)" and get_probe("cka_matrix", debiased=True).debiased
+    bn, other = _layer(_random(30, 4).astype(np.float32)), _layer(_random(30, 6, seed=5).astype(np.float32))
+    assert probe.measure(other, _context("identity", bn))["cka"] == pytest.approx(
+        _reference_debiased_cka(bn.vectors().astype(np.float64), other.vectors().astype(np.float64)), abs=1e-6)
+    with pytest.raises(BnprobeError, match=r"^cka: debiased must be true or false, got 'yes'$"):
+        get_probe("cka", debiased="yes")
+    with pytest.raises(BnprobeError, match=r"^cka: the debiased estimator needs at least 4 samples, got 3$"):
+        linear_cka(np.zeros((3, 2)), np.zeros((3, 2)), debiased=True)
+
+
 def test_samples_must_match():
     with pytest.raises(BnprobeError, match=r"same samples; got shapes \(5, 2\) and \(4, 2\)"):
         linear_cka(np.zeros((5, 2)), np.zeros((4, 2)))

@@ -66,6 +66,10 @@ class ProbeContext:
     reference_layers: Sequence[LayerData] = ()
     """Every captured layer of the reference (``bn``) run of the same seed, in forward order; empty
     when there is none."""
+    held_out: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Held-out (test) images and their labels, as the model takes them: where a probe that scores the
+    model's predictions (``ablation``) measures accuracy, never on the probed samples.  A study passes
+    its test split; None: not given (``run_probes(..., held_out=(x, y))``)."""
 
     def stated_variant(self, probe: str) -> str:
         """The run's variant, for ``probe``, which compares with the ``bn`` run; refuses an unstated one.

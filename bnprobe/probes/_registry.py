@@ -80,7 +80,7 @@ def _qualified(cls: type) -> str:
 
 _BUILTIN_MODULES = ("bnprobe.probes._sparsity", "bnprobe.probes._clustering", "bnprobe.probes._attribution",
                     "bnprobe.probes._linear", "bnprobe.probes._selectivity", "bnprobe.probes._rank",
-                    "bnprobe.probes._separability")
+                    "bnprobe.probes._separability", "bnprobe.probes._procrustes", "bnprobe.probes._ablation")
 
 
 def _load_builtins() -> None:

@@ -35,13 +35,22 @@ def class_means(layer: LayerData) -> np.ndarray:
     """``(classes, channels)``: each channel's mean activity (spatial mean per sample) over each class's samples."""
     vectors = layer.vectors()
     labels = _checked_labels(layer, vectors.shape[0])
+    activity = channel_activity(vectors, layer.shape, "mean", layer.name)
+    return activity_class_means(activity, labels, f"probe selectivity: layer {layer.name}")
+
+
+def activity_class_means(activity: np.ndarray, labels: np.ndarray, owner: str) -> np.ndarray:
+    """``(classes, channels)``: the mean over each class's samples of the ``(samples, channels)`` activity.
+
+    Shared with the ablation probe, which reads the activity off the model itself; ``owner`` begins the
+    error raised when the samples hold fewer than two classes.
+    """
     _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
     if counts.size < 2:
-        raise BnprobeError(f"probe selectivity: layer {layer.name}: every probed sample has class {labels[0]}; "
+        raise BnprobeError(f"{owner}: every probed sample has class {labels[0]}; "
                            "class selectivity compares two classes at least")
-    activity = channel_activity(vectors, layer.shape, "mean", layer.name).astype(np.float64)
     sums = np.zeros((counts.size, activity.shape[1]))
-    np.add.at(sums, codes, activity)
+    np.add.at(sums, codes, activity.astype(np.float64))
     return sums / counts[:, None]
 
 

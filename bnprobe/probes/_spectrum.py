@@ -116,11 +116,7 @@ def estimated_spectrum(x: torch.Tensor) -> Spectrum:
     total = float(x.square().sum())
     side, gram = gram_operator(x.to(torch.float32))
     generator = torch.Generator().manual_seed(SEED)
-    basis = torch.randn(side, TOP, generator=generator, dtype=torch.float64).to(x.device)
-    for _ in range(POWER):
-        basis = torch.linalg.qr(gram(basis)).Q
-    top, rotation = torch.linalg.eigh(basis.T @ gram(basis))
-    top, basis = top.clamp_min(0).flip(0), (basis @ rotation).flip(1)
+    top, basis = top_eigenpairs(side, gram, generator, x.device)
     values, weights = top, torch.ones_like(top)
     rest = total - float(top.sum())
     if rest > _NEGLIGIBLE * total:  # else the top eigenvalues hold the whole spectrum
@@ -131,7 +127,7 @@ def estimated_spectrum(x: torch.Tensor) -> Spectrum:
         starts = deflate(torch.randn(side, PROBES, generator=generator, dtype=torch.float64).to(x.device))
         # The Lanczos vectors stay orthogonal to the top ones, so deflating each product keeps the run on
         # the deflated matrix.
-        nodes, first = _lanczos(lambda v: deflate(gram(v)), starts, float(top[0]))
+        nodes, first = lanczos(lambda v: deflate(gram(v)), starts, float(top[0]))
         share = starts.square().sum(dim=0)[:, None] * first  # Hutchinson's weights, up to one factor
         mass = float((share * nodes).sum())
         if mass > 0:
@@ -140,7 +136,21 @@ def estimated_spectrum(x: torch.Tensor) -> Spectrum:
     return Spectrum(values.cpu().numpy(), weights.cpu().numpy(), total, min(x.shape), False)
 
 
-def _lanczos(operator: Callable[[torch.Tensor], torch.Tensor], starts: torch.Tensor,
+def top_eigenpairs(side: int, operator: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``TOP`` largest eigenvalues (clamped at 0, descending) of the symmetric positive semi-definite
+    ``operator`` on ``side`` dimensions and their eigenvectors, by ``POWER`` randomised subspace iterations
+    (Halko, Martinsson & Tropp 2011) from Gaussian starts drawn from ``generator`` on the CPU."""
+    import torch
+
+    basis = torch.randn(side, TOP, generator=generator, dtype=torch.float64).to(device)
+    for _ in range(POWER):
+        basis = torch.linalg.qr(operator(basis)).Q
+    top, rotation = torch.linalg.eigh(basis.T @ operator(basis))
+    return top.clamp_min(0).flip(0), (basis @ rotation).flip(1)
+
+
+def lanczos(operator: Callable[[torch.Tensor], torch.Tensor], starts: torch.Tensor,
              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss nodes and their weights' share (squared first components) of Lanczos on each column of ``starts``.
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 Direction = Literal["higher is better", "lower is better", "neither"]
 
-DOCUMENTED_SOURCES = ("built-in", "bnprobe-cka")
-"""The probes whose metrics ``docs/metrics.md`` documents: bnprobe's own and the cka plugin's."""
+DOCUMENTED_SOURCES = ("built-in", "bnprobe-cka", "bnprobe-intrinsic-dim")
+"""The probes whose metrics ``docs/metrics.md`` documents: bnprobe's own and the plugins in ``plugins/``."""
 BEGIN, END = "<!-- metrics: begin (generated) -->", "<!-- metrics: end -->"
 """The markers around the generated part of ``docs/metrics.md``."""
 

@@ -253,14 +253,19 @@ def _check_context(built: ProbeContext, given: ProbeContext) -> None:
 
 
 def _context(captured: CaptureResult, context: ProbeContext | None, reference: CaptureResult | None,
-             probes: Sequence[Probe]) -> ProbeContext:
-    """The context to probe ``captured`` in: built from it, or the one given once it agrees with it."""
+             probes: Sequence[Probe], held_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> ProbeContext:
+    """The context to probe ``captured`` in: built from it, or the one given once it agrees with it;
+    with the ``held_out`` test images and labels when given."""
     if context is not None and reference is not None:
         raise BnprobeError("give the reference capture as reference=..., or a ProbeContext, not both")
+    if context is not None and held_out is not None and context.held_out is not None:
+        raise BnprobeError("give the held-out images as held_out=..., or in the ProbeContext, not both")
     if context is None:
         context = probe_context(captured, reference)
     elif not any(getattr(captured, what) is None for what in ("model", "inputs", "device")):
         _check_context(probe_context(captured), context)
+    if held_out is not None:
+        context = replace(context, held_out=held_out)
     if not context.layers:
         context = replace(context, layers=tuple(captured.layers))
     elif [layer.name for layer in context.layers] != captured.names:
@@ -274,19 +279,21 @@ def _context(captured: CaptureResult, context: ProbeContext | None, reference: C
 
 def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext | None = None,
                  on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None, *,
-                 reference: CaptureResult | None = None, on_failure: OnFailure = "raise") -> PendingOutcome:
+                 reference: CaptureResult | None = None, on_failure: OnFailure = "raise",
+                 held_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> PendingOutcome:
     """Measure every probe on every captured layer (model-scope probes once per run), the CPU halves of
     split probes on ``pool``'s workers when it has any; collect the numbers with ``.result()``.
 
     The probe context comes from ``captured`` (:func:`probe_context`); ``reference`` is the ``bn``
-    run's capture for probes that compare with it.  A ``context`` given by hand must agree with the
+    run's capture for probes that compare with it; ``held_out`` the test images and labels for probes
+    that score the model's predictions (ablation).  A ``context`` given by hand must agree with the
     capture (model, inputs, labels, variant, seed, layer modules) and is refused otherwise.
     ``on_failure`` says what ``.result()`` does if a probe failed (:data:`OnFailure`).  With a pool
     this may wait for room in its queue (:class:`bnprobe.probes.pool.ProbePool`).
     """
     if on_failure not in FAILURE_MODES:
         raise BnprobeError(f"on_failure must be one of {', '.join(FAILURE_MODES)}, got {on_failure!r}")
-    context = _context(captured, context, reference, probes)
+    context = _context(captured, context, reference, probes, held_out)
     steps: list[_Step] = []
     for probe in probes:
         targets: list[LayerData | None]
@@ -316,19 +323,21 @@ def start_probes(captured: CaptureResult, probes: Sequence[Probe], context: Prob
 
 def run_probes(captured: CaptureResult, probes: Sequence[Probe], context: ProbeContext | None = None,
                on_step: Callable[[str, str], None] | None = None, pool: ProbePool | None = None, *,
-               reference: CaptureResult | None = None, strict: bool = True) -> ProbeOutcome:
+               reference: CaptureResult | None = None, strict: bool = True,
+               held_out: tuple[torch.Tensor, torch.Tensor] | None = None) -> ProbeOutcome:
     """Measure every probe on every captured layer (model-scope probes once per run) and return the numbers.
 
     Everything the probes need comes from ``captured``; ``reference`` is the ``bn`` run's capture
-    (same seed, same samples) for probes that compare with it, such as cka.  A probe that fails on a
-    layer does not stop the others, but then this raises :class:`ProbeFailedError`, which names the
+    (same seed, same samples) for probes that compare with it, such as cka; ``held_out``, the test
+    images and labels ``(x, y)`` for probes that score the model's predictions (ablation).  A probe that
+    fails on a layer does not stop the others, but then this raises :class:`ProbeFailedError`, which names the
     failures and keeps the numbers in ``.outcome``; ``strict=False`` warns
     (:class:`ProbeFailureWarning`) and returns them.  With ``pool``, the CPU halves of split probes
     run on its workers in parallel.  ``context`` is for contexts built by hand: it must agree with
     the capture (see :func:`start_probes`).
     """
     return start_probes(captured, probes, context, on_step, pool, reference=reference,
-                        on_failure="raise" if strict else "warn").result()
+                        on_failure="raise" if strict else "warn", held_out=held_out).result()
 
 
 def reference_lookup(reference: CaptureResult | None) -> Callable[[str], LayerData | None]:

@@ -26,7 +26,8 @@ from bnprobe.report._stats import (
     stats_csv,
 )
 
-PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_clusters", "noise_fraction")}
+PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_clusters", "noise_fraction"),
+                                            "ablation": ("auc_selective", "auc_random")}
 """Probe name -> the metrics its default figure shows side by side; other probes show their key metric."""
 
 

@@ -310,6 +310,7 @@ class Study:
         """Capture ``model`` and start every probe on it, comparing with ``reference`` (the ``bn`` run's
         capture on the same sets) where asked; the timings hold the seconds of the capture and of
         starting the probes.  With several sample sets the outcome is their means (:func:`mean_over_sets`).
+        Probes that score the model's predictions (ablation) do so on the test split.
 
         The CPU halves of split probes may still be running on the pool's workers when this returns.
         """
@@ -320,8 +321,10 @@ class Study:
         references = reference if isinstance(reference, CaptureSets) else [reference] * len(sets)
         steps = len(sets) * sum(1 if p.scope == "model" else len(sets[0]) for p in self.probes)
         self.listener.probing_started(variant, seed, steps)
+        test = self.dataset.test
         pending = [start_probes(one, self.probes, reference=ref, pool=self.pool, on_failure="record",
-                                on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer))
+                                on_step=lambda probe, layer: self.listener.probe_step(variant, seed, probe, layer),
+                                held_out=(test.x, test.y))
                    for one, ref in zip(sets, references, strict=True)]
         timings = RunTimings(capture=captured_at - started, probe=time.perf_counter() - captured_at)
         return pending[0] if len(pending) == 1 else PendingSets(pending), captured, timings

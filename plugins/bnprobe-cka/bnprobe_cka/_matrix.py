@@ -19,7 +19,7 @@ import numpy as np
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import REFERENCE_VARIANT, LayerData, Probe, ProbeContext
 from bnprobe.probes.metrics import Metric
-from bnprobe_cka._linear import Matrix, cka_matrix_values
+from bnprobe_cka._linear import ESTIMATOR_DOC, Matrix, check_debiased, cka_matrix_values
 
 if TYPE_CHECKING:
     import torch
@@ -39,12 +39,18 @@ class CKAMatrixProbe(Probe):
     layer_matrix = COLUMN_PREFIX
     metrics = {
         "cka": Metric("linear CKA of this layer's vectors with the same layer's in the bn run of the same seed: the "
-                      "matrix's diagonal, the cka probe's number (1 in the bn run itself); null when either is "
-                      "constant", "0 (no shared linear structure) to 1 (same up to rotation and scale)"),
-        f"{COLUMN_PREFIX}<layer>": Metric("linear CKA of this layer's vectors with those of <layer> in the bn run of "
-                                          "the same seed: one cell of the layer-by-layer matrix", "0 to 1"),
+                      "matrix's diagonal, the cka probe's number with the same debiased (1 in the bn run itself); "
+                      "null when either is constant", "0 (no shared linear structure) to 1 (same up to rotation and "
+                      "scale); debiased: -1 to 1, about 0 when independent"),
+        f"{COLUMN_PREFIX}<layer>": Metric("linear CKA (Kornblith et al. 2019) of this layer's vectors with those of "
+                                          "<layer> in the bn run of the same seed: one cell of the layer-by-layer "
+                                          f"matrix; {ESTIMATOR_DOC}", "0 to 1; debiased: -1 to 1"),
     }
     compares_with_reference = True  # a study without the bn variant is refused before it trains
+
+    def __init__(self, *, debiased: bool = False, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        self.debiased = check_debiased(debiased)
 
     def measure(self, layer: LayerData | None, context: ProbeContext) -> dict[str, dict[str, float]]:
         """``{layer: {"cka": diagonal, "bn:<bn layer>": value, ...}}`` for every captured layer."""
@@ -57,7 +63,8 @@ class CKAMatrixProbe(Probe):
                                f"with; add the {REFERENCE_VARIANT} variant to the study, or pass its capture: "
                                "run_probes(..., reference=...)")
         values = cka_matrix_values([row.vectors() for row in rows],
-                                   [column.vectors() for column in columns] or None, context.device)
+                                   [column.vectors() for column in columns] or None, context.device,
+                                   self.debiased)
         names = [column.name for column in columns or rows]
         filed = {}
         for row, cells in zip(rows, values, strict=True):
@@ -78,18 +85,27 @@ class CKAMatrix:
     columns: list[str]
     row_label: str = "a"
     column_label: str = "b"
+    debiased: bool = False
+    """Whether the values are the debiased estimator's (unbiased HSIC)."""
 
     def figure(self, title: str = "") -> Figure:
         """The matrix as a heatmap, the layers named on its axes (a matplotlib Figure)."""
         from bnprobe.report import heatmap_figure
 
         return heatmap_figure({f"{self.row_label} vs {self.column_label}": self.values}, self.rows, self.columns,
-                              title or "linear CKA", row_axis=f"layer of {self.row_label}",
-                              column_axis=f"layer of {self.column_label}", value="linear CKA")
+                              title or self.measure, row_axis=f"layer of {self.row_label}",
+                              column_axis=f"layer of {self.column_label}", value=self.measure)
+
+    @property
+    def measure(self) -> str:
+        """What the values are: ``linear CKA`` or ``debiased linear CKA``."""
+        return "debiased linear CKA" if self.debiased else "linear CKA"
 
 
-def cka_matrix(a: Any, b: Any, device: torch.device | str = "cpu") -> CKAMatrix:
+def cka_matrix(a: Any, b: Any, device: torch.device | str = "cpu", debiased: bool = False) -> CKAMatrix:
     """Linear CKA of every layer of ``a`` with every layer of ``b``, over the same samples.
+
+    ``debiased``: with the unbiased HSIC estimator (Song et al. 2012) instead of the biased one.
 
     ``a`` and ``b`` are captures (:func:`bnprobe.capture`: two seeds of one variant, loaded with
     :func:`bnprobe.load_run`, or two variants) or ``{layer: (samples, ...) tensor or array}``.  Each
@@ -100,8 +116,8 @@ def cka_matrix(a: Any, b: Any, device: torch.device | str = "cpu") -> CKAMatrix:
             a.inputs.shape != b.inputs.shape or not bool((a.inputs == b.inputs).all())):
         raise BnprobeError("the two captures were made on other samples; capture both on the same samples in the "
                            "same order (not a shuffled loader)")
-    values = cka_matrix_values(list(rows.values()), list(columns.values()), device)
-    return CKAMatrix(values, list(rows), list(columns), row_label, column_label)
+    values = cka_matrix_values(list(rows.values()), list(columns.values()), device, debiased)
+    return CKAMatrix(values, list(rows), list(columns), row_label, column_label, debiased)
 
 
 def _layers(source: Any, default_label: str) -> tuple[dict[str, Matrix], str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bnprobe.errors import BnprobeError
 from bnprobe.probes.base import REFERENCE_VARIANT, LayerData, Probe, ProbeContext
 from bnprobe.probes.metrics import Metric
-from bnprobe_cka._linear import linear_cka
+from bnprobe_cka._linear import ESTIMATOR_DOC, check_debiased, linear_cka
 
 
 class CKAProbe(Probe):
@@ -15,10 +17,16 @@ class CKAProbe(Probe):
     needs = "vectors"
     scope = "layer"
     key_metric = "cka"
-    metrics = {"cka": Metric("linear centred kernel alignment of this layer's vectors with the same layer's in the "
-                             "bn run of the same seed (1 in the bn run itself); null when either is constant",
-                             "0 (no shared linear structure) to 1 (same up to rotation and scale)")}
+    metrics = {"cka": Metric("linear centred kernel alignment (Kornblith et al. 2019) of this layer's vectors with "
+                             "the same layer's in the bn run of the same seed (1 in the bn run itself); "
+                             f"{ESTIMATOR_DOC}; null when either is constant",
+                             "0 (no shared linear structure) to 1 (same up to rotation and scale); debiased: -1 to 1, "
+                             "about 0 when independent")}
     compares_with_reference = True  # a study without the bn variant is refused before it trains
+
+    def __init__(self, *, debiased: bool = False, **unknown: Any) -> None:
+        super().__init__(**unknown)
+        self.debiased = check_debiased(debiased)
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """``{"cka": value}``; the ``bn`` run compares the layer with itself."""
@@ -30,4 +38,4 @@ class CKAProbe(Probe):
                                    f"{variant} with; add the {REFERENCE_VARIANT} variant to the study, or pass "
                                    f"its capture: run_probes(..., reference=...) (and probe layers in both models)")
             reference = layer
-        return {"cka": linear_cka(reference.vectors(), layer.vectors(), context.device)}
+        return {"cka": linear_cka(reference.vectors(), layer.vectors(), context.device, self.debiased)}
