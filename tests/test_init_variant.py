@@ -9,7 +9,7 @@ import torch
 from _cli import assert_one_line_error, run_cli
 
 from bnprobe._common import INIT_VARIANT
-from bnprobe.data import Dataset, Split
+from bnprobe.data import Dataset, load_dataset
 from bnprobe.errors import BnprobeError
 from bnprobe.report import Results
 from bnprobe.study import StudyConfig, reprobe_study, run_study
@@ -23,10 +23,8 @@ VARIANTS = ["bn", "identity+bias", INIT_VARIANT]  # as the potgieter2025 preset 
 
 
 def _blobs() -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(96) % 4
-    x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
-    return Dataset("blobs", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4)
+    """The tests' tiny-study data (tests/conftest.py): 4 classes, 64 images to train and 32 to test."""
+    return load_dataset("tiny-study")
 
 
 def _config(**changes) -> StudyConfig:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from _cli import run_cli
 
-from bnprobe.data import Dataset, Split
+from bnprobe.data import Dataset, Split, load_dataset
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import mean_over_sets
 from bnprobe.probes.runner import ProbeFailure, ProbeOutcome
@@ -82,10 +82,8 @@ def test_each_seed_has_disjoint_sets_of_its_own_and_seed_0_set_0_is_the_usual_sa
 
 
 def _blobs() -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(96) % 4
-    x = torch.randn(4, 1, 8, 8, generator=g)[y] * 2 + torch.randn(96, 1, 8, 8, generator=g)
-    return Dataset("blobs", Split(x[:64], y[:64]), Split(x[64:], y[64:]), 4)
+    """The tests' tiny-study data (tests/conftest.py): 4 classes, 64 images to train and 32 to test."""
+    return load_dataset("tiny-study")
 
 
 def _config(**changes) -> StudyConfig:
