@@ -35,7 +35,8 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.probes.runner": [
         "ProbeFailedError", "ProbeFailureWarning", "ProbeOutcome", "run_probes", "start_probes",
     ],
-    "bnprobe.report": ["Comparison", "Results", "RunResult", "compare", "heatmap", "plot", "render", "write_outputs"],
+    "bnprobe.report": ["Comparison", "Results", "RunResult", "ablation_curves", "compare", "heatmap", "plot", "render",
+                       "write_outputs"],
     "bnprobe.study": ["ActivationRun", "StudyConfig", "load_run", "merge_studies", "probe_activations", "reprobe_study",
                       "run_study"],
     "bnprobe.surgery": [

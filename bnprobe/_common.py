@@ -156,27 +156,46 @@ def _new_file_mode() -> int:
 _NEW_FILE_MODE = _new_file_mode()
 
 
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Within the block, an ``OSError`` names ``path``: the file the block writes, whatever it touched.
+
+    A full disk's ENOSPC comes from ``write()``, which knows no file name, and a read-only folder's
+    EROFS from the temporary file beside the target; either way the user should read the file they
+    know, so the command line can say which one could not be written and why.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` (text as UTF-8, or bytes such as a PNG) so readers see the old
     file or the new one, never half of one.
 
     The file gets the permissions a plain ``open()`` would give it (the temporary file's are
-    owner-only), so a study folder stays as readable as the rest of the user's files.
+    owner-only), so a study folder stays as readable as the rest of the user's files.  A write that
+    fails (a full disk, a read-only folder) leaves the old file as it was and raises an ``OSError``
+    naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _NEW_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, _NEW_FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def optional_import(module: str, *, extra: str, needed_by: str) -> ModuleType:

@@ -197,3 +197,6 @@ def test_the_probe_runs_in_a_tiny_digits_study_paired_against_bn(tmp_path):
     plotted = (tmp_path / "plots" / f"{file_stem(key)}.csv").read_text()
     assert (tmp_path / "plots" / f"{file_stem(key)}.png").is_file()
     assert "auc_selective" in plotted and "auc_random" in plotted
+    curves = (tmp_path / "plots" / f"{file_stem(key)}_curves.csv").read_text()  # and the curves, a panel per layer
+    assert (tmp_path / "plots" / f"{file_stem(key)}_curves.png").is_file()
+    assert "accuracy_selective_0.5" in curves and "accuracy_random_0.5" in curves and "channels" in curves

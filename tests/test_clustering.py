@@ -9,8 +9,12 @@ from sklearn.metrics import adjusted_rand_score
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import build_probes, get_probe
 from bnprobe.probes._clustering import (
+    ALWAYS_ON_NOTE,
+    MOSTLY_ON_NOTE,
+    ONE_PATTERN_NOTE,
     BinaryPatternsProbe,
     HdbscanProbe,
+    degenerate_note,
     euclidean_distances,
     pca_reduce,
 )
@@ -234,7 +238,21 @@ CLASSES = [0, 0, 1, 1]
 
 
 def test_binary_patterns_by_hand():
+    """The default: each channel is active above its own median here (2 classes: quantile 1 - 1/2)."""
     r = BinaryPatternsProbe().measure(_layer(MAPS.reshape(4, -1), CLASSES, shape=(3, 1, 2)), CONTEXT)
+    # channel means: 0 [0.5, 0.5, 0, 0.1] (median 0.3), 1 all 0 (median 0), 2 [2, 0, 1.5, 1] (median 1.25)
+    # active sets: channel 0 {0, 1}, channel 1 {}, channel 2 {0, 2}
+    assert r["active_set_size"] == pytest.approx((2 / 4 + 0 + 2 / 4) / 3)
+    assert r["active_set_purity"] == pytest.approx((1.0 + 1 / 2) / 2)
+    assert r["dead_channel_fraction"] == pytest.approx(1 / 3)
+    # quantile=0.7: channel 0 above 0.5 -> {}, channel 2 above 1.55 -> {0}
+    r = BinaryPatternsProbe(quantile=0.7).measure(_layer(MAPS.reshape(4, -1), CLASSES, shape=(3, 1, 2)), CONTEXT)
+    assert (r["active_set_size"], r["active_set_purity"]) == (pytest.approx(1 / 12), 1.0)
+    assert r["dead_channel_fraction"] == pytest.approx(2 / 3)
+
+
+def test_binary_patterns_eps_0_is_the_old_rule_the_relu_fired():
+    r = BinaryPatternsProbe(eps=0).measure(_layer(MAPS.reshape(4, -1), CLASSES, shape=(3, 1, 2)), CONTEXT)
     # active sets: channel 0 {0, 1, 3}, channel 1 {}, channel 2 {0, 2, 3}
     assert r["active_set_size"] == pytest.approx((3 / 4 + 0 + 3 / 4) / 3)
     # channel 0: classes 0, 0, 1 -> 2/3; channel 2: classes 0, 1, 1 -> 2/3; channel 1 has no set
@@ -266,17 +284,98 @@ def test_binary_patterns_on_channel_means_equal_the_whole_maps():
         BinaryPatternsProbe().measure(_layer(np.ones((4, 5)), CLASSES, (3, 1, 2)), CONTEXT)
 
 
-def test_binary_patterns_dead_layer():
-    r = BinaryPatternsProbe().measure(_layer(np.zeros((4, 6)), CLASSES, shape=(3, 1, 2)), CONTEXT)
+@pytest.mark.parametrize("params", [{}, {"eps": 0.0}])
+def test_binary_patterns_dead_layer(params):
+    probe = BinaryPatternsProbe(**params)
+    layer = _layer(np.zeros((4, 6)), CLASSES, shape=(3, 1, 2))
+    r = probe.measure(layer, CONTEXT)
     assert r["active_set_size"] == 0.0
     assert math.isnan(r["active_set_purity"])
     assert r["dead_channel_fraction"] == 1.0
+    assert probe.notes(layer, CONTEXT) == {"degenerate": ONE_PATTERN_NOTE}  # every sample: no channel on
+
+
+def test_binary_patterns_non_finite_channel_is_dead_by_default():
+    vectors = MAPS.mean(axis=(2, 3))
+    vectors[1, 0] = np.nan
+    r = BinaryPatternsProbe().measure(_layer(vectors, CLASSES, (3, 1, 2)), CONTEXT)
+    assert r["dead_channel_fraction"] == pytest.approx(2 / 3) and r["active_set_purity"] == 0.5
+
+
+def _class_channels(seed=0, classes=10, per_class=4, samples=1000, positions=16):
+    """What a trained ReLU CNN gives: every map is ReLU of noise over a positive bias, so its spatial
+    mean is above 0 on every sample, and each class switches its own ``per_class`` channels on strongly."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, samples)
+    maps = rng.normal(0.3, 1.0, (samples, classes * per_class, positions))
+    own = np.arange(classes * per_class)[None, :] // per_class == labels[:, None]
+    maps += 2.0 * own[:, :, None]
+    maps = np.maximum(maps, 0.0)
+    return maps.reshape(samples, -1), labels, (classes * per_class, 1, positions)
+
+
+def test_binary_patterns_default_finds_class_channels_where_eps_0_is_degenerate_and_says_so():
+    vectors, labels, shape = _class_channels()
+    layer = _layer(vectors, labels, shape)
+    largest_share = np.bincount(labels).max() / labels.size
+    new, old = BinaryPatternsProbe(), BinaryPatternsProbe(eps=0)
+    found = new.measure(layer, CONTEXT)
+    assert found["active_set_purity"] > 0.9 > 5 * largest_share
+    assert found["active_set_size"] == pytest.approx(0.1, abs=0.01) and found["dead_channel_fraction"] == 0.0
+    assert new.notes(layer, CONTEXT) == {}
+    blind = old.measure(layer, CONTEXT)
+    assert blind["active_set_size"] == 1.0 and blind["dead_channel_fraction"] == 0.0
+    assert blind["active_set_purity"] == pytest.approx(largest_share)  # every channel: all the samples
+    assert old.notes(layer, CONTEXT) == {"degenerate": ALWAYS_ON_NOTE}
+    # a channel that is not the class's but noise only: chance purity, not 1
+    noise = BinaryPatternsProbe().measure(_layer(np.abs(np.random.default_rng(1).normal(size=(1000, 8))),
+                                                 labels, (8,)), CONTEXT)
+    assert noise["active_set_purity"] < 2 * largest_share
+
+
+def test_binary_patterns_degenerate_notes():
+    on = np.ones((100, 3), dtype=bool)
+    assert degenerate_note(on) == ALWAYS_ON_NOTE
+    mostly = on.copy()
+    mostly[np.arange(10), np.arange(10) % 3] = False  # 10 samples each miss one channel: 10 patterns, 97 % on
+    assert degenerate_note(mostly) == MOSTLY_ON_NOTE
+    one = np.zeros((100, 3), dtype=bool)
+    one[:4, 0] = True  # 96 samples share the all-off pattern
+    assert degenerate_note(one) == ONE_PATTERN_NOTE
+    one[:6, 1] = True  # 94 of them now: not degenerate
+    assert degenerate_note(one) is None
+
+
+def test_a_degenerate_binary_pattern_is_one_line_in_the_report():
+    """Through probe_activations and the terminal report: eps=0 on a trained-like ReLU layer is noted
+    in one line, at every layer; the default is not."""
+    from rich.console import Console
+
+    import bnprobe
+
+    vectors, labels, shape = _class_channels(samples=300)
+    maps = torch.from_numpy(vectors.reshape(300, *shape)).float()
+    runs = [bnprobe.ActivationRun({"a": maps, "b": maps * 3 + 0.5}, variant, 0) for variant in ("bn", "identity")]
+    results = bnprobe.probe_activations(runs, labels, "binary_patterns,binary_patterns(eps=0)", activation="relu")
+    assert {run.notes.get("binary_patterns") for run in results.runs} == {None}
+    console = Console(record=True, width=100)
+    bnprobe.render(results, console)
+    text = " ".join(console.export_text().split())
+    line = f"degenerate: {ALWAYS_ON_NOTE} at every layer"
+    assert text.count(line) == 1 and text.count("degenerate:") == 1
+    assert text.index("binary_patterns(eps=0.0) — ") < text.index(line)
 
 
 @pytest.mark.parametrize(("params", "message"), [
     ({"eps": "small"}, "eps must be a finite number"),
     ({"eps": -1}, "eps must be >= 0.0, got -1"),
     ({"reduce": "median"}, "reduce must be one of mean, max"),
+    ({"quantile": "top"}, "quantile must be a number in \\(0, 1\\) or 'auto', got 'top'"),
+    ({"quantile": 1}, "quantile must be in \\(0, 1\\), got 1"),
+    ({"quantile": 0.0}, "quantile must be in \\(0, 1\\), got 0.0"),
+    ({"quantile": float("nan")}, "quantile must be a finite number"),
+    ({"quantile": 0.9, "eps": 0}, "give eps \\(an absolute threshold\\) or quantile \\(one per channel\\), not both"),
+    ({"threshold": 0.5}, "unknown parameter"),
 ])
 def test_binary_patterns_parameter_errors(params, message):
     with pytest.raises(BnprobeError, match=message):

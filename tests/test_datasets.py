@@ -92,7 +92,7 @@ def test_failed_download_is_one_line_naming_files_and_option(tmp_path, monkeypat
         load_dataset("mnist", data_root=tmp_path / "empty")
     message = str(err.value)
     assert "\n" not in message and "<urlopen error offline>" in message
-    assert "train-images-idx3-ubyte" in message and "--data-root" in message
+    assert "train-images-idx3-ubyte" in message and "data_root='FOLDER'" in message  # from Python: the keyword
 
 
 def _half_mnist_download(self):

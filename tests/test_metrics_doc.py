@@ -78,6 +78,38 @@ def test_bnprobe_probes_metrics_lists_every_declared_metric():
             assert metric.direction in line
 
 
+NEWER_METRICS = {
+    "rank": ("effective_rank", "stable_rank", "pca_components_99", "pca_fraction_99"),
+    "linear": ("accuracy", "chance_accuracy", "sparse_accuracy_<k>", "features_used"),
+    "selectivity": ("class_selectivity", "class_selectivity_std", "class_selectivity_q90", "selectivity_channels"),
+    "separability": ("nc1", "cdnv"),
+    "ablation": ("auc_selective", "auc_random", "half_fraction_selective", "accuracy_selective_<fraction>",
+                 "accuracy_random_<fraction>", "ranked_fraction", "channels"),
+    "procrustes": ("procrustes", "procrustes_euclidean"),
+    "sparsity": ("dormant_fraction",),
+    "cka": ("cka",),
+    "cka_matrix": ("cka", "bn:<layer>"),
+    "intrinsic_dim": ("intrinsic_dim", "intrinsic_dim_ratio", "duplicate_fraction", "samples_used"),
+}
+"""The probes and metrics added since the first release (issue 30), each of which ``bnprobe probes --metrics``
+must list under its probe's own table; the plugins' too."""
+
+
+def test_bnprobe_probes_metrics_lists_the_newer_probes_and_the_plugins():
+    output = CliRunner().invoke(cli, ["probes", "--metrics"], env={"COLUMNS": "250"}).output
+    titles = [i for i, line in enumerate(output.splitlines()) if " — metrics (key: " in line]
+    tables = {output.splitlines()[start].split(" — ")[0].strip(): "\n".join(output.splitlines()[start:end])
+              for start, end in zip(titles, [*titles[1:], None], strict=True)}
+    for probe, metrics in NEWER_METRICS.items():
+        assert probe in tables, (probe, sorted(tables))
+        for metric in metrics:
+            assert f"│ {metric} " in tables[probe], (probe, metric)
+    assert "debiased" in tables["cka"] and "debiased" in tables["cka_matrix"]  # the range with debiased=True
+    assert "dormant" in tables["sparsity"]
+    listing = CliRunner().invoke(cli, ["probes"], env={"COLUMNS": "250"}).output  # the option itself
+    assert "debiased=False" in next(line for line in listing.splitlines() if line.startswith("│ cka "))
+
+
 def test_a_metric_family_matches_its_members_only():
     metrics = {"class_sparsity_<label>": None, "class_sparsity_spread": None, "hoyer": None}
     assert declared(metrics, "class_sparsity_7") == "class_sparsity_<label>"

@@ -92,7 +92,7 @@ def test_the_python_api_refuses_before_the_data_are_loaded(finished, monkeypatch
         run_study(StudyConfig(model="cnn4", probes=["sparsity"], device="cpu"), out=finished)
     with pytest.raises(BnprobeError, match=REFUSED):
         reproduce(build_study("potgieter2025", "mnist", quick=True), out=finished)
-    with pytest.raises(BnprobeError, match="--resume and --overwrite do not go together"):
+    with pytest.raises(BnprobeError, match="resume=True and overwrite=True do not go together"):
         reproduce(build_study("potgieter2025", "mnist", quick=True), out=finished, resume=True, overwrite=True)
     assert _files(finished) == before
 

@@ -120,5 +120,32 @@ def test_torchvision_weights_come_from_torch_hubs_cache(tmp_path, monkeypatch):
 
 def test_bnprobes_own_models_have_no_published_weights():
     with pytest.raises(BnprobeError, match="no published weights; load weights trained for this dataset with "
-                                           "--init-weights"):
+                                           "init_weights='FILE' instead of pretrained"):
         create_model("cnn4", num_classes=4, pretrained=True)
+
+
+@pytest.mark.parametrize("model", [TIMM_NAME, "tv:shufflenet_v2_x0_5"])
+def test_a_file_that_is_no_checkpoint_fails_in_one_line_saying_what_it_is(tmp_path, model):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not a checkpoint\n")
+    with pytest.raises(BnprobeError) as raised:
+        create_model(model, num_classes=4, pretrained=str(path))
+    message = str(raised.value)
+    assert message.startswith(f"pretrained weights file {path} is not a torch checkpoint of weights: it is text")
+    assert "pretrained='FILE' takes a state_dict saved with torch.save(model.state_dict(), FILE)" in message
+    assert "(101)" not in message and "\n" not in message
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", model, "--pretrained", str(path), "--dataset", "tiny-study",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "is not a torch checkpoint of weights" in result.output and "--pretrained FILE takes" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_a_whole_pickled_model_or_an_unsuffixed_safetensors_file_is_named_as_such(tmp_path, published):
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "model.pt")
+    with pytest.raises(BnprobeError, match=r"it is a torch.save file of objects other than tensors \(a whole model"):
+        create_model(TIMM_NAME, num_classes=4, pretrained=str(tmp_path / "model.pt"))
+    safetensors.torch.save_file(published, str(tmp_path / "weights.bin"))
+    with pytest.raises(BnprobeError, match="it is a safetensors file not named .*: rename it to end in .safetensors"):
+        create_model(TIMM_NAME, num_classes=4, pretrained=str(tmp_path / "weights.bin"))

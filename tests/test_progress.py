@@ -130,7 +130,8 @@ def _second_epoch_of_3(listener):
     listener.training_started("bn", 0, epochs=3)
     listener.epoch_done("bn", 0, 1, {"loss": 1.5})
     steps = iter(range(1, 701))
-    return lambda: listener.training_step("bn", 0, next(steps), 700), "bn seed 0 epoch 2/3: step 2/700, 31.0s elapsed"
+    expected = "bn seed 0 epoch 2/3: step 2/700, 31.0s elapsed"
+    return lambda: listener.training_step("bn", 0, next(steps), 700, 2), expected
 
 
 @pytest.mark.parametrize("stage", [_capture_of_300, _second_epoch_of_3], ids=["capture", "long-epoch"])
@@ -153,12 +154,32 @@ def test_a_study_tells_its_listener_of_every_step(tmp_path):
         def __init__(self):
             self.steps = []
 
-        def training_step(self, variant, seed, step, steps):
-            self.steps.append((variant, seed, step, steps))
+        def training_step(self, variant, seed, step, steps, epoch):
+            self.steps.append((variant, seed, step, steps, epoch))
 
     listener = Steps()
     run_study(_config(variants=["bn"]), dataset=_data(), out=tmp_path / "out", listener=listener)
-    assert listener.steps == [("bn", 0, step, 2) for _epoch in range(2) for step in (1, 2)]  # 64 images, batch 32
+    assert listener.steps == [("bn", 0, step, 2, epoch) for epoch in (1, 2) for step in (1, 2)]  # 64 images, batch 32
+
+
+def test_a_resumed_run_counts_its_steps_in_the_epochs_it_had_trained_before(tmp_path):
+    class StopAfterEpoch1(StudyListener):
+        def epoch_done(self, variant, seed, epoch, metrics):
+            raise KeyboardInterrupt
+
+    class Steps(StudyListener):
+        def __init__(self):
+            self.epochs = []
+
+        def training_step(self, variant, seed, step, steps, epoch):
+            self.epochs.append(epoch)
+
+    config = _config(variants=["bn"], checkpoints="resume")
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, dataset=_data(), out=tmp_path / "out", listener=StopAfterEpoch1())
+    listener = Steps()
+    run_study(config, dataset=_data(), out=tmp_path / "out", listener=listener, resume=True)
+    assert listener.epochs == [2, 2]  # epoch 1 was trained before the interruption; the progress says "epoch 2/2"
 
 
 def test_on_a_terminal_the_done_line_names_the_run_too(study):

@@ -111,8 +111,8 @@ def test_storage_the_workers_cannot_read_is_refused_before_anything_trains(tmp_p
     import bnprobe.study._ray as on_ray
 
     monkeypatch.setattr(on_ray, "reads_token", lambda path, token: False)
-    with pytest.raises(BnprobeError, match=r"--out .* is not on storage the Ray workers on .* can read; put --out on "
-                                           "a file system every node mounts"):
+    with pytest.raises(BnprobeError, match=r"output folder .* is not on storage the Ray workers on .* can read; put "
+                                           "out on a file system every node mounts"):
         run_study(_config(executor="ray"), out=tmp_path / "out")
     assert not (tmp_path / "out" / "checkpoints").exists()
     assert not list((tmp_path / "out").glob(".bnprobe-storage-*"))
@@ -120,7 +120,7 @@ def test_storage_the_workers_cannot_read_is_refused_before_anything_trains(tmp_p
 
 def test_the_ray_executor_needs_an_output_folder():
     with pytest.raises(BnprobeError, match="the Ray executor keeps every run's train state in the output folder; "
-                                           "give --out"):
+                                           "give out='DIR'"):
         run_study(_config(executor="ray"))
 
 

@@ -131,6 +131,42 @@ def test_one_seed_says_there_is_no_interval():
     assert first.split() == ["features.2", "0.100", "0.400", "+0.300"]  # no std, no interval
 
 
+def _interrupted(seeds: int, variants: list[str], **config) -> Results:
+    """The one-seed study as an interrupted study saves it: a config asking for ``variants`` × ``seeds``."""
+    from bnprobe.study import StudyConfig
+
+    results = _study(seeds=1)
+    asked = StudyConfig(model="cnn4", variants=variants, seeds=seeds, probes=["sparsity"], **config).to_dict()
+    results.config = {**asked, **results.config}
+    return results
+
+
+def test_an_interrupted_study_says_which_runs_are_missing_and_that_resume_completes_them(tmp_path):
+    results = _interrupted(3, ["bn", "identity", "groupnorm"])
+    assert results.missing_runs() == {"bn": [1, 2], "identity": [1, 2], "groupnorm": [0, 1, 2]}
+    text = " ".join(_rendered(results).split())
+    assert ("incomplete study: 7 of 9 runs missing (bn seeds 1-2; identity seeds 1-2; groupnorm seeds 0-2); "
+            "run it again with resume=True to complete them") in text
+    assert "1 seed: no interval (complete the study with resume=True)" in text
+    results.save(tmp_path)
+    result = CliRunner().invoke(cli, ["report", str(tmp_path), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "run it again with --resume to complete them" in " ".join(result.output.split())
+
+
+def test_only_an_incomplete_study_gets_the_missing_runs_line():
+    whole = _study(seeds=3)
+    whole.config = {**_interrupted(3, ["bn", "identity"]).config, "samples_probed": 120}
+    assert whole.missing_runs() == {} and "incomplete study" not in _rendered(whole)
+    assert "incomplete study" not in _rendered(_study(seeds=1))  # no seeds in its config: nothing to say
+    one_variant = _interrupted(1, ["bn", "identity"])
+    one_variant.runs = [run for run in one_variant.runs if run.variant == "bn"]
+    text = " ".join(_rendered(one_variant).split())
+    assert "(identity seed 0)" in text and "nothing to compare" not in text  # identity was asked for, not left out
+    shard = _interrupted(2, ["bn", "identity"], shard="1/2")  # seed 0 of seeds 0-1: all of the shard's runs
+    assert shard.missing_runs() == {} and "incomplete study" not in _rendered(shard)
+
+
 def test_metrics_option_picks_metrics_and_names_the_ones_on_offer():
     text = _rendered(_study(), metrics=["n_clusters", "hoyer"])
     assert "hdbscan — n_clusters" in text and "sparsity — hoyer" in text and "channel_sparsity" not in text

@@ -105,9 +105,14 @@ def test_interrupted_study_resumes_to_the_same_numbers(finished, tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert [r["variant"] for r in saved["runs"]] == ["bn"]  # bn finished, identity stopped after epoch 2
     assert load_train_state(checkpoint_path(out, "identity", 0))["epoch"] == 2
+    report = _run("report", str(out), "--no-plots")
+    assert report.exit_code == 0, report.output
+    assert ("incomplete study: 1 of 2 runs missing (identity seed 0); run it again with --resume to complete "
+            "them") in " ".join(report.output.split())
 
     result = _run("run", *STUDY, "--out", str(out), "--resume")
     assert result.exit_code == 0, result.output
+    assert "incomplete study" not in _run("report", str(out), "--no-plots").output
     resumed, whole = (json.loads((d / "results.json").read_text()) for d in (out, finished))
     assert resumed["runs"] == whole["runs"] and resumed["layers"] == whole["layers"]
     for variant in ("bn", "identity"):

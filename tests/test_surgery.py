@@ -21,6 +21,7 @@ from bnprobe.errors import BnprobeError, NoBatchNormError, UnknownNameError
 from bnprobe.models import load_checkpoint
 from bnprobe.surgery import (
     ChannelAffine,
+    IdentityNorm,
     InstanceNorm,
     NormAct,
     SwapRecord,
@@ -175,6 +176,16 @@ def test_identity_does_not_let_an_inplace_activation_overwrite_its_input():
     variant, _ = swap_norms(SharedInput(), "identity")
     x = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(variant(x), F.relu(x) + x)
+
+
+def test_identity_puts_an_nn_identity_that_hands_on_a_copy():
+    variant, _ = swap_norms(conv_bn_relu(), "identity")
+    norm = variant[1]
+    assert type(norm) is IdentityNorm and isinstance(norm, nn.Identity)  # as the docs say
+    assert not list(norm.parameters()) and not list(norm.buffers())
+    x = torch.randn(2, 6, 3, 3)
+    out = norm(x)
+    assert out is not x and torch.equal(out, x)  # a copy, unlike nn.Identity's own forward
 
 
 @pytest.mark.parametrize("channels, target, groups", [
@@ -451,7 +462,7 @@ def test_report_to_dict():
         "target": "groupnorm:3", "n_swapped": 1, "params_before": 12, "params_after": 12, "param_delta": 0,
         "records": [{"path": "1", "old_type": "BatchNorm2d", "new_type": "GroupNorm", "params_before": 12,
                      "params_after": 12, "activation": None, "note": "", "affine_init": "weight 1, bias 0",
-                     "affine": "kept"}],
+                     "affine": "kept", "settings": "3, 6, eps=1e-05, affine=True, bias=True"}],
         "notes": ["affine init from BN in 1 norm: kept (weight 1, bias 0 in 1)"],
     }
 

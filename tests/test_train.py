@@ -91,7 +91,7 @@ def test_config_validation():
         TrainConfig(agc=-1.0)
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(BnprobeError, match="no CUDA GPU"):
+        with pytest.raises(BnprobeError, match=r"here \(no CUDA device is visible\); torch can use: auto, cpu"):
             resolve_device("cuda")
 
 

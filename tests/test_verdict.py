@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import nct
 from scipy.stats import t as student_t
 
+from bnprobe._hints import command_line_in_use
 from bnprobe.cli.reproduce import verdict_lines
 from bnprobe.report import Results, RunResult, paired_difference
 from bnprobe.report._inference import Estimate, holm, p_above, p_beyond, p_inside, seeds_for
@@ -136,7 +137,9 @@ def test_a1_seeds_needed_is_the_power_of_its_best_layer_at_the_bonferroni_level(
     spread = float(np.std([-0.02, 0.0, 0.02], ddof=1))
     assert verdict.seeds_needed == seeds_for(0.02, spread, 0.05 / 2)
     assert verdict.to_dict()["seeds_needed_route"] == "toward HOLDS"
-    assert f"--seeds {verdict.seeds_needed} would likely decide this" in " ".join(verdict_lines(verdict))
+    assert f"seeds={verdict.seeds_needed} would likely decide this" in " ".join(verdict_lines(verdict))  # Python
+    with command_line_in_use():
+        assert f"--seeds {verdict.seeds_needed} would likely decide this" in " ".join(verdict_lines(verdict))
 
 
 # --------------------------------------------------------------------------------------------------

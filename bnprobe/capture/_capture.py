@@ -76,6 +76,7 @@ from bnprobe.capture._layer_kinds import activation_name, is_activation, is_gate
 from bnprobe.capture._vector_store import VectorStore
 from bnprobe.data._loaders import inputs_and_labels
 from bnprobe.errors import BnprobeError
+from bnprobe.train._loop import resolve_device
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3
 DEFAULT_MAX_DEVICE_MEMORY = "auto"
@@ -344,7 +345,7 @@ def capture(
     first = next(batches)
 
     param_device = next(iter(model.parameters()), torch.empty(0)).device
-    run_device = torch.device(device) if device is not None else param_device
+    run_device = resolve_device(device) if device is not None else param_device
     taps = _Taps(spatial)
     handles: list[torch.utils.hooks.RemovableHandle] = []
     stores: list[VectorStore] = []

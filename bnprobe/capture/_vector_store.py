@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bnprobe._common import naming
+
 _TORCH_DTYPES = {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16}
 
 
@@ -56,10 +58,11 @@ class VectorStore:
         elif path is None:
             self.array = np.empty((rows, dim), dtype=self.dtype)
         else:
-            self._file = open(path, "wb")  # noqa: SIM115 - closed in finish()
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                      "shape": (rows, dim)}
-            np.lib.format.write_array_header_1_0(self._file, header)
+            with naming(path):  # a full disk's error names the cache file
+                self._file = open(path, "wb")  # noqa: SIM115 - closed in finish()
+                header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                          "shape": (rows, dim)}
+                np.lib.format.write_array_header_1_0(self._file, header)
             self._offset = self._file.tell()
 
     @property
@@ -89,14 +92,16 @@ class VectorStore:
             torch.from_numpy(self.array[self.filled:self.filled + len(block)]).copy_(block)
         else:
             host = block.to("cpu", self._torch_dtype).contiguous()
-            self._file.write(host.numpy().data)
+            with naming(self.path):
+                self._file.write(host.numpy().data)
         self.filled += len(block)
 
     def finish(self) -> None:
         """Close the file (if any); safe to call more than once."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with naming(self.path):  # closing writes what is still buffered
+                file.close()
 
     def load(self) -> np.ndarray:
         """The ``(filled, dim)`` stored vectors in the storage dtype, on the host.

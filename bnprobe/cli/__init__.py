@@ -2,7 +2,8 @@
 
 Bad input raises :class:`bnprobe.errors.BnprobeError` somewhere in the API; here it becomes one line
 on stderr and exit code 2, with no traceback.  So does a path the file system refuses (a file where a
-folder should be, no permission): the options name the paths, so they are input too.  Ctrl-C during
+folder should be, no permission, a read-only or full disk; :mod:`bnprobe.cli._faults`): the options name
+the paths, so they are input too.  Ctrl-C during
 a study ends in one line naming the finished runs and the command that resumes them, exit code 130
 (:mod:`bnprobe.cli._interrupt`).
 """
@@ -14,9 +15,10 @@ import shlex
 
 import click
 
+from bnprobe._hints import command_line_in_use
+from bnprobe.cli._faults import fault_line
 from bnprobe.errors import BnprobeError
 
-PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 COMMAND_LINE = "bnprobe.command_line"
 """``ctx.meta`` key of the command line as given: the program (``bnprobe``, ``python -m bnprobe``), its arguments."""
 
@@ -55,16 +57,21 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with command_line_in_use():  # the API's advice names flags, not keyword arguments
+                return super().invoke(ctx)
         except BnprobeError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
-        except PATH_ERRORS as exc:
+        except OSError as exc:
             if exc.filename is None:  # not about a path the command was given: a bug, shown in full
                 raise
-            click.echo(f"error: cannot use {exc.filename}: {exc.strerror}; check the paths given to this command",
-                       err=True)
+            click.echo(f"error: {fault_line(exc, self._flags(ctx))}", err=True)
             ctx.exit(2)
+
+    def _flags(self, ctx: click.Context) -> set[str]:
+        """The option flags (``--resume``) of the subcommand ``ctx`` invoked."""
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        return {flag for param in (command.params if command else ()) for flag in param.opts if flag.startswith("--")}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

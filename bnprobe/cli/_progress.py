@@ -174,13 +174,12 @@ class RichListener(StudyListener):
         self._stage(variant, seed, f"train {variant} seed {seed}", epochs)
         self._training[(variant, seed)] = (self.clock(), -1, epochs)
 
-    def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
+    def training_step(self, variant: str, seed: int, step: int, steps: int, epoch: int) -> None:
         """Off a terminal, a line when none was printed for :data:`HEARTBEAT_SECONDS` (long epochs)."""
         now = self.clock()
         if not self.lines or now - self._last_line < HEARTBEAT_SECONDS:
             return
-        started, first, epochs = self._training.get((variant, seed), (now, -1, 0))
-        epoch = self._epochs_done.get((variant, seed), max(first, 0)) + 1
+        started, _, epochs = self._training.get((variant, seed), (now, -1, 0))
         self._say(f"{variant} seed {seed} epoch {epoch}/{epochs}: step {step}/{steps}, "
                   f"{duration(now - started)} elapsed")
 

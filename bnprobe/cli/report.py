@@ -38,7 +38,8 @@ def parse_metrics(text: str) -> Metrics:
 def report_command(out: str, metrics: str, plots: bool, as_json: bool) -> None:
     """Show the study saved in OUT (a folder or a results.json) and write its CSV and plots again.
 
-    --metrics picks the tables; the plots are always the default ones (see docs/results.md).
+    --metrics picks the tables; the plots are always the default ones (see docs/results.md).  A study
+    on a read-only disk is shown all the same, with a line saying that nothing was written.
     """
     from bnprobe.report import render, summary_json, write_outputs
     from bnprobe.report._results import Results
@@ -51,6 +52,13 @@ def report_command(out: str, metrics: str, plots: bool, as_json: bool) -> None:
         render(results, console, metrics=parse_metrics(metrics))
     if plots:
         folder = Path(out) if Path(out).is_dir() else Path(out).parent
-        written = write_outputs(results, folder)
+        try:
+            written = write_outputs(results, folder)
+        except OSError as exc:  # a study on a read-only disk (or a full one) is still shown, as it was
+            if exc.filename is None:
+                raise
+            console.print(f"did not rewrite the study's files: cannot write {exc.filename}: {exc.strerror}; "
+                          "the files already there are as they were (--no-plots does not try)", highlight=False)
+            return
         if not as_json:
             console.print(f"wrote {len(written)} files: {folder / 'results.csv'}, {folder / 'plots'}/", highlight=False)

@@ -21,6 +21,7 @@ import inspect
 from torch import nn
 
 from bnprobe._common import first_line
+from bnprobe._hints import option, setting
 from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.models._pretrained import (
     HF_HUB_PREFIX,
@@ -51,7 +52,8 @@ def create_model(name: str, *, num_classes: int, in_chans: int = 3, img_size: in
     if name in builtins():
         if pretrained:
             raise BnprobeError(f"{name} is a bnprobe model with no published weights; load weights trained "
-                               "for this dataset with --init-weights FILE instead of --pretrained")
+                               f"for this dataset with {option('init_weights', 'FILE')} instead of "
+                               f"{setting('pretrained')}")
         fn = builtins()[name]
         if img_size is not None and "img_size" in inspect.signature(fn).parameters:
             kwargs.setdefault("img_size", img_size)

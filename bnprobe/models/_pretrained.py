@@ -16,9 +16,11 @@ already shaped for the dataset -- a model trained here or elsewhere on it -- go 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,16 +30,23 @@ import torch
 from torch import nn
 
 from bnprobe._common import first_line
+from bnprobe._hints import option
 from bnprobe.errors import BnprobeError
-from bnprobe.models._weights import fitted_state, read_state_dict
+from bnprobe.models._weights import fitted_state, read_state_dict, read_torch_file
 
 HF_HUB_PREFIX = "hf-hub:"
 FILE_HINT = "give a state_dict saved with torch.save(model.state_dict(), ...), or a safetensors file"
+WEIGHTS_FILE = "a state_dict saved with torch.save(model.state_dict(), FILE), or a safetensors file named *.safetensors"
+"""What ``--pretrained FILE`` reads, in the words of its errors."""
 TIMM_LOADER_LOGGER = "timm.models._builder"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 """The files of a hub repository timm reads weights from, in the order it tries them."""
-FETCH_HINT = ("download them once where there is a network (e.g. python -c \"import timm; "
-              "timm.create_model('{name}', pretrained=True)\"), or give the file: --pretrained FILE")
+
+
+def fetch_hint(name: str) -> str:
+    """How to get timm's published weights for ``name`` onto a machine that cannot download them."""
+    return ("download them once where there is a network (e.g. python -c \"import timm; "
+            f"timm.create_model('{name}', pretrained=True)\"), or give the file: {option('pretrained', 'FILE')}")
 
 
 def create_timm_pretrained(name: str, weights: bool | str, **kwargs) -> nn.Module:
@@ -47,7 +56,8 @@ def create_timm_pretrained(name: str, weights: bool | str, **kwargs) -> nn.Modul
 
     if name.startswith(HF_HUB_PREFIX):
         if weights is not True:
-            raise BnprobeError(f"--pretrained FILE takes a timm model name, not {name}, whose weights come from "
+            raise BnprobeError(f"{option('pretrained', 'FILE')} takes a timm model name, not {name}, whose weights "
+                               "come from "
                                "the hub cache; give the architecture's name (resnet18.a1_in1k) with the file")
         _hub_file(name[len(HF_HUB_PREFIX):], ("config.json",), name)
         _hub_file(name[len(HF_HUB_PREFIX):], HF_WEIGHT_FILES, name)
@@ -56,13 +66,17 @@ def create_timm_pretrained(name: str, weights: bool | str, **kwargs) -> nn.Modul
         path = cached_timm_weights(name) if weights is True else _existing_file(weights)
         overlay = {"file": os.fspath(path)}
     try:
-        with _timm_load_notes() as notes:
+        with _timm_load_notes() as notes, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on a plain pickle
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    except RuntimeError as exc:  # load_state_dict's mismatch, or timm's "no pretrained weights"
+    except Exception as exc:
+        if weights is not True:
+            read_weights_file(path)  # a file that is no checkpoint fails here, in words, not as timm's KeyError(101)
+        if not isinstance(exc, RuntimeError):  # an unreadable file, a hub read that failed
+            fix = fetch_hint(name) if weights is True else FILE_HINT
+            raise BnprobeError(f"cannot load pretrained weights for {name} ({first_line(exc)}); {fix}") from None
+        # load_state_dict's mismatch, or timm's "no pretrained weights"
         raise BnprobeError(f"pretrained weights for {name} do not fit it: {first_mismatch(exc)}") from None
-    except Exception as exc:  # an unreadable file, a hub read that failed
-        fix = FETCH_HINT.format(name=name) if weights is True else FILE_HINT
-        raise BnprobeError(f"cannot load pretrained weights for {name} ({first_line(exc)}); {fix}") from None
     _check_timm_load(model, name, notes)
     return model
 
@@ -133,14 +147,14 @@ def cached_timm_weights(name: str) -> Path:
             return path
         looked.append(str(path))
     raise BnprobeError(f"no pretrained weights for {name} on this machine (looked in {' and '.join(looked)}); "
-                       + FETCH_HINT.format(name=name))
+                       + fetch_hint(name))
 
 
 def torchvision_pretrained_state(name: str, weights: bool | str) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of torchvision's ``name`` with its ``DEFAULT`` weights (``weights=True``, from
     torch hub's cache) or those in the file ``weights``."""
     if weights is not True:
-        return read_state_dict(_existing_file(weights))
+        return read_weights_file(_existing_file(weights))
     import torchvision
 
     try:
@@ -151,7 +165,7 @@ def torchvision_pretrained_state(name: str, weights: bool | str) -> dict[str, to
     if not path.is_file():
         raise BnprobeError(f"no pretrained weights for tv:{name} on this machine (looked for {path}); download "
                            f"them once where there is a network (torchvision.models.get_model('{name}', "
-                           "weights='DEFAULT')), or give the file: --pretrained FILE")
+                           f"weights='DEFAULT')), or give the file: {option('pretrained', 'FILE')}")
     return read_state_dict(path)
 
 
@@ -191,7 +205,7 @@ def _hub_file(repo_id: str, files: tuple[str, ...], name: str) -> Path:
     found = _cached_hub_file(repo_id, files)
     if found is None:
         raise BnprobeError(f"no {' or '.join(files)} for {name} on this machine (looked in {_hub_repo_dir(repo_id)}); "
-                           + FETCH_HINT.format(name=name))
+                           + fetch_hint(name))
     return found
 
 
@@ -210,6 +224,64 @@ def _hub_repo_dir(repo_id: str) -> str:
     from huggingface_hub import constants
 
     return os.path.join(constants.HF_HUB_CACHE, f"models--{repo_id.replace('/', '--')}")
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """The weights in the ``--pretrained`` file ``path``, or one line saying what the file holds instead of
+    a checkpoint of weights, what is expected and what to do."""
+    try:
+        return read_state_dict(path)
+    except BnprobeError:
+        what, fix = _contents(path)
+        if path.suffix == ".safetensors" and not what.startswith("a safetensors"):
+            what = f"named *.safetensors, but {what}"
+        raise BnprobeError(f"pretrained weights file {path} is not a torch checkpoint of weights: it is {what}; "
+                           f"{option('pretrained', 'FILE')} takes {WEIGHTS_FILE}: {fix}") from None
+
+
+def _contents(path: Path) -> tuple[str, str]:
+    """What ``path``, no checkpoint of weights, holds as far as its first bytes and torch tell, and what to do."""
+    save = "save the weights that way and give that file"
+    with open(path, "rb") as file:
+        head = file.read(64)
+    size = path.stat().st_size
+    if not head:
+        return "empty", save
+    if head.startswith(b"PK\x03\x04") or head[0] == 0x80:  # torch.save's zip archive, or its legacy pickle
+        try:
+            obj = read_torch_file(path, fix="", allowed=[argparse.Namespace])
+        except BnprobeError as exc:
+            if "cut short" in str(exc):
+                return f"a torch.save file cut short ({size} bytes)", "save it again, or copy it over whole"
+            if head[0] == 0x80:
+                return "a pickle of objects other than tensors", save
+            return ("a torch.save file of objects other than tensors (a whole model, from torch.save(model)?)"
+                    if _is_torch_archive(path) else "a zip archive, not a torch.save one"), save
+        return f"a torch.save file of a {type(obj).__name__} with no dict of tensors in it", save
+    length = int.from_bytes(head[:8], "little")
+    if size > 8 and head[8:9] == b"{" and length <= size - 8:  # safetensors: header length, then its JSON
+        if path.suffix != ".safetensors":
+            return "a safetensors file not named *.safetensors", "rename it to end in .safetensors"
+        return "a safetensors file that safetensors cannot read", "write it again with safetensors.torch.save_file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        start = " ".join(text.split())[:32]
+        return f"text ({size} bytes, starting {start!r})", save
+    return f"{size} bytes of binary data, in neither torch.save's format nor safetensors'", save
+
+
+def _is_torch_archive(path: Path) -> bool:
+    """Whether the zip at ``path`` is laid out as torch.save writes one (``ARCHIVE/data.pkl``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

@@ -436,48 +436,127 @@ def channel_activity(vectors: np.ndarray, shape: tuple[int, ...], reduce: str, l
                        f"{channels * positions} values of shape {shape}")
 
 
+DEGENERATE_SHARE = 0.95
+"""``binary_patterns`` notes its patterns as degenerate when the channels' active sets hold on average
+at least this share of the samples (then each set is nearly every sample and its purity nearly the
+largest class's share), or when one binary pattern -- which channels are active -- holds at least this
+share of the samples (the patterns barely tell the samples apart)."""
+
+ALWAYS_ON_NOTE = "every channel on for every sample (purity = largest class's share)"
+MOSTLY_ON_NOTE = f"channels on for >= {DEGENERATE_SHARE:.0%} of samples on average (purity near largest class's share)"
+ONE_PATTERN_NOTE = f"one on/off pattern of the channels holds >= {DEGENERATE_SHARE:.0%} of samples"
+"""The texts of ``binary_patterns``' ``degenerate`` note; fixed, so that the report gives the layers one line."""
+
+
 @register_probe("binary_patterns")
 class BinaryPatternsProbe(Probe):
     """Implicit clusters (Haasbroek & Davel): each channel's active set and how pure its class is.
 
-    A channel is *active* on a sample when its activity -- the mean (``reduce="mean"``, default) or
-    maximum (``"max"``) of its feature map, or the value itself for a linear layer or channel-mean
-    capture -- exceeds ``eps`` (default 0, "the ReLU fired"; for non-negative activations mean and max
-    then agree, and ``"mean"`` gives the same numbers whether capture kept whole maps or channel
-    means).  The channel's *active set* is the samples it is active on: an implicit cluster.
+    A channel's *activity* on a sample is the mean (``reduce="mean"``, default) or maximum (``"max"``)
+    of its feature map, or the value itself for a linear layer or channel-mean capture (``"mean"``
+    gives the same numbers whether capture kept whole maps or channel means).  The channel is *active*
+    on a sample when that activity is above a threshold, and its *active set* -- the samples it is
+    active on -- is an implicit cluster.
+
+    The threshold, by default (``eps=None``), is the channel's own ``quantile`` of its activity over
+    the probed samples, ``1 - 1/classes`` with ``quantile="auto"``: a channel is active on its top
+    ``1/classes`` of the samples (its top 10 % for 10 classes), the size of one balanced class.  Why:
+
+    * not 0 (``eps=0``, "the ReLU fired", the probe's rule before): the spatial mean of a ReLU map is
+      above 0 as soon as one position fired, which on a trained CNN is every sample, so every channel
+      is active on every sample and ``active_set_purity`` is just the largest class's share, the same
+      at every layer of every variant;
+    * relative to the channel, not one threshold for the layer: channel scales differ by orders of
+      magnitude without BatchNorm (and the scale is what BatchNorm changes), so a layer-wide threshold
+      would turn its large channels always on and its small ones always off.  A quantile does not move
+      with a channel's scale or offset, so BN and no-BN variants compare on which samples excite a
+      channel most, not on how large it is;
+    * the top ``1/classes``, not the median or the top-k channels per sample: a set of half the samples
+      cannot be purer than ``2/classes``, so a perfect one-class detector would score 0.2 of 10
+      classes; the top ``1/classes`` lets it score 1.  Ranking channels against each other per sample
+      (top-k) compares their scales again.
+
+    So ``active_set_size`` is about ``1/classes`` by construction (less for a channel tied at its
+    threshold, e.g. exactly 0 on most samples), and a channel constant over the samples (dead) is
+    active on none.  A number ``eps`` (>= 0) takes the absolute rule instead, activity above ``eps``
+    at every channel: ``binary_patterns(eps=0)`` is the probe's old default.
+
+    When the patterns are degenerate anyway -- the active sets hold on average at least
+    ``DEGENERATE_SHARE`` of the samples, or one binary pattern holds that share of them -- the
+    layer gets the note ``degenerate`` (:meth:`notes`), which the report prints as one line.
+
+    Parameters
+    ----------
+    eps:
+        ``None`` (default): the per-channel ``quantile`` threshold above.  A number >= 0: one absolute
+        threshold, activity above ``eps`` (``eps=0``: the probe's old default, "the ReLU fired").
+    quantile:
+        With ``eps=None``, the quantile of each channel's activity over the probed samples that it must
+        exceed, in (0, 1); ``"auto"`` (default): ``1 - 1/classes``.  Give it or ``eps``, not both.
+    reduce:
+        ``"mean"`` (default) or ``"max"`` over a feature map's positions; ``"max"`` needs whole maps.
 
     Metrics
     -------
     ``active_set_size``: mean over channels of the fraction of samples in the active set (how
     selective the channels are; 1 means always on).  ``active_set_purity``: mean, over channels with a
     non-empty active set, of the share of the active set that belongs to its most common class (1: the
-    channel fires for one class only; about 1/classes for balanced classes: it ignores the class);
+    channel's active set is one class; about 1/classes for balanced classes: it ignores the class);
     NaN when every channel is dead.  ``dead_channel_fraction``: fraction of channels active on no sample.
     """
 
-    description: ClassVar[str] = "per-channel active sets (implicit clusters) and their class purity"
+    version: ClassVar[int] = 2
+    """2: the per-channel quantile threshold by default (version 1's default was ``eps=0``)."""
+    description: ClassVar[str] = ("per-channel active sets (implicit clusters: by default each channel's top "
+                                  "1/classes of the samples) and their class purity")
     needs: ClassVar[Need] = "vectors"
     key_metric: ClassVar[str] = "active_set_purity"
     metrics: ClassVar[dict[str, Metric]] = {
-        "active_set_size": Metric("mean over channels of the fraction of samples the channel is active on "
-                                  "(activity > eps)", "0 to 1"),
+        "active_set_size": Metric("mean over channels of the fraction of samples the channel is active on: "
+                                  "activity (mean over positions) above the channel's own quantile 1 - 1/classes "
+                                  "over the probed samples by default, so about 1/classes; above eps with eps set",
+                                  "0 to 1"),
         "active_set_purity": Metric("mean over live channels of the share of the active set in its most common "
-                                    "class; null when every channel is dead", "0 to 1 (about 1/classes: chance)",
-                                    "higher is better"),
-        "dead_channel_fraction": Metric("fraction of channels active on no probed sample", "0 to 1"),
+                                    "class: by default, how much a channel's top 1/classes of the samples are one "
+                                    "class; null when every channel is dead",
+                                    "0 to 1 (about 1/classes: chance)", "higher is better"),
+        "dead_channel_fraction": Metric("fraction of channels active on no probed sample (by default: constant "
+                                        "over the samples)", "0 to 1"),
     }
 
-    def __init__(self, *, eps: float = 0.0, reduce: str = "mean", **unknown: Any) -> None:
+    def __init__(self, *, eps: float | None = None, quantile: float | str = "auto", reduce: str = "mean",
+                 **unknown: Any) -> None:
         super().__init__(**unknown)
         owner = f"probe {self.name}"
-        self.eps = check_float(owner, "eps", eps, minimum=0.0)
+        self.eps = None if eps is None else check_float(owner, "eps", eps, minimum=0.0)
+        if quantile != "auto":
+            if isinstance(quantile, str):
+                raise BnprobeError(f"{owner}: quantile must be a number in (0, 1) or 'auto', got {quantile!r}")
+            quantile = check_float(owner, "quantile", quantile)
+            if not 0.0 < quantile < 1.0:
+                raise BnprobeError(f"{owner}: quantile must be in (0, 1), got {quantile}")
+            if self.eps is not None:
+                raise BnprobeError(f"{owner}: give eps (an absolute threshold) or quantile (one per channel), "
+                                   "not both")
+        self.quantile = quantile
         self.reduce = check_choice(owner, "reduce", reduce, ("mean", "max"))
+
+    def active(self, layer: LayerData) -> tuple[np.ndarray, np.ndarray]:
+        """The boolean ``(samples, channels)`` active patterns of ``layer``, and its labels."""
+        vectors = layer.vectors()
+        labels = _checked_labels(layer, vectors.shape[0])
+        activity = channel_activity(vectors, layer.shape, self.reduce, layer.name)
+        if self.eps is not None:
+            return activity > self.eps, labels
+        quantile = self.quantile
+        if quantile == "auto":
+            quantile = 1.0 - 1.0 / max(np.unique(labels).size, 2)
+        with np.errstate(invalid="ignore"):  # a non-finite channel gets a NaN threshold: active on none
+            return activity > np.quantile(activity, quantile, axis=0), labels
 
     def measure(self, layer: LayerData, context: ProbeContext) -> dict[str, float]:
         """Split the samples by each channel's activity and score the splits against the labels."""
-        vectors = layer.vectors()
-        labels = _checked_labels(layer, vectors.shape[0])
-        active = channel_activity(vectors, layer.shape, self.reduce, layer.name) > self.eps
+        active, labels = self.active(layer)
         sizes = active.sum(axis=0)
         live = sizes > 0
         purity = (_majority_counts(labels, active[:, live]) / sizes[live]).mean() if live.any() else math.nan
@@ -486,3 +565,23 @@ class BinaryPatternsProbe(Probe):
             "active_set_purity": float(purity),
             "dead_channel_fraction": float(1.0 - live.mean()),
         }
+
+    def notes(self, layer: LayerData | None, context: ProbeContext) -> dict[str, str]:
+        """``degenerate`` when the layer's patterns cannot carry class information (class docstring)."""
+        if layer is None:
+            return {}
+        active, _ = self.active(layer)
+        note = degenerate_note(active)
+        return {"degenerate": note} if note is not None else {}
+
+
+def degenerate_note(active: np.ndarray) -> str | None:
+    """Why the boolean ``(samples, channels)`` patterns ``active`` are degenerate, or None if they are not."""
+    if active.all():
+        return ALWAYS_ON_NOTE
+    if active.mean() >= DEGENERATE_SHARE:
+        return MOSTLY_ON_NOTE
+    _, counts = np.unique(np.packbits(active, axis=1), axis=0, return_counts=True)
+    if counts.max() >= DEGENERATE_SHARE * active.shape[0]:
+        return ONE_PATTERN_NOTE
+    return None

@@ -97,6 +97,11 @@ class Probe(ABC):  # noqa: B024 - measure() or prepare()/conclude(): either may 
     compares_with_reference: ClassVar[bool] = False
     """True for a probe that reads the ``bn`` run's layers (``context.reference``): a study that
     runs it must include the ``bn`` variant, which it checks before training."""
+    version: ClassVar[int] = 1
+    """Raised by one whenever the probe's numbers change under the same key (a new default, a corrected
+    formula).  A study records each probe's version, and refuses to resume runs probed under another
+    one beside new runs, so that no table mixes the old numbers with the new; probing the study again
+    measures every run under the current version."""
     layer_matrix: ClassVar[str] = ""
     """The prefix of a metric family with one metric per layer of the ``bn`` run (``bn:`` for
     ``bn:<layer>``), when the probe has one: its values form a matrix, this run's layers by the

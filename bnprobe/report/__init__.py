@@ -16,7 +16,7 @@ from bnprobe._lazy import attach
 __getattr__, __dir__, __all__ = attach(__name__, {
     "bnprobe.report._compare": ["Comparison", "compare", "comparison_json", "render_comparison"],
     "bnprobe.report._numbers": ["Metrics", "metric_stats", "probe_metrics", "seed_values"],
-    "bnprobe.report._plots": ["heatmap", "heatmap_figure", "plot"],
+    "bnprobe.report._plots": ["ablation_curves", "heatmap", "heatmap_figure", "plot"],
     "bnprobe.report._terminal": ["render"],
     "bnprobe.report._files": ["summary_json", "write_outputs"],
     "bnprobe.report._inference": [

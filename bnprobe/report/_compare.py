@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bnprobe._hints import option
 from bnprobe.errors import BnprobeError
 from bnprobe.report._numbers import (
     ACCURACY_METRICS,
@@ -71,15 +72,15 @@ def comparison_table(rows: Sequence[ComparedStats], labels: tuple[str, str] = ("
     caption = f"{labels[1]} − {labels[0]} [{CONFIDENCE:.0%} CI], {WELCH_METHOD}\n* the interval excludes 0"
     if not any(row.difference is not None and row.difference.low is not None for row in rows):
         caption = (f"{labels[1]} − {labels[0]} of the means: no interval, as Welch's needs 2 seeds or more in each "
-                   "study (run with --seeds 2 or more)")
+                   f"study (run with {option('seeds', 2)} or more)")
     table = Table(title=f"{what} (mean ± std over seeds)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                   caption=caption, caption_justify="left")
-    table.add_column("layer", style="cyan", no_wrap=True)
-    table.add_column("variant", no_wrap=True)
+    table.add_column("layer", style="cyan", overflow="fold")  # narrow: names and numbers wrap, never cut
+    table.add_column("variant", overflow="fold")
     for label in labels:
-        table.add_column(label, justify="right", no_wrap=True)
-    table.add_column(f"{labels[1]} − {labels[0]}", justify="right", no_wrap=True)
+        table.add_column(label, justify="right", overflow="fold")
+    table.add_column(f"{labels[1]} − {labels[0]}", justify="right", overflow="fold")
     previous = None
     for row in rows:
         d = row.difference
@@ -176,7 +177,8 @@ def render_comparison(a: Results, b: Results, console: Console | None = None, la
     _check_shared(a, b, labels)
     for label, study, source in zip(labels, (a, b), sources or ("", ""), strict=True):
         console.print(f"[bold]{label}[/bold]: {study.model} on {study.dataset}, {', '.join(study.variants)} × "
-                      f"{len(study.seeds)} seeds" + (f" ({source})" if source else ""), highlight=False)
+                      f"{len(study.seeds)} seed{'s' * (len(study.seeds) != 1)}" + (f" ({source})" if source else ""),
+                      highlight=False)
     differences = config_lines(a, b)
     console.print(f"[bold]config differences[/bold] ({labels[0]} vs {labels[1]}):" if differences
                   else "same config", highlight=False)

@@ -13,6 +13,7 @@ from bnprobe.probes import parse_probe_spec
 from bnprobe.report._numbers import (
     ACCURACY_METRICS,
     Metrics,
+    curve_metrics,
     matrix_metrics,
     metric_stats,
     probe_metrics,
@@ -27,7 +28,8 @@ from bnprobe.report._stats import (
 )
 
 PLOT_METRICS: dict[str, tuple[str, ...]] = {"hdbscan": ("ari", "nmi", "n_clusters", "noise_fraction"),
-                                            "ablation": ("auc_selective", "auc_random")}
+                                            "ablation": ("auc_selective", "auc_random"),
+                                            "rank": ("effective_rank", "stable_rank", "pca_fraction_99")}
 """Probe name -> the metrics its default figure shows side by side; other probes show their key metric."""
 
 
@@ -79,9 +81,18 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
     ``plots/accuracy.png``: train and test accuracy per variant, as bars.  ``plots/<probe>.png``: one
     panel per metric of :func:`plot_metrics`, by layer; a model-scope probe's (numbers filed under the
     layer ``model`` only) as bars per variant.  ``plots/<probe>_heatmap.png``: a probe's layer-by-layer
-    matrix (``cka_matrix``'s) per variant.  Returns the paths written.
+    matrix (``cka_matrix``'s) per variant.  ``plots/<probe>_curves.png``: the ablation probe's curves,
+    a panel per layer (its CSV also holds each layer's ``channels``, which place the points).  Returns
+    the paths written.
     """
-    from bnprobe.report._plots import bar_figure, matrix_figure, png_bytes, probe_figure  # matplotlib only here
+    from bnprobe.report._plots import (  # matplotlib only here
+        bar_figure,
+        curve_points,
+        curves_figure,
+        matrix_figure,
+        png_bytes,
+        probe_figure,
+    )
 
     out_dir = Path(out_dir)
     written = [results.save_csv(out_dir), results.save_history_csv(out_dir)]
@@ -102,6 +113,9 @@ def write_outputs(results: Results, out_dir: str | Path, metrics: Metrics = None
         if columns:
             figures.append((f"{file_stem(probe)}_heatmap", lambda stats, c=columns: matrix_figure(stats, c, study),
                             rows(probe, list(columns))))
+        curves = rows(probe, curve_metrics(results, probe))
+        if curve_points(curves):  # none: every run of the probe failed
+            figures.append((f"{file_stem(probe)}_curves", lambda stats: curves_figure(stats, study), curves))
     for stem, draw, stats in figures:
         if not stats:
             continue

@@ -71,6 +71,35 @@ def matrix_metrics(results: Results, probe: str) -> dict[str, str]:
     return dict(sorted(columns.items(), key=lambda item: order.get(item[1], len(order))))
 
 
+CURVE_PREFIXES = ("accuracy_selective_", "accuracy_random_")
+"""The ablation probe's curve points: ``accuracy_selective_<fraction>`` and ``accuracy_random_<fraction>``."""
+CURVE_PROBE = "ablation"
+"""The probe whose curves :func:`curve_metrics` picks out (``plots/<probe>_curves.png``)."""
+
+
+def curve_fraction(metric: str) -> tuple[str, float] | None:
+    """``("selective", 0.25)`` for ``accuracy_selective_0.25`` (``"random"`` for the random order), else None."""
+    for prefix in CURVE_PREFIXES:
+        if metric.startswith(prefix):
+            try:
+                return prefix[len("accuracy_"):-1], float(metric[len(prefix):])
+            except ValueError:
+                return None
+    return None
+
+
+def curve_metrics(results: Results, probe: str) -> list[str]:
+    """The metrics behind ``probe``'s ablation curves: every ``accuracy_selective_<f>`` and
+    ``accuracy_random_<f>`` by fraction, then ``channels`` (where each point lies); empty for a probe that
+    is not the ablation probe, or has no curve points."""
+    if parse_probe_spec(probe)[0] != CURVE_PROBE:
+        return []
+    available = probe_metrics(results, probe)
+    points = sorted((m for m in available if curve_fraction(m) is not None),
+                    key=lambda m: (curve_fraction(m)[1], curve_fraction(m)[0] != "selective"))
+    return [*points, "channels"] if points and "channels" in available else points
+
+
 def key_metric(results: Results, probe: str) -> str | None:
     """The metric shown for ``probe`` by default: its declared key metric, else the first one reported."""
     metrics = probe_metrics(results, probe)

@@ -15,6 +15,9 @@ layers, so that nothing a reader needs is dropped:
   accuracy, and the numbers of a model-scope probe (e.g. ``attribution``, filed under the layer
   ``model``), which have no layer axis.
 * :func:`probe_figure` -- whichever of the two fits a probe's rows.
+* :func:`curves_figure` -- the ablation probe's curves, a panel per layer: held-out test accuracy
+  against the fraction of the layer's channels zeroed, a colour per variant (the mean over seeds, a
+  ± std band), the most class-selective channels first solid, random order dashed.
 * :func:`heatmap_figure` -- matrices side by side, a panel each, on one colour scale: a probe's
   layer-by-layer matrix per variant (:func:`matrix_figure`, ``cka_matrix``'s), or any matrix.
 
@@ -30,8 +33,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from bnprobe._common import MODEL_SCOPE_LAYER, REFERENCE_VARIANT
+from bnprobe._hints import option
 from bnprobe.errors import BnprobeError
 from bnprobe.report._results import RUN_PROBE, Results
 from bnprobe.report._stats import MetricStats
@@ -63,6 +68,18 @@ CELL_INCHES = 0.28
 """Side of a heatmap cell; a matrix of a few layers still gets a panel of :data:`PANEL_INCHES`' height."""
 ANNOTATED_CELLS = 12
 """Matrices of at most this many rows and columns have each cell's value written in it."""
+CURVE_PANEL_INCHES = (3.2, 2.5)
+"""A panel of :func:`curves_figure`: one layer's curves, smaller than a metric's panel (a panel per layer)."""
+CURVE_COLUMNS = 4
+"""Panels a row of :func:`curves_figure`."""
+CURVE_LEGEND_INCHES = 0.7
+"""Room of :func:`curves_figure` for its legend and the axis names shared by the panels."""
+CURVE_ORDERS = (("selective", "most selective first", "-"), ("random", "random order", "--"))
+"""The ablation orders: name in the metric, legend entry, line style."""
+CURVE_TITLE_CHAR_INCHES = 0.07
+"""Width of a character of a panel's 8-point title (its layer), to wrap a long name inside the panel."""
+BAND_ALPHA = 0.15
+"""Opacity of the ± std band around a curve."""
 
 
 def grid_shape(panels: int, layers: int = 0) -> tuple[int, int]:
@@ -212,6 +229,88 @@ def probe_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
     return metric_figure(rows, study)
 
 
+def curves_inches(layers: int, title: str = "") -> tuple[float, float]:
+    """``(width, height)`` in inches of :func:`curves_figure` with a panel for each of ``layers`` layers."""
+    columns = max(1, min(layers, CURVE_COLUMNS))
+    rows = max(1, math.ceil(layers / columns))
+    width = columns * CURVE_PANEL_INCHES[0]
+    lines = max(1, len(title_lines(title, width)))
+    return width, rows * CURVE_PANEL_INCHES[1] + CURVE_LEGEND_INCHES + (lines - 1) * TITLE_LINE_INCHES
+
+
+def curve_points(rows: Sequence[MetricStats]) -> dict[tuple[str, str, str], list[tuple[float, float, float]]]:
+    """``{(layer, variant, order): [(fraction zeroed, mean, std), ...]}`` from the ablation probe's ``rows``
+    (``order``: ``selective`` or ``random``): each fraction ``f`` at ``round(f * C) / C``, ``C`` the
+    layer's ``channels`` (``f`` itself without them); points without a finite mean left out, a std of
+    one seed 0."""
+    from bnprobe.probes._ablation import ablated_count
+    from bnprobe.report._numbers import curve_fraction
+
+    channels = {(row.layer, row.variant): round(row.summary.mean) for row in rows
+                if row.metric == "channels" and row.summary is not None and row.summary.mean >= 1}
+    points: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    for row in rows:
+        parsed = curve_fraction(row.metric)
+        if parsed is None or row.summary is None or not math.isfinite(row.summary.mean):
+            continue
+        order, fraction = parsed
+        count = channels.get((row.layer, row.variant))
+        x = ablated_count(fraction, count) / count if count else fraction
+        std = row.summary.std if row.summary.std is not None and math.isfinite(row.summary.std) else 0.0
+        points.setdefault((row.layer, row.variant, order), []).append((x, row.summary.mean, std))
+    return {key: sorted(value) for key, value in points.items()}
+
+
+def curves_figure(rows: Sequence[MetricStats], study: str = "") -> Figure:
+    """The ablation probe's curves from its ``rows`` (those of
+    :func:`bnprobe.report._numbers.curve_metrics`): a panel per layer (forward order) with held-out
+    test accuracy against the fraction of the layer's channels zeroed, ``round(f * C) / C`` with ``C``
+    its ``channels``; a colour per variant, the mean over seeds with a ± std band, the selectivity order
+    solid and the random order (the mean over the orders) dashed.  A layer without a point is left out."""
+    variants = list(dict.fromkeys(row.variant for row in rows))
+    points = curve_points(rows)
+    drawn = {layer for layer, _, _ in points}
+    layers = [layer for layer in dict.fromkeys(row.layer for row in rows) if layer in drawn]
+    if not layers:
+        raise BnprobeError(f"probe {rows[0].probe if rows else 'ablation'} has no accuracy_selective_<fraction> or "
+                           "accuracy_random_<fraction> numbers to draw curves of")
+    title = _title(f"{rows[0].probe}: test accuracy as a layer's channels are zeroed", study, rows)
+    width, height = curves_inches(len(layers), title)
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.suptitle("\n".join(title_lines(title, width)), fontsize=TITLE_FONT)
+    columns = max(1, min(len(layers), CURVE_COLUMNS))
+    axes = fig.subplots(math.ceil(len(layers) / columns), columns, squeeze=False, sharey=True).ravel()
+    for ax in axes[len(layers):]:
+        ax.set_visible(False)
+    for i, (ax, layer) in enumerate(zip(axes, layers, strict=False)):
+        for k, variant in enumerate(variants):
+            for order, label, style in CURVE_ORDERS:
+                mine = points.get((layer, variant, order))
+                if not mine:
+                    continue
+                xs, means, stds = (np.array(column) for column in zip(*mine, strict=True))
+                ax.plot(xs, means, linestyle=style, marker="o", markersize=3, linewidth=1.2, color=f"C{k}",
+                        label=f"{variant}, {label}")
+                if stds.any():
+                    ax.fill_between(xs, means - stds, means + stds, color=f"C{k}", alpha=BAND_ALPHA, linewidth=0)
+        wrapped = textwrap.wrap(layer, max(12, int(CURVE_PANEL_INCHES[0] / CURVE_TITLE_CHAR_INCHES)))
+        ax.set_title("\n".join(wrapped), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "0.25", "0.5", "0.75", "1"])
+        ax.tick_params(labelsize=TICK_FONT)
+        if i + columns < len(layers):  # a panel below names the axis
+            ax.tick_params(labelbottom=False)
+        else:
+            ax.set_xlabel("fraction of channels zeroed", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1.05)
+    fig.supylabel("held-out test accuracy", fontsize=9)
+    handles = [Line2D([], [], color=f"C{k}", linewidth=2, label=variant) for k, variant in enumerate(variants)]
+    handles += [Line2D([], [], color="0.3", linestyle=style, label=label) for _, label, style in CURVE_ORDERS]
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=min(len(handles), 5))
+    return fig
+
+
 def heatmap_figure(panels: Mapping[str, np.ndarray], rows: Sequence[str], columns: Sequence[str], title: str = "",
                    row_axis: str = "layer", column_axis: str = "layer", value: str = "value") -> Figure:
     """One heatmap per entry of ``panels`` (``{panel title: (len(rows), len(columns)) array}``), side by
@@ -296,6 +395,35 @@ def heatmap(results: Results, probe: str, reference: str = REFERENCE_VARIANT) ->
     columns = matrix_metrics(results, probe)
     if not columns:
         raise BnprobeError(f"probe {probe} has no layer-by-layer matrix to draw; cka_matrix has one "
-                           "(bnprobe run ... --probes cka_matrix)")
+                           f"(a study run with {option('probes', ['cka_matrix'])})")
     rows = [row for metric in columns for row in metric_stats(results, probe, metric, reference)]
     return matrix_figure(rows, columns, f"{results.model} on {results.dataset}")
+
+
+def ablation_curves(results: Results, probe: str | None = None, reference: str = REFERENCE_VARIANT) -> Figure:
+    """The ablation probe's curves (:func:`curves_figure`): for each layer, held-out test accuracy
+    against the fraction of its channels zeroed, a line per variant (mean over seeds, ± std band), the
+    most class-selective first solid and random order dashed -- as ``plots/<probe>_curves.png`` draws it.
+    ``probe``: the ablation probe's key, needed only when the study ran it with two settings.  Returns
+    the matplotlib Figure."""
+    from bnprobe.probes import parse_probe_spec
+    from bnprobe.report._numbers import CURVE_PROBE, curve_metrics, metric_stats
+
+    keys = [key for key in results.probe_keys if parse_probe_spec(key)[0] == CURVE_PROBE]
+    hint = f"a study run with {option('probes', [CURVE_PROBE])} has them"
+    if probe is None:
+        if not keys:
+            raise BnprobeError(f"no {CURVE_PROBE} probe in these results to draw curves of; probes: "
+                               f"{', '.join(results.probe_keys) or 'none'} ({hint})")
+        if len(keys) > 1:
+            raise BnprobeError(f"these results have {len(keys)} {CURVE_PROBE} probes; name one: "
+                               f"ablation_curves(results, probe=...) with one of {', '.join(keys)}")
+        probe = keys[0]
+    if probe not in results.probe_keys:
+        raise BnprobeError(f"no probe {probe!r} in these results; probes: {', '.join(results.probe_keys) or 'none'}")
+    if probe not in keys:
+        raise BnprobeError(f"probe {probe} has no ablation curves, only the {CURVE_PROBE} probe has them "
+                           f"({', '.join(keys) or hint})")
+    metrics = curve_metrics(results, probe)
+    rows = [row for metric in metrics for row in metric_stats(results, probe, metric, reference)]
+    return curves_figure(rows, f"{results.model} on {results.dataset}")

@@ -120,6 +120,32 @@ class Results:
     def seeds(self) -> list[int]:
         return sorted({r.seed for r in self.runs})
 
+    def expected_runs(self) -> list[tuple[str, int]]:
+        """``(variant, seed)`` of every run the config asks for: ``variants`` × ``seeds`` from ``first_seed``
+        (only its part of them in a ``shard``), by seed, then variant.  Empty for results whose config
+        names no seeds (activations that were given)."""
+        variants, count, first = self.config.get("variants"), self.config.get("seeds"), self.config.get("first_seed", 0)
+        if not variants or not all(isinstance(n, int) and not isinstance(n, bool) for n in (count, first)):
+            return []
+        seeds = list(range(first, first + count))
+        if self.config.get("shard"):
+            part, _, parts = str(self.config["shard"]).partition("/")
+            if not (part.strip().isdigit() and parts.strip().isdigit() and 1 <= int(part) <= int(parts)):
+                return []
+            seeds = seeds[int(part) - 1::int(parts)]  # as bnprobe.study._shards.shard_seeds picks them
+        return [(variant, seed) for seed in seeds for variant in variants]
+
+    def missing_runs(self) -> dict[str, list[int]]:
+        """``{variant: seeds}`` of the :meth:`expected_runs` that :attr:`runs` lacks: those an interrupted
+        study (or one still running) has not filed yet, and which resuming it trains; empty when all
+        are here."""
+        held, expected = {(run.variant, run.seed) for run in self.runs}, self.expected_runs()
+        missing: dict[str, list[int]] = {variant: [] for variant, _ in expected}  # the config's order
+        for variant, seed in expected:
+            if (variant, seed) not in held:
+                missing[variant].append(seed)
+        return {variant: seeds for variant, seeds in missing.items() if seeds}
+
     @property
     def mode(self) -> str | None:
         """How the runs came by their weights (:data:`bnprobe._common.STUDY_MODES`); None for results of

@@ -6,8 +6,9 @@ notes (sparsity's zero test per layer) follow its tables, one line each.  Each r
 numbers (accuracies, losses) go through the same path under the pseudo-probe ``run``, and print as
 one short line per measure (:data:`RUN_MEASURES`, labelled with what was measured and in which
 mode), so they wrap cleanly at 80 columns; each run's flags (:mod:`bnprobe.train._flags`) follow.  A study
-with one variant gets one line saying there is nothing to compare.  Numbers print with the digits
-of :func:`bnprobe.report.format_numbers`.
+with one variant gets one line saying there is nothing to compare, and one whose config asks for
+runs that it lacks (an interrupted study) one line naming them and saying that resuming completes
+them.  Numbers print with the digits of :func:`bnprobe.report.format_numbers`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _difference_caption(results: Results, reference: str) -> str | None:
     if reference not in results.variants:
         return f"no {reference} variant in this study: no differences"
     if len(results.seeds) < 2:
-        return f"Δ = variant − {reference}, 1 seed: no interval (run with --seeds 2 or more)"
+        more = (f"complete the study with {option('resume')}" if results.missing_runs()
+                else f"run with {option('seeds', 2)} or more")
+        return f"Δ = variant − {reference}, 1 seed: no interval ({more})"
     return f"Δ = variant − {reference} [{CONFIDENCE:.0%} CI], {PAIRED_METHOD}\n* the interval excludes 0"
 
 
@@ -228,10 +231,34 @@ def mode_line(results: Results) -> str | None:
 
 
 def comparison_note(results: Results, reference: str = REFERENCE_VARIANT) -> str | None:
-    """One line when the study has nothing to compare (a single variant), else None."""
-    if len(results.variants) != 1:
+    """One line when the study has nothing to compare (a single variant), else None; None too when the
+    config asks for more variants, whose runs are missing (:func:`missing_line` says so)."""
+    if len(results.variants) != 1 or len(results.config.get("variants") or ()) > 1:
         return None
-    return f"one variant ({results.variants[0]}): nothing to compare; add one, e.g. --variants {reference},identity"
+    return (f"one variant ({results.variants[0]}): nothing to compare; add one, e.g. "
+            f"{option('variants', [reference, 'identity'])}")
+
+
+def missing_line(results: Results, shown: int = 3) -> str | None:
+    """One line when the config asks for runs that the results lack (:meth:`Results.missing_runs`, an
+    interrupted study): how many, which (``shown`` variants at most), and that resuming completes them."""
+    missing = results.missing_runs()
+    if not missing:
+        return None
+    count = sum(len(seeds) for seeds in missing.values())
+    expected = len(results.expected_runs())
+    which = [f"{variant} seed{'s' * (len(seeds) > 1)} {_seed_list(seeds)}" for variant, seeds in missing.items()]
+    if len(which) > shown:
+        which = [*which[:shown], f"{len(which) - shown} more variants"]
+    return (f"incomplete study: {count} of {expected} runs missing ({'; '.join(which)}); run it again with "
+            f"{option('resume')} to complete them")
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    """``0-3`` for consecutive seeds, else ``0, 2, 4`` (as :func:`bnprobe.study._shards.describe_seeds`)."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def render(results: Results, console: Console | None = None, metrics: Metrics = None,
@@ -244,6 +271,9 @@ def render(results: Results, console: Console | None = None, metrics: Metrics = 
                   f"{variants} variant{'s' * (variants != 1)} × {seeds} seed{'s' * (seeds != 1)}, "
                   f"{results.config.get('samples_probed', '?')} probed samples"
                   + (f" in each of {sets} sets per seed" if (sets := results.config.get("sample_sets", 1)) > 1 else ""))
+    missing = missing_line(results)
+    if missing is not None:
+        console.print(Text(missing, style="yellow"))
     mode = mode_line(results)
     if mode is not None:
         console.print(mode, highlight=False, markup=False)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bnprobe._common import write_atomic
+from bnprobe._hints import option, setting
 from bnprobe.errors import BnprobeError
 from bnprobe.probes import Probe, build_probes, get_probe, parse_probe_spec
 from bnprobe.report._results import Results
@@ -138,8 +139,9 @@ def check_robustness(study: PresetStudy, grid: Mapping[str, Sequence[Any]]) -> N
     ``grid`` (:func:`grid_probes`), or a study that keeps no weights to re-probe (``checkpoints="none"``)."""
     grid_probes(study, grid)
     if study.config.checkpoints == "none":
-        raise BnprobeError("--robustness re-probes the runs' kept final weights, which --checkpoints none removes; "
-                           "keep them with --checkpoints final (the default)")
+        raise BnprobeError(f"{setting('robustness')} re-probes the runs' kept final weights, which "
+                           f"{option('checkpoints', 'none')} removes; keep them with {option('checkpoints', 'final')} "
+                           "(the default)")
 
 
 def robustness(study: PresetStudy, out: str | Path, *, grid: Mapping[str, Sequence[Any]] = DEFAULT_GRID,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bnprobe._common import REFERENCE_VARIANT
+from bnprobe._hints import option
 from bnprobe.report import (
     ALPHA,
     Difference,
@@ -50,7 +51,8 @@ class SeedsNeeded:
     def line(self) -> str:
         """``--seeds 9 would likely decide this (toward HOLDS)`` or why no seed count would."""
         if self.seeds is not None:
-            return f"--seeds {self.seeds} would likely decide this ({self.route}; 80% power at the observed effect)"
+            return (f"{option('seeds', self.seeds)} would likely decide this ({self.route}; 80% power at the observed "
+                    "effect)")
         return f"no seed count up to 1000 would likely decide this: {self.why}"
 
 

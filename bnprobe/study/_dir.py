@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bnprobe._common import SAFE_CHARS
+from bnprobe._hints import option, setting
 from bnprobe.errors import BnprobeError
 from bnprobe.report._results import Results
 from bnprobe.report._stats import STATS_CSV_COLUMNS
@@ -39,29 +40,31 @@ _OWN = {"": "|".join(re.escape(name) for name in STUDY_FILES),
 
 
 def check_out_dir(out: str | Path | None, *, resume: bool, overwrite: bool,
-                  reads: Sequence[str | Path | None] = ()) -> None:
+                  reads: Sequence[str | Path | None] = (), can_resume: bool = True) -> None:
     """Refuse to start a study in ``out`` where one already is, unless it is resumed or overwritten.
 
     Overwriting is refused too when the new study ``reads`` a file it would remove (``--checkpoint``
     pointing at the old study's weights).  Called before anything trains or is written, so a refused
-    study leaves the folder as it was.
+    study leaves the folder as it was.  ``can_resume`` False (``bnprobe merge``, which cannot continue a
+    study) leaves resuming out of the advice.
     """
     if resume and overwrite:
-        raise BnprobeError("--resume and --overwrite do not go together: --resume continues the study in --out, "
-                           "--overwrite replaces it; give one")
+        raise BnprobeError(f"{option('resume')} and {option('overwrite')} do not go together: the first continues "
+                           f"the study in {out}, the second replaces it; give one")
     if out is None or resume:
         return
     if overwrite:
         removed = {path.resolve() for folder in _OWN for path in _own(Path(out), folder)}
         needed = next((path for path in reads if path is not None and Path(path).resolve() in removed), None)
         if needed is not None:
-            raise BnprobeError(f"--overwrite would remove {needed}, which this study reads; copy it out of {out} "
-                               "first, or give another --out")
+            raise BnprobeError(f"{option('overwrite')} would remove {needed}, which this study reads; copy it out "
+                               f"of {out} first, or give another {setting('out')}")
         return
     held = held_study(out)
     if held:
-        raise BnprobeError(f"{out} already holds a study ({', '.join(held)}); continue it with --resume, or replace "
-                           "it with --overwrite (which removes only the study's files)")
+        resume_it = f"continue it with {option('resume')}, or " if can_resume else ""
+        raise BnprobeError(f"{out} already holds a study ({', '.join(held)}); {resume_it}replace it with "
+                           f"{option('overwrite')} (which removes only the study's files)")
 
 
 def held_study(out: str | Path) -> list[str]:

@@ -53,8 +53,9 @@ class StudyListener:
     def fused_steps(self, variant: str, how: str) -> None:
         """How ``variant``'s fused steps ran: replayed from a CUDA graph, or eager and why."""
 
-    def training_step(self, variant: str, seed: int, step: int, steps: int) -> None:
-        """After every optimiser step: ``step`` of the epoch's ``steps`` (nothing read from the device)."""
+    def training_step(self, variant: str, seed: int, step: int, steps: int, epoch: int) -> None:
+        """After every optimiser step: ``step`` of the epoch's ``steps``, in ``epoch`` (1-based; a resumed run
+        counts its epochs from the start of its training, not of this session).  Nothing is read from the device."""
 
     def epoch_done(self, variant: str, seed: int, epoch: int, metrics: dict) -> None: ...
     def capture_started(self, variant: str, seed: int, samples: int) -> None: ...

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from bnprobe._common import REFERENCE_VARIANT, optional_import, write_atomic
+from bnprobe._hints import option, setting
 from bnprobe.errors import BnprobeError, StudyInterrupted
 from bnprobe.probes import build_probes
 from bnprobe.probes.pool import ProbePool
@@ -75,7 +76,7 @@ def connect(executor: str) -> tuple[Any, bool]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise BnprobeError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}; start it with "
-                           "`ray start --head`, or use --executor ray for a local instance") from None
+                           f"`ray start --head`, or use {option('executor', 'ray')} for a local instance") from None
     return ray, True
 
 
@@ -93,14 +94,15 @@ def check_storage(ray: Any, out_dir: Path, reader: Any = None) -> None:
         try:
             seen = ray.get(refs, timeout=STORAGE_TIMEOUT)
         except ray.exceptions.RayError as exc:
-            raise BnprobeError(f"the check that every Ray node reads --out {out_dir} did not finish "
+            raise BnprobeError(f"the check that every Ray node reads {setting('out')} {out_dir} did not finish "
                                f"({type(exc).__name__}); check the cluster with `ray status`") from None
         blind = [node.get("NodeManagerAddress", node["NodeID"]) for node, ok in zip(nodes, seen, strict=True) if not ok]
     finally:
         path.unlink(missing_ok=True)
     if blind:
-        raise BnprobeError(f"--out {out_dir} is not on storage the Ray workers on {', '.join(blind)} can read; put "
-                           "--out on a file system every node mounts at the same path (docs/scaling.md)")
+        raise BnprobeError(f"the output folder {out_dir} is not on storage the Ray workers on {', '.join(blind)} "
+                           f"can read; put {setting('out')} on a file system every node mounts at the same path "
+                           "(docs/scaling.md)")
 
 
 class Forwarder(StudyListener):
@@ -191,8 +193,8 @@ def run_on_ray(study: Any, results: Results, runs: dict[tuple[str, int], RunResu
 
     config, listener = study.config, study.listener
     if study.out_dir is None:
-        raise BnprobeError("the Ray executor keeps every run's train state in the output folder; give --out "
-                           "(storage every node mounts)")
+        raise BnprobeError("the Ray executor keeps every run's train state in the output folder; give "
+                           f"{option('out', 'DIR')} (storage every node mounts)")
     ray, started = connect(config.executor)
     try:
         out_dir = study.out_dir.resolve()
@@ -269,10 +271,11 @@ def _result(ray: Any, ref: Any, variant: str, seeds: list[int], retries: int) ->
         if isinstance(exc.cause, BnprobeError):  # bad input found in the worker: the same one-line error
             raise exc.cause from None
         raise BnprobeError(f"the Ray task of {variant} seeds {', '.join(map(str, seeds))} failed: "
-                           f"{str(exc).strip().splitlines()[-1]}; --resume continues the study") from None
+                           f"{str(exc).strip().splitlines()[-1]}; {option('resume')} continues the study") from None
     except ray.exceptions.RayError as exc:
         raise BnprobeError(f"the Ray task of {variant} seeds {', '.join(map(str, seeds))} was lost after "
-                           f"{retries} retries ({type(exc).__name__}); --resume continues the study") from None
+                           f"{retries} retries ({type(exc).__name__}); {option('resume')} continues the "
+                           "study") from None
 
 
 def _deliver(events: list[tuple[str, tuple]], listener: StudyListener) -> None:

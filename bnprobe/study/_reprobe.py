@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from bnprobe._common import INIT_VARIANT, REFERENCE_VARIANT
+from bnprobe._hints import option
 from bnprobe.capture._capture import CaptureResult
 from bnprobe.data._loaders import Dataset
 from bnprobe.errors import BnprobeError
@@ -21,6 +22,7 @@ from bnprobe.report._results import Results, RunResult
 from bnprobe.study._config import StudyConfig
 from bnprobe.study._events import RunTimings, StudyListener
 from bnprobe.study._run import ModelSource, Study, check_dataset, prepare_dataset, probe_pool
+from bnprobe.study._versions import VERSIONS_FIELD, probe_versions, saved_versions
 from bnprobe.train._bnstats import batchnorm_layers
 from bnprobe.train._distributed import current_world
 from bnprobe.train._flags import CHECKS, run_flags
@@ -97,8 +99,9 @@ def _reopen(out: str | Path, model: ModelSource | None, dataset: Dataset | None,
     settings["data_root"] = settings.get("data_root") or results.config.get("data_root")
     config = StudyConfig.from_dict({**results.config, **settings})
     if results.config.get("checkpoints") == "none":
-        raise BnprobeError(f"the study in {out_dir} kept no checkpoints (--checkpoints none), so there are no "
-                           f"weights to {verb}; run it again with --checkpoints final (the default)")
+        raise BnprobeError(f"the study in {out_dir} kept no checkpoints ({option('checkpoints', 'none')}), so there "
+                           f"are no weights to {verb}; run it again with {option('checkpoints', 'final')} "
+                           "(the default)")
     for what, given in (("model", model), ("dataset", dataset)):
         if results.config.get(f"custom_{what}") and given is None:
             raise BnprobeError(f"the study in {out_dir} was run on a custom {what}; {verb} it from Python with "
@@ -128,6 +131,7 @@ def _reprobe_runs(study: Study, results: Results, save_to: Path) -> None:
     in parallel)."""
     keys = {probe.key for probe in study.probes}
     results.config["probes"] = list(dict.fromkeys([*results.config.get("probes", []), *study.config.probes]))
+    versions = {**saved_versions(results.config), **probe_versions(study.probes)}  # each run is measured again
     study.listener.study_started(len(results.runs))
     reference: CaptureResult | None = None
     seed: int | None = None
@@ -152,4 +156,6 @@ def _reprobe_runs(study: Study, results: Results, save_to: Path) -> None:
             results.layers = results.layers or captured.names
         results.save(save_to)
         study.listener.run_finished(run, timings)
+    results.config[VERSIONS_FIELD] = versions  # once every run has its new numbers, not before
+    results.save(save_to)
     study.clear_cache()

@@ -103,6 +103,7 @@ from bnprobe.study._config import (
 from bnprobe.study._dir import check_out_dir, remove_study, saved_runs
 from bnprobe.study._events import RunTimings, StudyListener
 from bnprobe.study._executor import parse_executor
+from bnprobe.study._versions import VERSIONS_FIELD, check_same_versions, probe_versions
 from bnprobe.surgery._batchnorm import has_batchnorm
 from bnprobe.surgery._swap import SwapReport, make_variant
 from bnprobe.train._distributed import World, process_group
@@ -262,9 +263,9 @@ class Study:
         """The augmentation training applies: the dataset's policy, unless the study turned it off."""
         return self.dataset.augment if self.config.augment else None
 
-    def on_step(self, variant: str, seed: int) -> Callable[[int, int], None]:
+    def on_step(self, variant: str, seed: int) -> Callable[[int, int, int], None]:
         """The per-step callback of one run: tell the listener."""
-        return lambda step, steps: self.listener.training_step(variant, seed, step, steps)
+        return lambda step, steps, epoch: self.listener.training_step(variant, seed, step, steps, epoch)
 
     def on_epoch(self, variant: str, seed: int) -> Callable[[int, dict], None]:
         """The per-epoch callback of one run: tell the listener."""
@@ -401,7 +402,8 @@ def _run_study(config: StudyConfig, out: str | Path | None, model: ModelSource |
         results = Results(model=config.model, dataset=data.name,
                           config={**config.to_dict(), "device": str(device),
                                   "samples_probed": len(study.probe_split),
-                                  "custom_model": model is not None, "custom_dataset": dataset is not None})
+                                  "custom_model": model is not None, "custom_dataset": dataset is not None,
+                                  VERSIONS_FIELD: probe_versions(probes)})
         runs = _kept_runs(results, study.out_dir) if resume else {}
         if not has_batchnorm(study.base(config.run_seeds[0])):
             raise NoBatchNormError(f"model {results.model} has no BatchNorm layer: there is nothing to compare; "
@@ -458,10 +460,11 @@ def _kept_runs(results: Results, out_dir: Path | None) -> dict[tuple[str, int], 
     saved_config = {**ADDED_FIELDS, **renamed_config(saved.config)}
     saved_config.setdefault("mode", default_mode(saved_config))  # saved before modes: as they ran
     difference = first_difference(saved_config, _with_saved_variants(results.config, saved_config),
-                                  ignore=MAY_CHANGE_ON_RESUME)
+                                  ignore=(*MAY_CHANGE_ON_RESUME, VERSIONS_FIELD))
     if difference is not None:
         raise BnprobeError(f"cannot resume the study in {out_dir}: its config differs ({difference}); "
                            f"use the same options, or another {setting('out')}")
+    check_same_versions(saved_config, results.config[VERSIONS_FIELD], out_dir)
     results.layers = saved.layers
     return {(run.variant, run.seed): run for run in saved.runs}
 

@@ -82,7 +82,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
     out_dir = Path(out)
     if any(Path(shard).resolve() == out_dir.resolve() for shard in shards):
         raise BnprobeError(f"merge writes into {out_dir}, which is one of the shards; merge into a new folder")
-    check_out_dir(out_dir, resume=False, overwrite=overwrite)
+    check_out_dir(out_dir, resume=False, overwrite=overwrite, can_resume=False)
     loaded = [(Path(shard), _load_shard(Path(shard))) for shard in shards]
     first_dir, first = loaded[0]
     ignored = (*MAY_CHANGE_ON_RESUME, "shard", "seeds", "first_seed", "weights")  # weights: each run's own
@@ -111,7 +111,7 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
         named = ", ".join(f"{variant} seed {seed}" for variant, seed in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise BnprobeError(f"no shard holds {named}{more} (seeds {describe_seeds(whole.seed_range)}); run the "
-                           "shards that hold them (--resume finishes an interrupted one), then merge again")
+                           "shards that hold them (or finish an interrupted one), then merge again")
     runs = {(run.variant, run.seed): run for _, results in loaded for run in results.runs}
     weights = {key: path for _, results in loaded for key, path in results.config.get("weights", {}).items()}
     merged = Results(model=first.model, dataset=first.dataset,
@@ -130,5 +130,5 @@ def merge_studies(out: str | Path, shards: Sequence[str | Path], *, overwrite: b
 
 def _load_shard(folder: Path) -> Results:
     if not (folder / "results.json").is_file():
-        raise BnprobeError(f"{folder} holds no study (no results.json); give the --out folders of the shards")
+        raise BnprobeError(f"{folder} holds no study (no results.json); give the output folders of the shards")
     return Results.load(folder)

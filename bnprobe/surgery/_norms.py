@@ -24,16 +24,18 @@ class NormAct(nn.Module):
         return self.act(self.drop(self.norm(x)))
 
 
-class IdentityNorm(nn.Module):
+class IdentityNorm(nn.Identity):
     """The ``identity`` target: no normalisation, but a new tensor out, as from the BatchNorm it replaces.
 
-    Returning the input itself (``nn.Identity``) would let an in-place activation after it (timm's
+    An ``nn.Identity`` subclass (``isinstance(m, nn.Identity)`` holds), with no parameters or buffers and
+    one input, whose ``forward`` returns a copy of its input instead of the input itself.  Returning the
+    input itself, as ``nn.Identity`` does, would let an in-place activation after it (timm's
     ``inplace=True`` ReLU) overwrite a tensor that another branch still reads -- DPN's concatenated
     input, a pre-activation ResNet's shortcut -- and so change what the model computes.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # the argument's name is nn.Identity's
+        return input.clone()
 
 
 class ChannelLayerNorm(nn.Module):

@@ -72,6 +72,9 @@ class SwapRecord:
     """The BatchNorm's weight and bias when swapped: ``weight 0, bias 0``, ``weight varied, bias 0``, ``no affine``."""
     affine: str = ""
     """What became of them: ``kept``, or ``not kept: ...`` / ``partly kept: ...`` saying why."""
+    settings: str = ""
+    """The replacement's own settings as torch prints them (``3, 6, eps=1e-05, ...``: a GroupNorm's groups
+    and channels), so a plan shows what each target is, not only its type."""
 
 
 @dataclass
@@ -209,7 +212,7 @@ def swap_norms(model: nn.Module, target: str | NormFactory) -> tuple[nn.Module, 
             path=path, old_type=type(bn).__name__, new_type=type(norm).__name__,
             params_before=own_params(bn), params_after=own_params(norm) + added,
             activation=None if act is None or isinstance(act, nn.Identity) else type(act).__name__,
-            note=note, affine_init=inits[path], affine=affine,
+            note=note, affine_init=inits[path], affine=affine, settings=norm.extra_repr(),
         ))
     report.notes += affine_notes([(r.affine, r.affine_init) for r in report.records], spec.skipinit)
     if spec.bias:

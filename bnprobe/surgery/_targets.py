@@ -7,8 +7,9 @@ table, so that a study's ``variants`` and the CLI can use it.  The built-in name
 (:func:`list_targets`):
 
 ``identity``
-    No normalisation (:class:`IdentityNorm`, which hands on a copy of its input, as BatchNorm did).  It
-    has no affine parameters, so a BatchNorm's zero weight is lost with the rest (the report says so).
+    No normalisation (:class:`IdentityNorm`, an ``nn.Identity`` that hands on a copy of its input, as
+    BatchNorm did).  It has no affine parameters, so a BatchNorm's zero weight is lost with the rest
+    (the report says so).
 ``groupnorm``
     ``nn.GroupNorm`` with ``gcd(32, C)`` groups; ``groupnorm:G`` asks for ``G`` groups, which must
     divide every layer's channel count.

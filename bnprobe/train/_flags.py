@@ -38,6 +38,7 @@ from typing import Protocol
 
 from scipy.stats import binom, norm
 
+from bnprobe._hints import option
 from bnprobe.data._loaders import Dataset
 
 CHANCE_QUANTILE = 0.95
@@ -92,7 +93,7 @@ def eval_below_train(trained: RunNumbers, data: Dataset) -> str | None:
         return None
     return (f"test accuracy {a_eval:.4g} in eval mode, {a_train:.4g} with BatchNorm on batch statistics: the gap "
             f"exceeds {threshold:.2g} on {len(data.test)} test samples, so the running statistics that eval "
-            "mode and the captured activations use lag behind the weights; rerun with --recalibrate-bn")
+            f"mode and the captured activations use lag behind the weights; rerun with {option('recalibrate_bn')}")
 
 
 CHECKS: dict[str, Callable[[RunNumbers, Dataset], str | None]] = {"at_chance": at_chance,

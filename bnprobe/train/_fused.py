@@ -268,7 +268,7 @@ class _FusedGroup:
                 count += y.shape[1]
                 for item in self.fused:
                     if item.on_step is not None:
-                        item.on_step(step, steps)
+                        item.on_step(step, steps, self.epoch + 1)
             losses = [total / max(count, 1) for total in loss_sum.tolist()]  # the epoch's host synchronisation
         self.epoch += 1
         accuracies = [hits / max(count, 1) for hits in correct.tolist()]

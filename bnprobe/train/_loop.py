@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnprobe._hints import option
 from bnprobe.data._augment import Augment
 from bnprobe.data._loaders import Split, inputs_and_labels
 from bnprobe.errors import BnprobeError
@@ -148,8 +149,9 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, dict], None]
-StepCallback = Callable[[int, int], None]
-"""Called after every optimiser step with (step of this epoch, 1-based; steps per epoch)."""
+StepCallback = Callable[[int, int, int], None]
+"""Called after every optimiser step with (step of this epoch, 1-based; steps per epoch; the epoch, 1-based,
+counting the epochs a resumed run had already trained)."""
 TRAIN_PARTS = ("setup", "steps", "saves", "evaluation")
 
 
@@ -167,21 +169,38 @@ def timed(times: dict[str, float], part: str) -> Iterator[None]:
         times[part] = times.get(part, 0.0) + time.perf_counter() - started
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error.
+def usable_devices() -> list[str]:
+    """The ``device`` values torch can compute on in this process: ``auto``, ``cpu`` and each visible accelerator."""
+    usable = ["auto", "cpu"]
+    for kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind, None)
+        count = backend.device_count() if backend is not None and backend.is_available() else 0
+        usable += [kind] * bool(count) + [f"{kind}:{index}" for index in range(count)]
+    if torch.backends.mps.is_available():
+        usable.append("mps")
+    return usable
 
-    Under torchrun a bare ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``).
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; any device torch cannot compute on here is a user error.
+
+    Under torchrun a bare ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``).  A device that torch
+    names but cannot use here (``mps`` or ``cuda`` without one, ``meta``, which holds no numbers, a
+    missing GPU index, a misspelling) is refused before anything is built, in one line listing those it can.
     """
-    if isinstance(device, torch.device):
-        return distributed.local_device(device)
     if device == "auto":
-        return distributed.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BnprobeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    usable = usable_devices()
     try:
-        return distributed.local_device(torch.device(device))
-    except RuntimeError:
-        raise BnprobeError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or (str(parsed) not in usable and parsed.type != "cpu"):
+        why = f" (no {parsed.type.upper() if parsed.type == 'cuda' else parsed.type} device is visible)" \
+            if parsed is not None and parsed.type in ("cuda", "xpu", "mps") and parsed.type not in usable else ""
+        raise BnprobeError(f"{option('device', str(device))} cannot be used here{why}; torch can use: "
+                           f"{', '.join(usable)}")
+    return distributed.local_device(parsed)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -463,7 +482,7 @@ class TrainingRun:
                 correct += (logits.detach().argmax(dim=1) == y).sum()
                 count += len(y)
                 if on_step is not None:
-                    on_step(step, steps)
+                    on_step(step, steps, self.epoch + 1)
             loss = float(loss_sum) / max(count, 1)  # the epoch's one host synchronisation
         return self.close_epoch(loss, float(correct) / max(count, 1), lr)
 
@@ -510,7 +529,8 @@ class TrainingRun:
         if not recalibrate_bn:
             if self.recalibrated:
                 raise BnprobeError(f"checkpoint {path} holds BatchNorm statistics recomputed after training "
-                                   "(recalibrate_bn); resume with --recalibrate-bn, or delete it to train again")
+                                   f"(recalibrate_bn); resume with {option('recalibrate_bn')}, or delete it to "
+                                   "train again")
             return
         if self.diverged_at_epoch is not None or not batchnorm_layers(self.model):
             return
@@ -584,8 +604,8 @@ class TrainingRun:
         self.recalibrated = bool(state.get("recalibrated_bn", False))  # written before it existed: not recalibrated
         if not can_continue(state):  # final weights only: enough for a finished run, which trains no more
             if not self.finished:
-                raise BnprobeError(f"checkpoint {path} keeps final weights only (--checkpoints final), not the "
-                                   "state to continue training from; delete it to train that run again")
+                raise BnprobeError(f"checkpoint {path} keeps final weights only ({option('checkpoints', 'final')}), "
+                                   "not the state to continue training from; delete it to train that run again")
             return
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -639,7 +659,7 @@ def train_model(model: nn.Module, train: Split | Iterable, test: Split | Iterabl
         raise BnprobeError(f"batch size {config.batch_size} does not split evenly over {world.size} processes; "
                            f"use a multiple of {world.size}")
     if config.sync_bn and world.size > 1 and device.type != "cuda":
-        raise BnprobeError("sync_bn needs CUDA GPUs; drop --sync-bn when training on CPU processes")
+        raise BnprobeError(f"sync_bn needs CUDA GPUs; drop {option('sync_bn')} when training on CPU processes")
     check_last_batch(model, train, config.batch_size, device)
     given = layout_of(model)
     model.to(device, memory_format=memory_format(device, model))

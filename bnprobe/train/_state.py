@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from bnprobe._common import safe_filename, write_atomic
+from bnprobe._hints import setting
 from bnprobe.errors import BnprobeError
 from bnprobe.models._weights import read_torch_file
 
@@ -66,7 +67,7 @@ def load_train_state(path: str | Path) -> dict:
     """The training state saved at ``path`` (on the CPU); a one-line error if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise BnprobeError(f"checkpoint {path} not found; was the study run with this --out?")
+        raise BnprobeError(f"checkpoint {path} not found; was the study run with this {setting('out')}?")
     state = read_torch_file(path, fix="delete it to train that run again")
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise BnprobeError(f"{path} is not a bnprobe training checkpoint")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bnprobe._common import first_line
+from bnprobe._hints import option, setting
 from bnprobe.data._loaders import cache_root
 from bnprobe.errors import BnprobeError
 
@@ -65,11 +66,11 @@ def locate(dataset: str, wanted: Sequence[Sequence[str]], folders: Callable[[Pat
         searched = ", ".join(str(f) for f in folders(root))
         raise BnprobeError(f"{dataset}: its files are in none of {searched}, and downloading them to {target} "
                            f"failed ({reason}); put {', '.join(n[0] for n in wanted)} in a folder and pass "
-                           "--data-root FOLDER") from None
+                           f"{option('data_root', 'FOLDER')}") from None
     files, partial = find_files(folders(target), wanted)
     if files is None:
         raise BnprobeError(f"{dataset}: the download to {target} did not leave the expected files "
-                           f"({partial or 'none found'}); pass --data-root with a folder that has them")
+                           f"({partial or 'none found'}); pass {setting('data_root')} with a folder that has them")
     return files
 
 
