@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bnprobe"
 
-NEUTRAL = ("_common", "_hints", "_lazy", "errors", "params")
+NEUTRAL = ("_common", "_hints", "_lazy", "_seeds", "errors", "params")
 STAGES = ("models", "surgery", "data", "train", "capture", "probes", "report", "study", "reproduce", "cli")
 """Bottom to top."""
 

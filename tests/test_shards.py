@@ -7,10 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 import bnprobe
+from bnprobe._seeds import parse_seeds, shard_seeds
 from bnprobe.cli import cli
 from bnprobe.errors import BnprobeError
 from bnprobe.study import StudyConfig, run_study
-from bnprobe.study._shards import merge_studies, parse_seeds, shard_seeds
+from bnprobe.study._shards import merge_studies
 from bnprobe.train import TrainConfig
 
 

@@ -46,8 +46,8 @@ def per_variant_changes(variants: list[str], options: dict[str, str | None]) -> 
 
 def recipe_lines(study: PresetStudy) -> list[str]:
     """What the study will do, in two lines: the data and probes, then the training recipe."""
+    from bnprobe._seeds import describe_seeds
     from bnprobe.reproduce._presets import model_label
-    from bnprobe.study._shards import describe_seeds
 
     config, train = study.config, study.config.train
     subsets = ", ".join(f"{split} subset {n}" for split, n in (("train", study.train_subset),

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnprobe._common import MODEL_SCOPE_LAYER, default_mode, finite_or_none, optional_import, write_atomic
+from bnprobe._seeds import shard_seeds
 from bnprobe.errors import BnprobeError
 
 if TYPE_CHECKING:
@@ -129,10 +130,10 @@ class Results:
             return []
         seeds = list(range(first, first + count))
         if self.config.get("shard"):
-            part, _, parts = str(self.config["shard"]).partition("/")
-            if not (part.strip().isdigit() and parts.strip().isdigit() and 1 <= int(part) <= int(parts)):
+            try:
+                seeds = shard_seeds(seeds, str(self.config["shard"]))
+            except BnprobeError:  # a shard no study could have run: nothing is known to be missing
                 return []
-            seeds = seeds[int(part) - 1::int(parts)]  # as bnprobe.study._shards.shard_seeds picks them
         return [(variant, seed) for seed in seeds for variant in variants]
 
     def missing_runs(self) -> dict[str, list[int]]:

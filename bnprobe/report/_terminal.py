@@ -24,6 +24,7 @@ from rich.text import Text
 
 from bnprobe._common import INIT_VARIANT, MODEL_SCOPE_LAYER, REFERENCE_VARIANT
 from bnprobe._hints import option
+from bnprobe._seeds import describe_seeds
 from bnprobe.report._numbers import (
     Metrics,
     all_zero_line,
@@ -247,18 +248,11 @@ def missing_line(results: Results, shown: int = 3) -> str | None:
         return None
     count = sum(len(seeds) for seeds in missing.values())
     expected = len(results.expected_runs())
-    which = [f"{variant} seed{'s' * (len(seeds) > 1)} {_seed_list(seeds)}" for variant, seeds in missing.items()]
+    which = [f"{variant} seed{'s' * (len(seeds) > 1)} {describe_seeds(seeds)}" for variant, seeds in missing.items()]
     if len(which) > shown:
         which = [*which[:shown], f"{len(which) - shown} more variants"]
     return (f"incomplete study: {count} of {expected} runs missing ({'; '.join(which)}); run it again with "
             f"{option('resume')} to complete them")
-
-
-def _seed_list(seeds: Sequence[int]) -> str:
-    """``0-3`` for consecutive seeds, else ``0, 2, 4`` (as :func:`bnprobe.study._shards.describe_seeds`)."""
-    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(map(str, seeds))
 
 
 def render(results: Results, console: Console | None = None, metrics: Metrics = None,

@@ -18,6 +18,7 @@ from bnprobe._common import (
     default_mode,
 )
 from bnprobe._hints import in_words, option
+from bnprobe._seeds import describe_seeds, parse_seeds, shard_seeds
 from bnprobe.capture._capture import (
     DEFAULT_MAX_DEVICE_MEMORY,
     DEFAULT_MAX_MEMORY,
@@ -28,7 +29,6 @@ from bnprobe.errors import BnprobeError, UnknownNameError
 from bnprobe.params import check_choice, split_list
 from bnprobe.probes import build_probes, split_probe_list
 from bnprobe.study._executor import check_executor
-from bnprobe.study._shards import describe_seeds, parse_seeds, shard_seeds
 from bnprobe.surgery._targets import list_targets, parse_target
 from bnprobe.train._loop import (
     PER_VARIANT,
