@@ -126,8 +126,8 @@ def render_robustness(robust: RobustnessResult, console: Console) -> None:
     table.add_column("verdict", overflow="fold")
     for setting in robust.settings:
         label = "/".join(str(value) for value in setting.params.values())
-        table.add_column(label + "*" * setting.study, justify="center", no_wrap=True)
-    table.add_column("holds", justify="right", no_wrap=True)
+        table.add_column(label + "*" * setting.study, justify="center", overflow="fold")
+    table.add_column("holds", justify="right", overflow="fold")
     held = VERDICT_LABELS[True]
     for i, (finding, counts) in enumerate(zip(robust.findings(), robust.counts(), strict=True)):
         verdict = robust.settings[0].verdicts[i]
