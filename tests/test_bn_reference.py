@@ -10,6 +10,7 @@ import torch
 from _cli import assert_one_line_error, run_cli
 from torch import nn
 
+from bnprobe._hints import command_line_in_use
 from bnprobe.data import Dataset, Split, load_dataset
 from bnprobe.errors import BnprobeError
 from bnprobe.report import Results, RunResult
@@ -149,7 +150,10 @@ def test_the_gap_must_pass_binomial_noise_and_the_margin():
     assert eval_below_train(_numbers(0.5, 0.6), data360) is None  # a gap of 0.1 is not more than 0.1
     assert eval_below_train(_numbers(0.42, 0.58), data50) is None  # 0.16 is within noise on 50 samples
     message = eval_below_train(_numbers(0.4, 0.6), data360)
-    assert "0.4 in eval mode, 0.6 with BatchNorm on batch statistics" in message and "--recalibrate-bn" in message
+    assert "0.4 in eval mode, 0.6 with BatchNorm on batch statistics" in message
+    assert "recalibrate_bn=True" in message and "--recalibrate-bn" not in message  # spelled for Python
+    with command_line_in_use():
+        assert "--recalibrate-bn" in eval_below_train(_numbers(0.4, 0.6), data360)
     assert eval_below_train(_numbers(0.1, 0.9, diverged=2), data360) is None
     assert eval_below_train(_numbers(0.1, None), data360) is None  # no BatchNorm, or not measured
 
