@@ -57,9 +57,9 @@ def test_the_tree_weighs_what_hdbscans_exact_tree_weighs(case):
     assert joined == len(vectors)
 
 
-def test_the_default_backend_gives_hdbscans_labels_persistence_and_dbcv():
+def test_the_knn_backend_gives_hdbscans_labels_persistence_and_dbcv():
     vectors, labels = _relu_vectors(500, 40, seed=2)
-    found = HdbscanProbe(dims=None).cluster(vectors, CPU)
+    found = HdbscanProbe(backend="knn", dims=None).cluster(vectors, CPU)
     reference = _exact_hdbscan(vectors)
     assert reference.labels_.max() >= 1  # several clusters, or the check says little
     _assert_same_partition(found.labels, reference.labels_)
@@ -74,13 +74,13 @@ def test_with_tied_weights_the_tree_weighs_the_same_and_the_labels_nearly_agree(
     reference = _exact_hdbscan(vectors, min_samples=4)
     assert np.unique(tree[:, 2]).size < tree.shape[0]  # ties, or the case says little
     np.testing.assert_allclose(tree[:, 2], np.sort(reference.minimum_spanning_tree_.to_numpy()[:, 2]), rtol=1e-12)
-    found = HdbscanProbe(dims=None, min_samples=4).cluster(vectors, CPU)
+    found = HdbscanProbe(backend="knn", dims=None, min_samples=4).cluster(vectors, CPU)
     assert adjusted_rand_score(found.labels, reference.labels_) > 0.99
 
 
 def test_far_outliers_are_noise_as_hdbscan_leaves_them():
     vectors, labels = _with_outliers()
-    knn = HdbscanProbe().measure(_layer(vectors.astype(np.float32), labels), CONTEXT)
+    knn = HdbscanProbe(backend="knn").measure(_layer(vectors.astype(np.float32), labels), CONTEXT)
     plain = HdbscanProbe(backend="hdbscan").measure(_layer(vectors.astype(np.float32), labels), CONTEXT)
     assert knn["n_clusters"] == 3 and knn["noise_fraction"] == pytest.approx(2 / 92)
     assert knn == pytest.approx(plain, nan_ok=True)
@@ -93,7 +93,7 @@ def test_duplicates_and_the_neighbour_lists():
     index, distance = nearest_neighbours(torch.from_numpy(vectors), 15)
     assert not np.any(index == np.arange(200)[:, None])  # never the sample itself
     assert np.all(distance[:100] == 0.0) and np.all(np.diff(distance, axis=1) >= 0)
-    found = HdbscanProbe(dims=None).cluster(vectors, CPU)
+    found = HdbscanProbe(backend="knn", dims=None).cluster(vectors, CPU)
     reference = _exact_hdbscan(vectors)
     _assert_same_partition(found.labels, reference.labels_)
     assert found.dbcv == pytest.approx(reference.relative_validity_)
@@ -107,7 +107,7 @@ def test_the_hdbscan_backend_is_hdbscans_own_search():
 
 def test_too_few_samples_for_min_samples_are_all_noise():
     vectors, labels = _relu_vectors(12, 5)
-    r = HdbscanProbe(min_samples=12).measure(_layer(vectors, labels), CONTEXT)
+    r = HdbscanProbe(backend="knn", min_samples=12).measure(_layer(vectors, labels), CONTEXT)
     assert r["n_clusters"] == 0 and r["noise_fraction"] == 1 and math.isnan(r["dbcv"])
 
 

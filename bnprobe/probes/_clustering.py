@@ -245,15 +245,16 @@ class HdbscanProbe(Probe):
         distance).  The PCA runs in torch on the run's device and is deterministic.
     backend:
         How the default mode (``exact=False``) builds HDBSCAN's minimum spanning tree of mutual
-        reachability, which hdbscan then condenses and cuts into clusters as always.  ``"knn"``
-        (default): each sample's nearest neighbours found exactly by brute force in torch, on the run's
-        device, joined across well-separated groups by their exact lightest links
+        reachability, which hdbscan then condenses and cuts into clusters as always.  ``"knn"``: each
+        sample's nearest neighbours found exactly by brute force in torch, on the run's device,
+        joined across well-separated groups by their exact lightest links
         (:mod:`bnprobe.probes._knn_tree`). Its tree is hdbscan's exact one, so are its labels (up to
         ties); against hdbscan's default approximate tree they agree to an ARI of 0.998 or more on
         bench/hdbscan_probe.py's vectors at 5,000 to 20,000 samples, and it is 1.6-2.2x faster on
         two CPU cores.  ``"hdbscan"``: hdbscan's own
         tree-based search (its ``"best"`` algorithm: an approximate Boruvka spanning tree up to 60
-        dimensions, exact Prim above), the reference, and the default before probe version 2.
+        dimensions, exact Prim above), the reference and the default (until the whole suite has run
+        on ``"knn"`` as the default, with the probe's version raised).
         Exact mode ignores it.
     exact:
         ``False`` (default): the spanning tree of ``backend``.  ``True``: the full
@@ -285,8 +286,6 @@ class HdbscanProbe(Probe):
     the same, a dead layer -- every sample is noise: ``n_clusters`` 0, ``noise_fraction`` 1.
     """
 
-    version: ClassVar[int] = 2
-    """2: the spanning tree of the ``knn`` backend by default (version 1 used hdbscan's own search)."""
     description: ClassVar[str] = "HDBSCAN clusters of the representation vectors vs the class labels"
     needs: ClassVar[Need] = "vectors"
     key_metric: ClassVar[str] = "ari"
@@ -319,7 +318,7 @@ class HdbscanProbe(Probe):
     }
 
     def __init__(self, *, min_cluster_size: int = 10, min_samples: int | None = None,
-                 dims: int | str | None = "auto", backend: str = "knn", exact: bool = False,
+                 dims: int | str | None = "auto", backend: str = "hdbscan", exact: bool = False,
                  permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0, **unknown: Any) -> None:
         super().__init__(**unknown)
         owner = f"probe {self.name}"
